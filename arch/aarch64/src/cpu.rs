@@ -1,0 +1,82 @@
+//! Single instructions the shim needs by name: counters, the RNG, cache and TLB
+//! maintenance (ARM ARM D7.5, "Cache maintenance"), halting and the final jump.
+
+use core::arch::asm;
+
+use aarch64_cpu::asm::barrier;
+use aarch64_cpu::asm::random::ArmRng;
+use aarch64_cpu::registers::CNTPCT_EL0;
+use tock_registers::interfaces::Readable;
+
+/// CNTPCT_EL0, the physical count (CNTFRQ_EL0 is programmed by the firmware).
+pub fn counter() -> u64 {
+    CNTPCT_EL0.get()
+}
+
+/// One RNDR value where ID_AA64ISAR0_EL1.RNDR says the instruction exists and it
+/// succeeds (it fails, NZCV = 0b0100, when the entropy source cannot deliver).
+pub fn rndr() -> Option<u64> {
+    ArmRng::new().and_then(|rng| rng.rndr())
+}
+
+/// The smallest data cache line, from CTR_EL0.DminLine (log2 of words).
+fn dcache_line() -> u64 {
+    let ctr: u64;
+    // SAFETY: reading CTR_EL0 has no side effects.
+    unsafe { asm!("mrs {}, ctr_el0", out(reg) ctr, options(nomem, nostack)) };
+    4 << ((ctr >> 16) & 0xf)
+}
+
+macro_rules! by_line {
+    ($op:literal, $start:expr, $len:expr) => {{
+        let line = dcache_line();
+        let mut addr = $start & !(line - 1);
+        let end = $start.saturating_add($len);
+        while addr < end {
+            // SAFETY: data cache maintenance by VA on mapped (or, MMU off, physical)
+            // memory changes no architectural state but the cache's.
+            unsafe { asm!(concat!("dc ", $op, ", {}"), in(reg) addr, options(nostack)) };
+            addr += line;
+        }
+        barrier::dsb(barrier::SY);
+    }};
+}
+
+/// DC IVAC over a range: drops cached lines so the memory's contents are what a
+/// cacheable read sees. Used, MMU off, on what we wrote before turning caches on.
+pub fn invalidate_dcache(start: u64, len: u64) {
+    by_line!("ivac", start, len);
+}
+
+/// DC CVAU over a range: makes written instructions visible to instruction fetch.
+pub fn clean_dcache_pou(start: u64, len: u64) {
+    by_line!("cvau", start, len);
+}
+
+/// IC IALLU, then the barriers that make it take effect.
+pub fn invalidate_icache() {
+    // SAFETY: invalidating the instruction cache has no effect on data.
+    unsafe { asm!("ic iallu", "dsb nsh", "isb", options(nostack)) };
+}
+
+/// TLBI VMALLE1: forget every EL1 translation after a table switch.
+pub fn flush_tlb() {
+    // SAFETY: TLB maintenance only drops cached translations.
+    unsafe { asm!("dsb ishst", "tlbi vmalle1", "dsb nsh", "isb", options(nostack)) };
+}
+
+/// Stops here for good: the shim has said why on the console.
+pub fn halt() -> ! {
+    loop {
+        aarch64_cpu::asm::wfe();
+    }
+}
+
+/// Jumps to the payload: x0 = device tree, x1 = boot-info block, both physical.
+///
+/// # Safety
+/// `entry` is mapped executable and the payload there expects this handoff.
+pub unsafe fn jump(entry: u64, fdt: u64, info: u64) -> ! {
+    // SAFETY: the caller promises `entry` is the payload's entry point.
+    unsafe { asm!("br {}", in(reg) entry, in("x0") fdt, in("x1") info, options(noreturn)) }
+}

@@ -1,0 +1,94 @@
+/*
+ * The arm64 Image header and the first instructions. Runs with the MMU off, at EL2 or
+ * EL1, from wherever the loader put us: only PC-relative addressing until our own
+ * relocations are applied, and only aligned accesses (all memory is Device-nGnRnE).
+ * Documentation/arch/arm64/booting.rst: x0 = FDT, x1..x3 = 0 (x1 = image offset in
+ * Ard Biesheuvel's 2015 RFC), DAIF masked, MMU off.
+ */
+
+    .section .head, "ax"
+    .global _start
+_start:
+    b       primary_entry           // code0: branch to the entry
+    .long   0                       // code1
+    .quad   0                       // text_offset: load at a 2 MiB-aligned base
+    .quad   __image_end - _start    // image_size: xtask rewrites it to the packed length
+    .quad   0xa                     // flags: bit 0 = 0 LE, bits 1-2 = 1 4K pages,
+                                    //        bit 3 = 1 anywhere in physical memory
+    .quad   0                       // res2
+    .quad   0                       // res3
+    .quad   0                       // res4
+    .ascii  "ARM\x64"               // magic 0x644d5241
+    .long   0                       // res5: no PE/COFF header
+
+    .section .text.entry, "ax"
+primary_entry:
+    mov     x19, x0                 // x19 = FDT physical address
+    mov     x20, x1                 // x20 = image offset from the loader, or 0
+    adrp    x21, _start             // x21 = where we run (linked at 0)
+    add     x21, x21, :lo12:_start
+
+    mrs     x9, CurrentEL
+    cmp     x9, #(2 << 2)           // CurrentEL.EL == 2?
+    b.ne    el1_entry
+
+    /* EL2: set up a plain EL1 and drop to it. */
+    mov     x9, #(1 << 31)          // HCR_EL2.RW = 1: EL1 is AArch64; E2H, TGE, traps off
+    msr     hcr_el2, x9
+    mov     x9, #3                  // CNTHCTL_EL2.EL1PCTEN | EL1PCEN: EL1 uses the counter
+    msr     cnthctl_el2, x9
+    msr     cntvoff_el2, xzr        // CNTVOFF_EL2 = 0: virtual count = physical count
+    mov     x9, #0x33ff             // CPTR_EL2: RES1 bits [13:12], [9:0]; TFP = 0
+    msr     cptr_el2, x9
+    movz    x9, #0x0800             // SCTLR_EL1: RES1 bits (29, 28, 23, 22, 20, 11);
+    movk    x9, #0x30d0, lsl #16    //   M = C = I = 0: MMU and caches off, little-endian
+    msr     sctlr_el1, x9
+    mov     x9, #0x3c5              // SPSR_EL2: D, A, I, F masked; M[3:0] = 0b0101 EL1h
+    msr     spsr_el2, x9
+    adr     x9, el1_entry
+    msr     elr_el2, x9
+    eret
+
+el1_entry:
+    mov     x9, #(3 << 20)          // CPACR_EL1.FPEN = 0b11: FP/SIMD not trapped
+    msr     cpacr_el1, x9
+    isb
+
+    /* Apply our R_AARCH64_RELATIVE relocations: *(base + r_offset) = base + r_addend. */
+    adrp    x9, __rela_start
+    add     x9, x9, :lo12:__rela_start
+    adrp    x10, __rela_end
+    add     x10, x10, :lo12:__rela_end
+1:  cmp     x9, x10
+    b.hs    2f
+    ldp     x11, x12, [x9]          // r_offset, r_info
+    ldr     x13, [x9, #16]          // r_addend
+    add     x9, x9, #24
+    cmp     x12, #1027              // R_AARCH64_RELATIVE, symbol 0
+    b.ne    bad_reloc
+    add     x13, x13, x21
+    str     x13, [x21, x11]
+    b       1b
+
+    /* Zero .bss (16-byte aligned at both ends), then take our stack. */
+2:  adrp    x9, __bss_start
+    add     x9, x9, :lo12:__bss_start
+    adrp    x10, __bss_end
+    add     x10, x10, :lo12:__bss_end
+3:  cmp     x9, x10
+    b.hs    4f
+    stp     xzr, xzr, [x9], #16
+    b       3b
+4:  adrp    x9, __stack_top
+    add     x9, x9, :lo12:__stack_top
+    mov     sp, x9
+
+    mov     x0, x19
+    mov     x1, x20
+    mov     x2, x21
+    bl      shim_main               // never returns
+
+    /* An unexpected relocation type: nothing is safe to run, not even the console. */
+bad_reloc:
+    wfe
+    b       bad_reloc

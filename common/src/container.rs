@@ -1,0 +1,581 @@
+//! The payload container that xtask appends after the shim: a 64-byte little-endian
+//! header, then the packed (optionally zlib-compressed) payload. The header carries the
+//! SHA-256 of the unpacked payload, checked before anything runs.
+
+use core::fmt;
+
+use miniz_oxide::inflate::core::decompress;
+use miniz_oxide::inflate::core::inflate_flags::{
+    TINFL_FLAG_COMPUTE_ADLER32, TINFL_FLAG_PARSE_ZLIB_HEADER,
+    TINFL_FLAG_USING_NON_WRAPPING_OUTPUT_BUF,
+};
+pub use miniz_oxide::inflate::core::DecompressorOxide;
+use miniz_oxide::inflate::TINFLStatus;
+use sha2::{Digest, Sha256};
+use zerocopy::little_endian::{U16, U64};
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+
+pub const MAGIC: [u8; 8] = *b"SHIMPAY1";
+pub const VERSION: u16 = 1;
+pub const HEADER_LEN: usize = 64;
+
+/// The on-disk header (all integers little-endian).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
+pub struct Header {
+    /// `b"SHIMPAY1"`.
+    pub magic: [u8; 8],
+    /// [`VERSION`].
+    pub version: U16,
+    /// [`HEADER_LEN`].
+    pub header_len: U16,
+    /// [`Format`] as a number.
+    pub format: U16,
+    /// [`Compression`] as a number.
+    pub compression: U16,
+    /// Bytes of packed data following the header.
+    pub packed_size: U64,
+    /// Bytes of the payload once unpacked.
+    pub unpacked_size: U64,
+    /// SHA-256 of the unpacked payload.
+    pub sha256: [u8; 32],
+}
+
+const _: () = assert!(core::mem::size_of::<Header>() == HEADER_LEN);
+const _: () = assert!(core::mem::offset_of!(Header, packed_size) == 16);
+const _: () = assert!(core::mem::offset_of!(Header, sha256) == 32);
+
+/// What the payload is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// 1: an ELF64 ET_DYN executable (see [`crate::elf`]).
+    Elf64Dyn = 1,
+    /// 2: a Linux arm64 `Image` (reserved).
+    LinuxArm64Image = 2,
+    /// 3: a Linux x86 `bzImage` (reserved).
+    LinuxX86BzImage = 3,
+}
+
+/// How the packed bytes are encoded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Compression {
+    /// 0: stored as is.
+    None = 0,
+    /// 1: a zlib stream (RFC 1950).
+    Zlib = 1,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ContainerError {
+    /// Fewer bytes than the header needs, or than `packed_size` promises.
+    Truncated {
+        need: u64,
+        have: u64,
+    },
+    BadMagic,
+    BadVersion(u16),
+    BadHeaderLen(u16),
+    UnknownFormat(u16),
+    UnknownCompression(u16),
+    /// With no compression, `packed_size` must equal `unpacked_size`.
+    SizeMismatch {
+        packed: u64,
+        unpacked: u64,
+    },
+    /// The output buffer is smaller than `unpacked_size`.
+    OutputTooSmall {
+        need: u64,
+        have: u64,
+    },
+    /// The zlib stream is corrupt (or its Adler-32 does not match).
+    Inflate(InflateFailure),
+    /// The stream ended after producing `produced` bytes instead of `expected`.
+    WrongUnpackedSize {
+        expected: u64,
+        produced: u64,
+    },
+    /// The zlib stream ended before the last packed byte.
+    TrailingData {
+        unused: u64,
+    },
+    DigestMismatch {
+        expected: [u8; 32],
+        actual: [u8; 32],
+    },
+}
+
+/// Why inflating stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InflateFailure {
+    /// The stream is cut short.
+    Truncated,
+    /// The stream holds more than `unpacked_size` bytes.
+    TooLong,
+    Adler32Mismatch,
+    /// Malformed deflate or zlib data.
+    Corrupt,
+}
+
+struct Hex<'a>(&'a [u8]);
+
+impl fmt::Display for Hex<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
+    }
+}
+
+impl fmt::Display for ContainerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use ContainerError as E;
+        match self {
+            E::Truncated { need, have } => {
+                write!(
+                    f,
+                    "payload container truncated: need {need} bytes, have {have}"
+                )
+            }
+            E::BadMagic => f.write_str("payload container magic is not SHIMPAY1"),
+            E::BadVersion(v) => write!(
+                f,
+                "payload container version {v} unsupported (want {VERSION})"
+            ),
+            E::BadHeaderLen(n) => write!(
+                f,
+                "payload header length {n} unsupported (want {HEADER_LEN})"
+            ),
+            E::UnknownFormat(n) => write!(f, "payload format {n} unknown"),
+            E::UnknownCompression(n) => write!(f, "payload compression {n} unknown"),
+            E::SizeMismatch { packed, unpacked } => write!(
+                f,
+                "uncompressed payload: packed size {packed} differs from unpacked size {unpacked}"
+            ),
+            E::OutputTooSmall { need, have } => {
+                write!(f, "payload needs {need} bytes to unpack, buffer has {have}")
+            }
+            E::Inflate(InflateFailure::Truncated) => f.write_str("payload zlib stream truncated"),
+            E::Inflate(InflateFailure::TooLong) => {
+                f.write_str("payload zlib stream longer than its unpacked size")
+            }
+            E::Inflate(InflateFailure::Adler32Mismatch) => {
+                f.write_str("payload zlib stream Adler-32 mismatch")
+            }
+            E::Inflate(InflateFailure::Corrupt) => f.write_str("payload zlib stream corrupt"),
+            E::WrongUnpackedSize { expected, produced } => {
+                write!(
+                    f,
+                    "payload unpacked to {produced} bytes, header says {expected}"
+                )
+            }
+            E::TrailingData { unused } => {
+                write!(
+                    f,
+                    "payload zlib stream ends {unused} bytes before the packed data"
+                )
+            }
+            E::DigestMismatch { expected, actual } => write!(
+                f,
+                "payload digest mismatch: expected {} got {}",
+                Hex(expected),
+                Hex(actual)
+            ),
+        }
+    }
+}
+
+/// A validated container.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Payload<'a> {
+    pub format: Format,
+    pub compression: Compression,
+    pub unpacked_size: u64,
+    /// SHA-256 of the unpacked payload.
+    pub digest: [u8; 32],
+    /// Exactly `packed_size` bytes.
+    pub packed: &'a [u8],
+}
+
+fn truncated(need: u64, have: usize) -> ContainerError {
+    ContainerError::Truncated {
+        need,
+        have: have as u64,
+    }
+}
+
+/// Validates the header at the start of `bytes` and finds the packed data. Bytes after
+/// the packed data are ignored.
+pub fn parse(bytes: &[u8]) -> Result<Payload<'_>, ContainerError> {
+    let (h, rest) =
+        Header::ref_from_prefix(bytes).map_err(|_| truncated(HEADER_LEN as u64, bytes.len()))?;
+    if h.magic != MAGIC {
+        return Err(ContainerError::BadMagic);
+    }
+    if h.version.get() != VERSION {
+        return Err(ContainerError::BadVersion(h.version.get()));
+    }
+    if usize::from(h.header_len.get()) != HEADER_LEN {
+        return Err(ContainerError::BadHeaderLen(h.header_len.get()));
+    }
+    let format = match h.format.get() {
+        1 => Format::Elf64Dyn,
+        2 => Format::LinuxArm64Image,
+        3 => Format::LinuxX86BzImage,
+        n => return Err(ContainerError::UnknownFormat(n)),
+    };
+    let compression = match h.compression.get() {
+        0 => Compression::None,
+        1 => Compression::Zlib,
+        n => return Err(ContainerError::UnknownCompression(n)),
+    };
+    let packed_size = h.packed_size.get();
+    let unpacked_size = h.unpacked_size.get();
+    if compression == Compression::None && packed_size != unpacked_size {
+        return Err(ContainerError::SizeMismatch {
+            packed: packed_size,
+            unpacked: unpacked_size,
+        });
+    }
+    let need = || (HEADER_LEN as u64).saturating_add(packed_size);
+    let packed = usize::try_from(packed_size)
+        .ok()
+        .and_then(|n| rest.get(..n))
+        .ok_or_else(|| truncated(need(), bytes.len()))?;
+    Ok(Payload {
+        format,
+        compression,
+        unpacked_size,
+        digest: h.sha256,
+        packed,
+    })
+}
+
+/// Unpacks into the start of `out` and returns the number of bytes written, which is
+/// always `unpacked_size`. `inflater` is the ~11 KB inflate state; the caller provides
+/// it (e.g. from a static) because the shim's stack is small. It is reset here.
+pub fn unpack(
+    p: &Payload<'_>,
+    out: &mut [u8],
+    inflater: &mut DecompressorOxide,
+) -> Result<usize, ContainerError> {
+    let too_small = ContainerError::OutputTooSmall {
+        need: p.unpacked_size,
+        have: out.len() as u64,
+    };
+    let size = usize::try_from(p.unpacked_size).map_err(|_| too_small)?;
+    let dest = out.get_mut(..size).ok_or(too_small)?;
+    match p.compression {
+        Compression::None => {
+            let src = p.packed.get(..size).ok_or(ContainerError::SizeMismatch {
+                packed: p.packed.len() as u64,
+                unpacked: p.unpacked_size,
+            })?;
+            dest.copy_from_slice(src);
+            Ok(size)
+        }
+        Compression::Zlib => {
+            inflater.init();
+            let flags = TINFL_FLAG_PARSE_ZLIB_HEADER
+                | TINFL_FLAG_USING_NON_WRAPPING_OUTPUT_BUF
+                | TINFL_FLAG_COMPUTE_ADLER32;
+            // `dest` is exactly `unpacked_size` long: a longer stream stops with HasMoreOutput.
+            let (status, consumed, produced) = decompress(inflater, p.packed, dest, 0, flags);
+            let fail = |f| Err(ContainerError::Inflate(f));
+            match status {
+                TINFLStatus::Done => {}
+                TINFLStatus::HasMoreOutput => return fail(InflateFailure::TooLong),
+                TINFLStatus::NeedsMoreInput | TINFLStatus::FailedCannotMakeProgress => {
+                    return fail(InflateFailure::Truncated)
+                }
+                TINFLStatus::Adler32Mismatch => return fail(InflateFailure::Adler32Mismatch),
+                _ => return fail(InflateFailure::Corrupt),
+            }
+            if produced != size {
+                return Err(ContainerError::WrongUnpackedSize {
+                    expected: p.unpacked_size,
+                    produced: produced as u64,
+                });
+            }
+            if consumed != p.packed.len() {
+                let unused = p.packed.len().saturating_sub(consumed) as u64;
+                return Err(ContainerError::TrailingData { unused });
+            }
+            Ok(size)
+        }
+    }
+}
+
+/// Checks the SHA-256 of the first `unpacked_size` bytes of `unpacked`.
+pub fn verify(p: &Payload<'_>, unpacked: &[u8]) -> Result<(), ContainerError> {
+    let data = usize::try_from(p.unpacked_size)
+        .ok()
+        .and_then(|n| unpacked.get(..n))
+        .ok_or(ContainerError::Truncated {
+            need: p.unpacked_size,
+            have: unpacked.len() as u64,
+        })?;
+    let actual: [u8; 32] = Sha256::digest(data).into();
+    if actual != p.digest {
+        return Err(ContainerError::DigestMismatch {
+            expected: p.digest,
+            actual,
+        });
+    }
+    Ok(())
+}
+
+/// Builds a container (header + packed bytes) around `payload`.
+#[cfg(feature = "alloc")]
+pub fn pack(format: Format, compression: Compression, payload: &[u8]) -> alloc::vec::Vec<u8> {
+    let packed = match compression {
+        Compression::None => alloc::vec::Vec::from(payload),
+        Compression::Zlib => miniz_oxide::deflate::compress_to_vec_zlib(payload, 10),
+    };
+    let header = Header {
+        magic: MAGIC,
+        version: U16::new(VERSION),
+        header_len: U16::new(HEADER_LEN as u16),
+        format: U16::new(format as u16),
+        compression: U16::new(compression as u16),
+        packed_size: U64::new(packed.len() as u64),
+        unpacked_size: U64::new(payload.len() as u64),
+        sha256: Sha256::digest(payload).into(),
+    };
+    let mut out = alloc::vec::Vec::with_capacity(HEADER_LEN + packed.len());
+    out.extend_from_slice(header.as_bytes());
+    out.extend_from_slice(&packed);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Same as `pack`, available without the `alloc` feature.
+    fn build(compression: Compression, payload: &[u8]) -> Vec<u8> {
+        let packed = match compression {
+            Compression::None => payload.to_vec(),
+            Compression::Zlib => miniz_oxide::deflate::compress_to_vec_zlib(payload, 10),
+        };
+        let header = Header {
+            magic: MAGIC,
+            version: U16::new(VERSION),
+            header_len: U16::new(64),
+            format: U16::new(1),
+            compression: U16::new(compression as u16),
+            packed_size: U64::new(packed.len() as u64),
+            unpacked_size: U64::new(payload.len() as u64),
+            sha256: Sha256::digest(payload).into(),
+        };
+        [header.as_bytes(), &packed].concat()
+    }
+
+    fn sample() -> Vec<u8> {
+        (0..3000u32).map(|i| (i * 7 / 13) as u8).collect()
+    }
+
+    fn open(bytes: &[u8]) -> Result<Vec<u8>, ContainerError> {
+        let p = parse(bytes)?;
+        let mut out = vec![0u8; p.unpacked_size.min(1 << 20) as usize];
+        let mut inflater = Box::<DecompressorOxide>::default();
+        let n = unpack(&p, &mut out, &mut inflater)?;
+        verify(&p, &out[..n])?;
+        Ok(out)
+    }
+
+    #[test]
+    fn round_trip() {
+        for c in [Compression::None, Compression::Zlib] {
+            let mut bytes = build(c, &sample());
+            bytes.extend_from_slice(b"trailing bytes are fine");
+            let p = parse(&bytes).unwrap();
+            assert_eq!(
+                (p.format, p.compression, p.unpacked_size),
+                (Format::Elf64Dyn, c, 3000)
+            );
+            assert_eq!(open(&bytes).unwrap(), sample());
+        }
+        assert_eq!(
+            open(&build(Compression::Zlib, &[])).unwrap(),
+            Vec::<u8>::new()
+        );
+    }
+
+    #[cfg(feature = "alloc")]
+    #[test]
+    fn pack_matches() {
+        let bytes = pack(Format::Elf64Dyn, Compression::Zlib, &sample());
+        assert_eq!(bytes, build(Compression::Zlib, &sample()));
+    }
+
+    #[test]
+    fn header_errors() {
+        let good = build(Compression::Zlib, &sample());
+        let with = |off: usize, v: &[u8]| {
+            let mut b = good.clone();
+            b[off..off + v.len()].copy_from_slice(v);
+            parse(&b).err()
+        };
+        assert_eq!(with(0, b"X"), Some(ContainerError::BadMagic));
+        assert_eq!(
+            with(8, &2u16.to_le_bytes()),
+            Some(ContainerError::BadVersion(2))
+        );
+        assert_eq!(
+            with(10, &65u16.to_le_bytes()),
+            Some(ContainerError::BadHeaderLen(65))
+        );
+        assert_eq!(
+            with(12, &4u16.to_le_bytes()),
+            Some(ContainerError::UnknownFormat(4))
+        );
+        assert_eq!(
+            with(14, &2u16.to_le_bytes()),
+            Some(ContainerError::UnknownCompression(2))
+        );
+        assert_eq!(
+            with(12, &2u16.to_le_bytes()),
+            None,
+            "reserved formats parse"
+        );
+        assert!(matches!(
+            with(16, &u64::MAX.to_le_bytes()),
+            Some(ContainerError::Truncated { .. })
+        ));
+        let none = build(Compression::None, b"abc");
+        let mut b = none.clone();
+        b[24] = 4;
+        assert_eq!(
+            parse(&b).err(),
+            Some(ContainerError::SizeMismatch {
+                packed: 3,
+                unpacked: 4
+            })
+        );
+    }
+
+    #[test]
+    fn unpack_size_errors() {
+        let bytes = build(Compression::Zlib, &sample());
+        let p = parse(&bytes).unwrap();
+        let mut inflater = Box::<DecompressorOxide>::default();
+        let mut small = vec![0u8; 2999];
+        assert_eq!(
+            unpack(&p, &mut small, &mut inflater),
+            Err(ContainerError::OutputTooSmall {
+                need: 3000,
+                have: 2999
+            })
+        );
+        let mut out = vec![0u8; 4000];
+        let shorter = Payload {
+            unpacked_size: 2000,
+            ..p
+        };
+        assert_eq!(
+            unpack(&shorter, &mut out, &mut inflater),
+            Err(ContainerError::Inflate(InflateFailure::TooLong))
+        );
+        let longer = Payload {
+            unpacked_size: 3001,
+            ..p
+        };
+        assert!(matches!(
+            unpack(&longer, &mut out, &mut inflater),
+            Err(ContainerError::WrongUnpackedSize {
+                expected: 3001,
+                produced: 3000
+            })
+        ));
+        let mut padded = p.packed.to_vec();
+        padded.push(0);
+        let trailing = Payload {
+            packed: &padded,
+            ..p
+        };
+        assert_eq!(
+            unpack(&trailing, &mut out, &mut inflater),
+            Err(ContainerError::TrailingData { unused: 1 })
+        );
+    }
+
+    #[test]
+    fn flipped_packed_byte_is_caught() {
+        for c in [Compression::None, Compression::Zlib] {
+            let good = build(c, &sample());
+            let mut harmless = 0;
+            for i in HEADER_LEN..good.len() {
+                for bit in 0..8 {
+                    let mut b = good.clone();
+                    b[i] ^= 1 << bit;
+                    // `open` verifies the digest, so success means the exact payload came
+                    // out: the flip hit bits the inflater ignores (the final byte's
+                    // padding, an unused Huffman code length).
+                    if open(&b).is_ok() {
+                        harmless += 1;
+                    }
+                }
+            }
+            assert!(harmless <= 16, "{c:?}: {harmless} flips went unnoticed");
+        }
+    }
+
+    #[test]
+    fn flipped_unpacked_byte_is_digest_mismatch() {
+        let bytes = build(Compression::Zlib, &sample());
+        let p = parse(&bytes).unwrap();
+        let mut data = sample();
+        data[1234] ^= 1;
+        let err = verify(&p, &data).unwrap_err();
+        let actual: [u8; 32] = Sha256::digest(&data).into();
+        assert_eq!(
+            err,
+            ContainerError::DigestMismatch {
+                expected: p.digest,
+                actual
+            }
+        );
+        let text = err.to_string();
+        let hex = |d: &[u8]| d.iter().map(|b| format!("{b:02x}")).collect::<String>();
+        assert_eq!(
+            text,
+            format!(
+                "payload digest mismatch: expected {} got {}",
+                hex(&p.digest),
+                hex(&actual)
+            )
+        );
+        assert!(verify(&p, &data[..100]).is_err());
+    }
+
+    #[test]
+    fn every_truncation_fails() {
+        for c in [Compression::None, Compression::Zlib] {
+            let good = build(c, &sample());
+            for n in 0..good.len() {
+                assert!(
+                    open(&good[..n]).is_err(),
+                    "{c:?}: truncated to {n} accepted"
+                );
+            }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let _ = open(&bytes);
+        }
+
+        #[test]
+        fn random_bytes_after_valid_header(
+            compression in 0u16..2, size in 0u64..600, body in proptest::collection::vec(any::<u8>(), 0..300),
+        ) {
+            let mut b = build(Compression::None, &[]);
+            b[14..16].copy_from_slice(&compression.to_le_bytes());
+            b[16..24].copy_from_slice(&(body.len() as u64).to_le_bytes());
+            b[24..32].copy_from_slice(&size.to_le_bytes());
+            b.extend_from_slice(&body);
+            let _ = open(&b);
+        }
+    }
+}

@@ -1,0 +1,273 @@
+//! Entropy: a SHA-256 mixer fed by every source the platform offers, which records
+//! which sources were present and whether any was strong, and the deterministic
+//! generator (SHA-256 in counter mode) drawn from it for placement and the payload seed.
+
+use sha2::{Digest, Sha256};
+
+use crate::bootinfo::source;
+
+/// Where a piece of entropy came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// `/chosen/kaslr-seed`.
+    KaslrSeed,
+    /// `/chosen/rng-seed`.
+    RngSeed,
+    /// RNDR (arm64) or RDRAND (x86_64).
+    CpuRng,
+    /// RDSEED (x86_64).
+    CpuSeed,
+    /// A free-running counter: always there, never strong.
+    Counter,
+}
+
+impl Source {
+    /// The [`crate::bootinfo::source`] bit for this source.
+    pub const fn bit(self) -> u32 {
+        match self {
+            Source::KaslrSeed => source::KASLR_SEED,
+            Source::RngSeed => source::RNG_SEED,
+            Source::CpuRng => source::CPU_RNG,
+            Source::CpuSeed => source::CPU_SEED,
+            Source::Counter => source::COUNTER,
+        }
+    }
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Source::KaslrSeed => "kaslr-seed",
+            Source::RngSeed => "rng-seed",
+            Source::CpuRng => "cpu-rng",
+            Source::CpuSeed => "cpu-seed",
+            Source::Counter => "counter",
+        }
+    }
+
+    /// Everything but the counter is unpredictable enough to count as strong.
+    pub const fn is_strong(self) -> bool {
+        !matches!(self, Source::Counter)
+    }
+}
+
+/// Bits of the sources that count as strong.
+const STRONG: u32 = source::KASLR_SEED | source::RNG_SEED | source::CPU_RNG | source::CPU_SEED;
+
+/// Accumulates entropy. Each input is hashed as `tag (u32 LE) || len (u64 LE) || bytes`,
+/// so no two different sequences of inputs hash the same.
+#[derive(Clone)]
+pub struct Mixer {
+    hash: Sha256,
+    sources: u32,
+}
+
+impl Default for Mixer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Mixer {
+    pub fn new() -> Self {
+        let mut hash = Sha256::new();
+        hash.update(b"shim entropy mixer v1\0");
+        Mixer { hash, sources: 0 }
+    }
+
+    /// Mixes in `bytes` from `source`. Empty or all-zero input records nothing: a zero
+    /// `kaslr-seed` means "no seed" (the bootloader clears it when it has none).
+    pub fn add(&mut self, source: Source, bytes: &[u8]) {
+        if bytes.iter().all(|&b| b == 0) {
+            return;
+        }
+        self.hash.update(source.bit().to_le_bytes());
+        self.hash.update((bytes.len() as u64).to_le_bytes());
+        self.hash.update(bytes);
+        self.sources |= source.bit();
+    }
+
+    /// Bitmask of the sources that contributed (see [`Source::bit`]).
+    pub fn sources(&self) -> u32 {
+        self.sources
+    }
+
+    /// True when at least one strong source contributed.
+    pub fn strong(&self) -> bool {
+        self.sources & STRONG != 0
+    }
+
+    pub fn finish(self) -> Rng {
+        Rng::from_key(self.hash.finalize().into())
+    }
+}
+
+/// Deterministic generator: block `i` is `SHA-256(key || i as u64 LE)`, consumed in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rng {
+    key: [u8; 32],
+    counter: u64,
+    block: [u8; 32],
+    /// Bytes of `block` already handed out; 32 means "fetch the next block".
+    used: usize,
+}
+
+impl Rng {
+    pub fn from_key(key: [u8; 32]) -> Rng {
+        Rng {
+            key,
+            counter: 0,
+            block: [0; 32],
+            used: 32,
+        }
+    }
+
+    fn refill(&mut self) {
+        let mut h = Sha256::new();
+        h.update(self.key);
+        h.update(self.counter.to_le_bytes());
+        self.block = h.finalize().into();
+        // 2^64 blocks are never drawn during boot.
+        self.counter = self.counter.wrapping_add(1);
+        self.used = 0;
+    }
+
+    pub fn fill(&mut self, out: &mut [u8]) {
+        let mut rest = out;
+        while !rest.is_empty() {
+            if self.used >= self.block.len() {
+                self.refill();
+            }
+            let avail = self.block.get(self.used..).unwrap_or(&[]);
+            let n = avail.len().min(rest.len());
+            let (head, tail) = rest.split_at_mut(n);
+            head.copy_from_slice(avail.get(..n).unwrap_or(&[]));
+            self.used += n;
+            rest = tail;
+        }
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        let mut b = [0u8; 8];
+        self.fill(&mut b);
+        u64::from_le_bytes(b)
+    }
+
+    /// Uniform in `[0, n)` with no modulo bias; `below(0)` is 0.
+    ///
+    /// Draws `x` until it is at least `2^64 mod n`: the accepted values then number a
+    /// multiple of `n`, so `x % n` is uniform. A draw is rejected with probability
+    /// below `n / 2^64`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        if n == 0 {
+            return 0;
+        }
+        let threshold = n.wrapping_neg() % n;
+        loop {
+            let x = self.next_u64();
+            if x >= threshold {
+                return x % n;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sources_and_strength() {
+        let mut m = Mixer::new();
+        m.add(Source::KaslrSeed, &[0; 8]);
+        m.add(Source::RngSeed, &[]);
+        assert_eq!(m.sources(), 0);
+        m.add(Source::Counter, &42u64.to_le_bytes());
+        assert!(!m.strong());
+        m.add(Source::CpuRng, &[1]);
+        assert_eq!(m.sources(), source::COUNTER | source::CPU_RNG);
+        assert!(m.strong());
+        assert!(!Source::Counter.is_strong() && Source::CpuSeed.is_strong());
+        assert_eq!(Source::KaslrSeed.name(), "kaslr-seed");
+    }
+
+    #[test]
+    fn domain_separation() {
+        let mut a = Mixer::new();
+        a.add(Source::RngSeed, &[1, 2]);
+        let mut b = Mixer::new();
+        b.add(Source::KaslrSeed, &[1, 2]);
+        let mut c = Mixer::new();
+        c.add(Source::RngSeed, &[1]);
+        c.add(Source::RngSeed, &[2]);
+        let (a, b, c) = (
+            a.finish().next_u64(),
+            b.finish().next_u64(),
+            c.finish().next_u64(),
+        );
+        assert!(a != b && a != c && b != c);
+    }
+
+    #[test]
+    fn counter_mode_blocks() {
+        let key = [7u8; 32];
+        let mut rng = Rng::from_key(key);
+        let mut out = [0u8; 40];
+        rng.fill(&mut out);
+        let mut h = Sha256::new();
+        h.update(key);
+        h.update(1u64.to_le_bytes());
+        let block1: [u8; 32] = h.finalize().into();
+        assert_eq!(out[32..], block1[..8]);
+        // Byte-wise and word-wise draws see the same stream.
+        let mut again = Rng::from_key(key);
+        let words: Vec<u8> = (0..5)
+            .flat_map(|_| again.next_u64().to_le_bytes())
+            .collect();
+        assert_eq!(words, out);
+    }
+
+    fn chi_square(counts: &[u64], draws: u64) -> f64 {
+        let e = draws as f64 / counts.len() as f64;
+        counts.iter().map(|&c| (c as f64 - e).powi(2) / e).sum()
+    }
+
+    #[test]
+    fn below_small_n_unbiased() {
+        let mut rng = Rng::from_key([1; 32]);
+        assert_eq!(rng.below(0), 0);
+        assert_eq!(rng.below(1), 0);
+        let mut counts = [0u64; 6];
+        let draws = 60_000;
+        for _ in 0..draws {
+            counts[rng.below(6) as usize] += 1;
+        }
+        // 5 degrees of freedom: P(chi2 > 20.5) = 0.001.
+        assert!(chi_square(&counts, draws) < 20.5, "{counts:?}");
+    }
+
+    #[test]
+    fn below_rejects_to_avoid_bias() {
+        // n = 3 * 2^62: plain `x % n` would give the lowest third twice the weight.
+        let n = 3u64 << 62;
+        let mut rng = Rng::from_key([2; 32]);
+        let mut thirds = [0u64; 3];
+        let mut rejected = 0;
+        let draws = 30_000;
+        for _ in 0..draws {
+            let before = rng.clone();
+            let v = rng.below(n);
+            assert!(v < n);
+            thirds[(v / (1u64 << 62)) as usize] += 1;
+            let mut probe = before;
+            probe.next_u64();
+            if probe != rng {
+                rejected += 1;
+            }
+        }
+        assert!(chi_square(&thirds, draws) < 13.8, "{thirds:?}"); // 2 dof, p = 0.001
+                                                                  // 2^64 mod n = 2^62, so a quarter of the raw draws are rejected.
+        assert!(
+            rejected > draws / 8,
+            "rejection path taken {rejected} times"
+        );
+    }
+}

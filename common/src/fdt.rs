@@ -1,0 +1,762 @@
+//! Reads a flattened device tree (Devicetree Specification v0.4, chapter 5) into the
+//! facts the shim needs: RAM, what must not be overwritten, `/chosen` and the console.
+//! A small checked walker of its own: the `fdt` crate (0.1.5) panics on malformed blobs.
+
+use crate::memmap::{Avoid, MemError, MemoryMap, Range};
+
+/// `0xd00dfeed`, big-endian at offset 0.
+pub const MAGIC: u32 = 0xd00d_feed;
+/// Size of the header fields this reader uses (version 17 header is 40 bytes).
+pub const HEADER_SIZE: usize = 40;
+/// Nodes nest at most this deep; real trees stay under 10.
+const MAX_DEPTH: usize = 16;
+
+const FDT_BEGIN_NODE: u32 = 1;
+const FDT_END_NODE: u32 = 2;
+const FDT_PROP: u32 = 3;
+const FDT_NOP: u32 = 4;
+const FDT_END: u32 = 9;
+
+/// What is wrong with a device tree.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FdtError {
+    /// The blob is shorter than its header or its `totalsize`.
+    Truncated,
+    BadMagic(u32),
+    /// `last_comp_version` newer than 17, or `version` older than 16.
+    BadVersion(u32),
+    /// A header offset or size points outside `totalsize` (names the field).
+    BadHeader(&'static str),
+    /// An unexpected token at this offset of the structure block.
+    BadToken {
+        offset: usize,
+        token: u32,
+    },
+    /// A node name or property name that is not a NUL-terminated UTF-8 string.
+    BadName {
+        offset: usize,
+    },
+    TooDeep,
+    /// A property we read has the wrong length (names the property).
+    BadProperty(&'static str),
+    /// No `/memory` node with a non-empty `reg`.
+    NoMemory,
+    /// More memory or reserved ranges than the fixed tables hold.
+    Memory(MemError),
+}
+
+impl core::fmt::Display for FdtError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            FdtError::Truncated => write!(f, "device tree truncated"),
+            FdtError::BadMagic(m) => write!(f, "device tree bad magic {m:#x}"),
+            FdtError::BadVersion(v) => write!(f, "device tree version {v} not supported"),
+            FdtError::BadHeader(field) => {
+                write!(f, "device tree header field {field} out of range")
+            }
+            FdtError::BadToken { offset, token } => {
+                write!(
+                    f,
+                    "device tree bad token {token:#x} at struct offset {offset:#x}"
+                )
+            }
+            FdtError::BadName { offset } => write!(f, "device tree bad name at offset {offset:#x}"),
+            FdtError::TooDeep => write!(f, "device tree nested deeper than {MAX_DEPTH}"),
+            FdtError::BadProperty(name) => write!(f, "device tree property {name} malformed"),
+            FdtError::NoMemory => write!(f, "device tree has no memory node"),
+            FdtError::Memory(e) => write!(f, "device tree memory: {e}"),
+        }
+    }
+}
+
+impl From<MemError> for FdtError {
+    fn from(e: MemError) -> Self {
+        FdtError::Memory(e)
+    }
+}
+
+fn be32(bytes: &[u8], at: usize) -> Result<u32, FdtError> {
+    let b = at
+        .checked_add(4)
+        .and_then(|end| bytes.get(at..end))
+        .ok_or(FdtError::Truncated)?;
+    Ok(u32::from_be_bytes(
+        b.try_into().map_err(|_| FdtError::Truncated)?,
+    ))
+}
+
+/// Reads a big-endian number of `cells` 32-bit cells (1 or 2) from the front of `bytes`.
+fn cells(bytes: &[u8], cells: u32) -> Option<(u64, &[u8])> {
+    let n = (cells as usize).checked_mul(4)?;
+    let (num, rest) = (bytes.get(..n)?, bytes.get(n..)?);
+    if cells > 2 {
+        return None;
+    }
+    Some((
+        num.iter().fold(0u64, |acc, &b| (acc << 8) | u64::from(b)),
+        rest,
+    ))
+}
+
+/// The header fields, checked against `totalsize`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Header {
+    pub totalsize: usize,
+    structs: core::ops::Range<usize>,
+    strings: core::ops::Range<usize>,
+    rsvmap: usize,
+}
+
+impl Header {
+    /// Reads the header; `bytes` need only hold the first [`HEADER_SIZE`] bytes.
+    pub fn read(bytes: &[u8]) -> Result<Header, FdtError> {
+        let magic = be32(bytes, 0)?;
+        if magic != MAGIC {
+            return Err(FdtError::BadMagic(magic));
+        }
+        let field = |i: usize| be32(bytes, i * 4).map(|v| v as usize);
+        let totalsize = field(1)?;
+        let (off_struct, off_strings, off_rsvmap) = (field(2)?, field(3)?, field(4)?);
+        let (version, last_comp) = (field(5)?, field(6)?);
+        let (size_strings, size_struct) = (field(8)?, field(9)?);
+        if version < 16 || last_comp > 17 {
+            return Err(FdtError::BadVersion(version as u32));
+        }
+        let within = |start: usize, len: usize, name| {
+            let end = start.checked_add(len).ok_or(FdtError::BadHeader(name))?;
+            if start < HEADER_SIZE || end > totalsize {
+                return Err(FdtError::BadHeader(name));
+            }
+            Ok(start..end)
+        };
+        let structs = within(off_struct, size_struct, "off_dt_struct")?;
+        let strings = within(off_strings, size_strings, "off_dt_strings")?;
+        within(off_rsvmap, 16, "off_mem_rsvmap")?;
+        if off_struct % 4 != 0 || off_rsvmap % 8 != 0 {
+            return Err(FdtError::BadHeader("alignment"));
+        }
+        Ok(Header {
+            totalsize,
+            structs,
+            strings,
+            rsvmap: off_rsvmap,
+        })
+    }
+}
+
+/// One step of the walk over the structure block.
+#[derive(Clone, Copy, Debug)]
+enum Event<'a> {
+    Begin {
+        name: &'a str,
+    },
+    Prop {
+        name: &'a str,
+        value: &'a [u8],
+        offset: usize,
+    },
+    End,
+}
+
+/// A checked device tree blob, exactly `totalsize` bytes long.
+#[derive(Clone, Debug)]
+pub struct Fdt<'a> {
+    blob: &'a [u8],
+    header: Header,
+}
+
+impl<'a> Fdt<'a> {
+    /// Checks the header and the whole structure block (tokens, names, nesting).
+    pub fn new(bytes: &'a [u8]) -> Result<Fdt<'a>, FdtError> {
+        let header = Header::read(bytes)?;
+        let blob = bytes.get(..header.totalsize).ok_or(FdtError::Truncated)?;
+        let fdt = Fdt { blob, header };
+        fdt.walk(|_, _| Ok(()))?;
+        Ok(fdt)
+    }
+
+    /// The blob (its `totalsize` bytes).
+    pub fn bytes(&self) -> &'a [u8] {
+        self.blob
+    }
+
+    fn string(&self, offset: usize) -> Result<&'a str, FdtError> {
+        let strings = self
+            .blob
+            .get(self.header.strings.clone())
+            .ok_or(FdtError::Truncated)?;
+        let tail = strings.get(offset..).ok_or(FdtError::BadName { offset })?;
+        let len = tail
+            .iter()
+            .position(|&b| b == 0)
+            .ok_or(FdtError::BadName { offset })?;
+        core::str::from_utf8(tail.get(..len).unwrap_or_default())
+            .map_err(|_| FdtError::BadName { offset })
+    }
+
+    /// Walks the structure block, calling `f(depth, event)`; depth 0 is the root node.
+    fn walk(
+        &self,
+        mut f: impl FnMut(usize, Event<'a>) -> Result<(), FdtError>,
+    ) -> Result<(), FdtError> {
+        let structs = self
+            .blob
+            .get(self.header.structs.clone())
+            .ok_or(FdtError::Truncated)?;
+        let base = self.header.structs.start;
+        let mut at = 0usize;
+        let mut depth = 0usize;
+        let mut seen_root = false;
+        let align4 = |n: usize| n.checked_add(3).map(|n| n & !3).ok_or(FdtError::Truncated);
+        loop {
+            let token = be32(structs, at)?;
+            let offset = at;
+            at += 4;
+            match token {
+                FDT_BEGIN_NODE => {
+                    if depth == 0 && seen_root {
+                        return Err(FdtError::BadToken { offset, token });
+                    }
+                    let tail = structs.get(at..).ok_or(FdtError::Truncated)?;
+                    let len = tail
+                        .iter()
+                        .position(|&b| b == 0)
+                        .ok_or(FdtError::BadName { offset })?;
+                    let name = core::str::from_utf8(tail.get(..len).unwrap_or_default())
+                        .map_err(|_| FdtError::BadName { offset })?;
+                    at = align4(at + len + 1)?;
+                    if depth >= MAX_DEPTH {
+                        return Err(FdtError::TooDeep);
+                    }
+                    f(depth, Event::Begin { name })?;
+                    depth += 1;
+                    seen_root = true;
+                }
+                FDT_END_NODE => {
+                    depth = depth
+                        .checked_sub(1)
+                        .ok_or(FdtError::BadToken { offset, token })?;
+                    f(depth, Event::End)?;
+                }
+                FDT_PROP => {
+                    if depth == 0 {
+                        return Err(FdtError::BadToken { offset, token });
+                    }
+                    let len = be32(structs, at)? as usize;
+                    let name = self.string(be32(structs, at + 4)? as usize)?;
+                    let start = at + 8;
+                    let end = start.checked_add(len).ok_or(FdtError::Truncated)?;
+                    let value = structs.get(start..end).ok_or(FdtError::Truncated)?;
+                    at = align4(end)?;
+                    f(
+                        depth - 1,
+                        Event::Prop {
+                            name,
+                            value,
+                            offset: base + start,
+                        },
+                    )?;
+                }
+                FDT_NOP => {}
+                FDT_END if depth == 0 && seen_root => return Ok(()),
+                _ => return Err(FdtError::BadToken { offset, token }),
+            }
+        }
+    }
+
+    /// The `/memreserve/` block: (address, size) pairs up to the (0, 0) terminator.
+    pub fn memreserve(&self) -> impl Iterator<Item = Result<Range, FdtError>> + 'a {
+        let mut at = self.header.rsvmap;
+        let blob = self.blob;
+        core::iter::from_fn(move || {
+            let entry = blob.get(at..at + 16).ok_or(FdtError::Truncated);
+            at += 16;
+            match entry.map(|e| cells(e, 2).and_then(|(a, rest)| Some((a, cells(rest, 2)?.0)))) {
+                Ok(Some((0, 0))) => None,
+                Ok(Some((addr, size))) => {
+                    Some(Range::from_base_size(addr, size).map_err(Into::into))
+                }
+                Ok(None) | Err(_) => Some(Err(FdtError::Truncated)),
+            }
+        })
+    }
+}
+
+/// The UART the firmware named in `/chosen/stdout-path`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Console {
+    pub base: u64,
+    /// True if the node is compatible with "arm,pl011".
+    pub pl011: bool,
+}
+
+/// Everything the shim reads from the device tree.
+#[derive(Debug)]
+pub struct Machine<'a> {
+    /// Every `reg` entry of every top-level node whose `device_type` is "memory"
+    /// (what Linux's early_init_dt_scan_memory reads), normalised.
+    pub ram: MemoryMap,
+    /// `/reserved-memory` children with a `reg`, and `/memreserve/` entries.
+    pub reserved: Avoid,
+    /// `/chosen/bootargs` without its trailing NUL.
+    pub bootargs: &'a [u8],
+    /// `/chosen/linux,initrd-start` .. `linux,initrd-end`.
+    pub initrd: Option<Range>,
+    /// `/chosen/kaslr-seed` (big-endian u64) and the blob offset of its value.
+    pub kaslr_seed: Option<(u64, usize)>,
+    /// `/chosen/rng-seed` bytes and the blob offset of its value.
+    pub rng_seed: Option<(&'a [u8], usize)>,
+    pub console: Option<Console>,
+}
+
+/// Per-node state kept during the walk: the cell sizes its children use, and what
+/// depth-1 nodes we care about carried until their end.
+#[derive(Clone, Copy, Default)]
+struct Level {
+    address_cells: u32,
+    size_cells: u32,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Top {
+    Other,
+    Reserved,
+    Chosen,
+    Aliases,
+}
+
+impl<'a> Machine<'a> {
+    /// Reads the machine description from a checked blob.
+    pub fn read(fdt: &Fdt<'a>) -> Result<Machine<'a>, FdtError> {
+        let mut m = Machine {
+            ram: MemoryMap::new(),
+            reserved: Avoid::new(),
+            bootargs: &[],
+            initrd: None,
+            kaslr_seed: None,
+            rng_seed: None,
+            console: None,
+        };
+        let mut levels = [Level {
+            address_cells: 2,
+            size_cells: 1,
+        }; MAX_DEPTH + 1];
+        let mut top = Top::Other;
+        // Memory nodes: `device_type` may come after `reg`, so keep `reg` until the end.
+        let (mut mem_reg, mut is_memory): (&[u8], bool) = (&[], false);
+        let (mut initrd_start, mut initrd_end) = (None, None);
+        let mut stdout: &[u8] = &[];
+        let mut aliases = [("", &[][..]); 8];
+        let mut n_aliases = 0;
+
+        fdt.walk(|depth, event| {
+            match event {
+                Event::Begin { name } => {
+                    // A node's children default to 2 address cells and 1 size cell.
+                    if let Some(l) = levels.get_mut(depth + 1) {
+                        *l = Level {
+                            address_cells: 2,
+                            size_cells: 1,
+                        };
+                    }
+                    if depth == 1 {
+                        let base = name.split('@').next().unwrap_or(name);
+                        top = match base {
+                            "reserved-memory" => Top::Reserved,
+                            "chosen" => Top::Chosen,
+                            "aliases" => Top::Aliases,
+                            _ => Top::Other,
+                        };
+                        (mem_reg, is_memory) = (&[], false);
+                    }
+                }
+                Event::Prop {
+                    name,
+                    value,
+                    offset,
+                } => {
+                    let level = levels.get_mut(depth + 1).ok_or(FdtError::TooDeep)?;
+                    match name {
+                        "#address-cells" | "#size-cells" => {
+                            let v = match value {
+                                [a, b, c, d] => u32::from_be_bytes([*a, *b, *c, *d]),
+                                _ => return Err(FdtError::BadProperty("#address-cells")),
+                            };
+                            if v > 2 && depth == 0 {
+                                return Err(FdtError::BadProperty("#address-cells"));
+                            }
+                            if name == "#address-cells" {
+                                level.address_cells = v;
+                            } else {
+                                level.size_cells = v;
+                            }
+                        }
+                        _ => {}
+                    }
+                    let parent = levels.get(depth).copied().unwrap_or_default();
+                    match (top, depth, name) {
+                        (_, 1, "reg") => mem_reg = value,
+                        (_, 1, "device_type") => is_memory = value == b"memory\0",
+                        (Top::Reserved, 2, "reg") => {
+                            for r in regs(value, parent, "reserved-memory reg") {
+                                m.reserved.push(r?, "reserved-memory")?;
+                            }
+                        }
+                        (Top::Chosen, 1, "bootargs") => {
+                            m.bootargs = value.split(|&b| b == 0).next().unwrap_or_default()
+                        }
+                        (Top::Chosen, 1, "stdout-path") => stdout = value,
+                        (Top::Chosen, 1, "linux,initrd-start") => {
+                            initrd_start = Some(number(value, "linux,initrd-start")?)
+                        }
+                        (Top::Chosen, 1, "linux,initrd-end") => {
+                            initrd_end = Some(number(value, "linux,initrd-end")?)
+                        }
+                        (Top::Chosen, 1, "kaslr-seed") => {
+                            // arch/arm64/kernel/pi/kaslr_early.c reads exactly a u64.
+                            let seed = match value.len() {
+                                8 => number(value, "kaslr-seed")?,
+                                _ => return Err(FdtError::BadProperty("kaslr-seed")),
+                            };
+                            m.kaslr_seed = Some((seed, offset));
+                        }
+                        (Top::Chosen, 1, "rng-seed") => m.rng_seed = Some((value, offset)),
+                        (Top::Aliases, 1, _) => {
+                            if let Some(slot) = aliases.get_mut(n_aliases) {
+                                *slot = (name, value);
+                                n_aliases += 1;
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                Event::End => {
+                    if depth == 1 && is_memory {
+                        let root = levels.get(1).copied().unwrap_or_default();
+                        for r in regs(mem_reg, root, "memory reg") {
+                            m.ram.insert(r?)?;
+                        }
+                    }
+                    if depth == 1 {
+                        top = Top::Other;
+                    }
+                }
+            }
+            Ok(())
+        })?;
+
+        for r in fdt.memreserve() {
+            m.reserved.push(r?, "memreserve")?;
+        }
+        if m.ram.is_empty() {
+            return Err(FdtError::NoMemory);
+        }
+        m.initrd = match (initrd_start, initrd_end) {
+            (Some(start), Some(end)) if end >= start => Some(Range { start, end }),
+            (None, None) => None,
+            _ => return Err(FdtError::BadProperty("linux,initrd-end")),
+        };
+        // stdout-path = "serial0:115200n8" or "/pl011@9000000": an alias or a path,
+        // with optional options after ':'.
+        let stdout = stdout
+            .split(|&b| b == 0 || b == b':')
+            .next()
+            .unwrap_or_default();
+        let path = match stdout.first() {
+            Some(b'/') | None => stdout,
+            Some(_) => aliases
+                .iter()
+                .take(n_aliases)
+                .find(|(name, _)| name.as_bytes() == stdout)
+                .map(|(_, path)| path.split(|&b| b == 0).next().unwrap_or_default())
+                .unwrap_or_default(),
+        };
+        if !path.is_empty() {
+            m.console = find_console(fdt, path)?;
+        }
+        Ok(m)
+    }
+}
+
+/// A 4- or 8-byte big-endian property value.
+fn number(value: &[u8], name: &'static str) -> Result<u64, FdtError> {
+    match value.len() {
+        4 => cells(value, 1),
+        8 => cells(value, 2),
+        _ => None,
+    }
+    .map(|(n, _)| n)
+    .ok_or(FdtError::BadProperty(name))
+}
+
+/// The (address, size) pairs of a `reg` value, read with the parent's cell sizes.
+fn regs<'v>(
+    mut value: &'v [u8],
+    parent: Level,
+    name: &'static str,
+) -> impl Iterator<Item = Result<Range, FdtError>> + 'v {
+    core::iter::from_fn(move || {
+        if value.is_empty() {
+            return None;
+        }
+        let entry = cells(value, parent.address_cells).and_then(|(addr, rest)| {
+            cells(rest, parent.size_cells).map(|(size, rest)| (addr, size, rest))
+        });
+        match entry {
+            Some((addr, size, rest)) if parent.size_cells > 0 => {
+                value = rest;
+                Some(Range::from_base_size(addr, size).map_err(Into::into))
+            }
+            _ => {
+                value = &[];
+                Some(Err(FdtError::BadProperty(name)))
+            }
+        }
+    })
+}
+
+/// A path component names a node with or without its unit address.
+fn node_matches(name: &str, component: &[u8]) -> bool {
+    let name = name.as_bytes();
+    name == component
+        || (name.len() > component.len()
+            && name.starts_with(component)
+            && name.get(component.len()) == Some(&b'@'))
+}
+
+/// Finds the node at `path` and reads the first `reg` address and `compatible`.
+fn find_console(fdt: &Fdt<'_>, path: &[u8]) -> Result<Option<Console>, FdtError> {
+    let mut levels = [Level {
+        address_cells: 2,
+        size_cells: 1,
+    }; MAX_DEPTH + 1];
+    // How many leading path components the nodes currently open match.
+    let mut matched = 0usize;
+    let mut want: [&[u8]; MAX_DEPTH] = [&[]; MAX_DEPTH];
+    let mut n_want = 0;
+    for part in path.split(|&b| b == b'/').filter(|p| !p.is_empty()) {
+        *want.get_mut(n_want).ok_or(FdtError::TooDeep)? = part;
+        n_want += 1;
+    }
+    let (mut base, mut pl011) = (None, false);
+    fdt.walk(|depth, event| {
+        match event {
+            Event::Begin { name } => {
+                if let Some(l) = levels.get_mut(depth + 1) {
+                    *l = Level {
+                        address_cells: 2,
+                        size_cells: 1,
+                    };
+                }
+                // Depth d (d >= 1) matches want[d - 1] when its parents matched.
+                let component = depth.checked_sub(1).and_then(|i| want.get(i));
+                if matched + 1 == depth && component.is_some_and(|c| node_matches(name, c)) {
+                    matched = depth;
+                }
+            }
+            Event::Prop { name, value, .. } => {
+                if let (Some(l), "#address-cells" | "#size-cells", [a, b, c, d]) =
+                    (levels.get_mut(depth + 1), name, value)
+                {
+                    let v = u32::from_be_bytes([*a, *b, *c, *d]);
+                    if name == "#address-cells" {
+                        l.address_cells = v;
+                    } else {
+                        l.size_cells = v;
+                    }
+                }
+                if depth == n_want && matched == n_want && n_want > 0 {
+                    let parent = levels.get(depth).copied().unwrap_or_default();
+                    match name {
+                        "reg" => base = cells(value, parent.address_cells).map(|(a, _)| a),
+                        "compatible" => pl011 = value.split(|&b| b == 0).any(|c| c == b"arm,pl011"),
+                        _ => {}
+                    }
+                }
+            }
+            Event::End => {
+                if matched > depth.saturating_sub(1) && depth >= 1 {
+                    matched = depth - 1;
+                }
+            }
+        }
+        Ok(())
+    })?;
+    Ok(base.map(|base| Console { base, pl011 }))
+}
+
+/// Zeroes the values of `/chosen/kaslr-seed` and `/chosen/rng-seed` in place, as Linux
+/// does after consuming them, so the next stage cannot read what chose our placement.
+pub fn wipe_seeds(blob: &mut [u8], kaslr_seed: Option<usize>, rng_seed: Option<(usize, usize)>) {
+    let ranges = [kaslr_seed.map(|o| (o, 8)), rng_seed];
+    for (offset, len) in ranges.into_iter().flatten() {
+        if let Some(bytes) = offset
+            .checked_add(len)
+            .and_then(|end| blob.get_mut(offset..end))
+        {
+            bytes.fill(0);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dtb(name: &str) -> Vec<u8> {
+        let path = format!("{}/../tests/data/dtb/{name}", env!("CARGO_MANIFEST_DIR"));
+        std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    fn ram(m: &Machine<'_>) -> Vec<(u64, u64)> {
+        m.ram.iter().map(|r| (r.start, r.end)).collect()
+    }
+
+    #[test]
+    fn qemu_virt_memory_matches_dash_m() {
+        const GIB: u64 = 1 << 30;
+        for (file, size) in [
+            ("virt-512M-smp2.dtb", GIB / 2),
+            ("virt-1G-smp1.dtb", GIB),
+            ("virt-el2-2G-smp2.dtb", 2 * GIB),
+            ("virt-3G-smp8.dtb", 3 * GIB),
+            ("virt-4G-smp4.dtb", 4 * GIB),
+            ("virt-numa-2x1G-smp2.dtb", 2 * GIB),
+        ] {
+            let blob = dtb(file);
+            let fdt = Fdt::new(&blob).unwrap();
+            let m = Machine::read(&fdt).unwrap();
+            assert_eq!(ram(&m), vec![(0x4000_0000, 0x4000_0000 + size)], "{file}");
+            assert_eq!(
+                m.console,
+                Some(Console {
+                    base: 0x0900_0000,
+                    pl011: true
+                }),
+                "{file}"
+            );
+            assert!(m.kaslr_seed.is_some() && m.rng_seed.is_some(), "{file}");
+            assert_eq!(m.reserved.iter().count(), 0, "{file}");
+            assert_eq!(m.initrd, None);
+        }
+    }
+
+    #[test]
+    fn agrees_with_the_fdt_crate_on_qemu_trees() {
+        for file in [
+            "virt-1G-smp1.dtb",
+            "virt-4G-smp4.dtb",
+            "virt-numa-2x1G-smp2.dtb",
+        ] {
+            let blob = dtb(file);
+            let m = Machine::read(&Fdt::new(&blob).unwrap()).unwrap();
+            let oracle = ::fdt::Fdt::new(&blob).unwrap();
+            let chosen = oracle.find_node("/chosen").unwrap();
+            let seed = chosen.property("kaslr-seed").unwrap().as_usize().unwrap() as u64;
+            assert_eq!(m.kaslr_seed.map(|s| s.0), Some(seed));
+            let rng = chosen.property("rng-seed").unwrap().value;
+            assert_eq!(m.rng_seed.map(|s| s.0), Some(rng));
+            let total: u64 = oracle
+                .all_nodes()
+                .filter(|n| n.name.starts_with("memory@"))
+                .flat_map(|n| n.reg().unwrap())
+                .map(|r| r.size.unwrap() as u64)
+                .sum();
+            assert_eq!(m.ram.total(), total);
+        }
+    }
+
+    #[test]
+    fn synthetic_tree_with_reserved_memory_and_initrd() {
+        let blob = dtb("synthetic-reserved.dtb");
+        let m = Machine::read(&Fdt::new(&blob).unwrap()).unwrap();
+        // Two memory nodes, out of order, one with two entries: merged and sorted.
+        assert_eq!(
+            ram(&m),
+            vec![(0x4000_0000, 0xc000_0000), (0x1_0000_0000, 0x1_8000_0000)]
+        );
+        let reserved: Vec<_> = m
+            .reserved
+            .iter()
+            .map(|(r, l)| (r.start, r.end, l))
+            .collect();
+        assert_eq!(
+            reserved,
+            vec![
+                (0x4000_0000, 0x4020_0000, "reserved-memory"),
+                (0x7e00_0000, 0x7e80_0000, "reserved-memory"),
+                (0x4800_0000, 0x4801_0000, "memreserve"),
+                (0x7ff0_0000, 0x8000_0000, "memreserve"),
+            ]
+        );
+        assert_eq!(
+            m.initrd,
+            Some(Range {
+                start: 0x4400_0000,
+                end: 0x4420_0000
+            })
+        );
+        assert_eq!(m.bootargs, b"console=ttyAMA0 shim.verbose");
+        assert_eq!(m.kaslr_seed.map(|s| s.0), Some(0x0123_4567_89ab_cdef));
+        assert_eq!(m.rng_seed.map(|s| s.0.len()), Some(16));
+        assert_eq!(
+            m.console,
+            Some(Console {
+                base: 0x0900_0000,
+                pl011: true
+            })
+        );
+    }
+
+    #[test]
+    fn wipe_seeds_zeroes_exactly_the_values() {
+        let mut blob = dtb("virt-1G-smp1.dtb");
+        let before = blob.clone();
+        let (k, r) = {
+            let m = Machine::read(&Fdt::new(&before).unwrap()).unwrap();
+            (
+                m.kaslr_seed.unwrap().1,
+                m.rng_seed.map(|(v, o)| (o, v.len())).unwrap(),
+            )
+        };
+        wipe_seeds(&mut blob, Some(k), Some(r));
+        let m = Machine::read(&Fdt::new(&blob).unwrap()).unwrap();
+        assert_eq!(m.kaslr_seed.unwrap().0, 0);
+        assert!(m.rng_seed.unwrap().0.iter().all(|&b| b == 0));
+        let changed = blob.iter().zip(&before).filter(|(a, b)| a != b).count();
+        assert!(changed <= 8 + r.1 && changed > 0);
+    }
+
+    #[test]
+    fn corrupt_trees_are_errors_not_panics() {
+        let good = dtb("synthetic-reserved.dtb");
+        assert_eq!(Fdt::new(&good[..10]).unwrap_err(), FdtError::Truncated);
+        let mut bad = good.clone();
+        bad[0] ^= 1;
+        assert!(matches!(Fdt::new(&bad), Err(FdtError::BadMagic(_))));
+        // Every truncation and every single-byte flip: an error or a tree, never a panic.
+        for len in 0..good.len() {
+            let _ = Fdt::new(&good[..len]).and_then(|f| Machine::read(&f).map(|_| ()));
+        }
+        for i in 0..good.len() {
+            for bit in [0x01, 0x80, 0xff] {
+                let mut b = good.clone();
+                b[i] ^= bit;
+                let _ = Fdt::new(&b).and_then(|f| Machine::read(&f).map(|_| ()));
+            }
+        }
+    }
+
+    #[test]
+    fn a_tree_without_memory_is_an_error() {
+        let blob = dtb("virt-1G-smp1.dtb");
+        let mut bad = blob.clone();
+        // Change the device_type value so no node is a memory node.
+        let at = bad.windows(7).position(|w| w == b"memory\0").unwrap();
+        bad[at] = b'x';
+        assert_eq!(
+            Machine::read(&Fdt::new(&bad).unwrap()).unwrap_err(),
+            FdtError::NoMemory
+        );
+    }
+}

@@ -1,0 +1,28 @@
+//! Every rule of the boot shim, as pure logic on byte slices and plain data.
+//! Nothing here touches hardware or is gated on `target_arch`: the arm64 and x86_64
+//! backends call into it, and `cargo test` exercises all of it on the host.
+#![cfg_attr(not(test), no_std)]
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
+)]
+#![deny(unsafe_code)]
+
+#[cfg(feature = "alloc")]
+extern crate alloc;
+
+pub mod bootinfo;
+pub mod cmdline;
+pub mod container;
+pub mod elf;
+pub mod entropy;
+pub mod fdt;
+pub mod image;
+pub mod memmap;
+pub mod plan;
+pub mod slot;

@@ -1,0 +1,438 @@
+//! Physical address ranges and their normalisation: the RAM map, the labelled avoid
+//! list, and the free memory left once every avoided range is subtracted from RAM.
+//! Fixed capacity and no allocation: running out of room is an error, never a silent drop.
+
+use core::fmt;
+
+/// Why a range operation failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MemError {
+    /// `base + size` does not fit in 64 bits (a range may end at most at `u64::MAX`).
+    Overflow { base: u64, size: u64 },
+    /// A [`RangeSet`] would need more entries than its capacity.
+    TooManyRanges,
+    /// An [`AvoidList`] is full.
+    TooManyAvoid,
+}
+
+impl fmt::Display for MemError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MemError::Overflow { base, size } => {
+                write!(f, "memory range 0x{base:x} + 0x{size:x} overflows 64 bits")
+            }
+            MemError::TooManyRanges => f.write_str("too many memory ranges for the fixed-size map"),
+            MemError::TooManyAvoid => f.write_str("too many entries in the avoid list"),
+        }
+    }
+}
+
+/// A half-open physical range `[start, end)`. A range with `end <= start` is empty.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Range {
+    pub start: u64,
+    pub end: u64,
+}
+
+impl Range {
+    /// The empty range at 0.
+    pub const EMPTY: Range = Range { start: 0, end: 0 };
+
+    /// `[base, base + size)`; `size == 0` gives an empty range.
+    pub fn from_base_size(base: u64, size: u64) -> Result<Range, MemError> {
+        let end = base
+            .checked_add(size)
+            .ok_or(MemError::Overflow { base, size })?;
+        Ok(Range { start: base, end })
+    }
+
+    /// Number of bytes in the range (0 when empty).
+    pub fn len(&self) -> u64 {
+        self.end.saturating_sub(self.start)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.end <= self.start
+    }
+
+    /// True when the two ranges share at least one byte.
+    pub fn overlaps(&self, other: &Range) -> bool {
+        !self.is_empty() && !other.is_empty() && self.start < other.end && other.start < self.end
+    }
+
+    /// True when `other` is non-empty and lies entirely inside `self`.
+    pub fn contains_range(&self, other: &Range) -> bool {
+        !other.is_empty() && self.start <= other.start && other.end <= self.end
+    }
+
+    /// True when the ranges overlap or share an endpoint (so their union is one range).
+    fn touches(&self, other: &Range) -> bool {
+        self.start <= other.end && other.start <= self.end
+    }
+}
+
+impl fmt::Display for Range {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "[0x{:x}, 0x{:x})", self.start, self.end)
+    }
+}
+
+/// A set of bytes kept as at most `N` sorted, disjoint, non-adjacent, non-empty ranges.
+#[derive(Clone, Copy, Debug)]
+pub struct RangeSet<const N: usize> {
+    ranges: [Range; N],
+    len: usize,
+}
+
+/// Default capacity of a memory map.
+pub const MAX_RANGES: usize = 128;
+/// The RAM map and the free map use this size.
+pub type MemoryMap = RangeSet<MAX_RANGES>;
+
+impl<const N: usize> Default for RangeSet<N> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<const N: usize> PartialEq for RangeSet<N> {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_slice() == other.as_slice()
+    }
+}
+
+impl<const N: usize> Eq for RangeSet<N> {}
+
+impl<const N: usize> RangeSet<N> {
+    pub const fn new() -> Self {
+        RangeSet {
+            ranges: [Range::EMPTY; N],
+            len: 0,
+        }
+    }
+
+    /// The ranges, lowest first.
+    pub fn as_slice(&self) -> &[Range] {
+        self.ranges.get(..self.len).unwrap_or(&[])
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = Range> + '_ {
+        self.as_slice().iter().copied()
+    }
+
+    /// Number of (merged) ranges.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The lowest range.
+    pub fn first(&self) -> Option<Range> {
+        self.as_slice().first().copied()
+    }
+
+    /// The highest range.
+    pub fn last(&self) -> Option<Range> {
+        self.as_slice().last().copied()
+    }
+
+    /// Total bytes in the set. Cannot overflow: the ranges are disjoint within `u64`.
+    pub fn total(&self) -> u64 {
+        self.iter().fold(0u64, |acc, r| acc.saturating_add(r.len()))
+    }
+
+    /// True when `r` (non-empty) lies entirely inside one range of the set.
+    pub fn contains_range(&self, r: &Range) -> bool {
+        self.iter().any(|x| x.contains_range(r))
+    }
+
+    /// Appends a range known to sort after every current entry.
+    fn push(&mut self, r: Range) -> Result<(), MemError> {
+        let slot = self
+            .ranges
+            .get_mut(self.len)
+            .ok_or(MemError::TooManyRanges)?;
+        *slot = r;
+        self.len += 1;
+        Ok(())
+    }
+
+    /// Adds `r`, merging it with every range it overlaps or touches. Empty ranges are
+    /// ignored; input may come in any order, overlapping or duplicated.
+    pub fn insert(&mut self, r: Range) -> Result<(), MemError> {
+        if r.is_empty() {
+            return Ok(());
+        }
+        let mut out = Self::new();
+        let mut pending = Some(r);
+        for x in self.iter() {
+            match pending {
+                Some(p) if p.touches(&x) => {
+                    pending = Some(Range {
+                        start: p.start.min(x.start),
+                        end: p.end.max(x.end),
+                    });
+                }
+                Some(p) if p.end < x.start => {
+                    out.push(p)?;
+                    pending = None;
+                    out.push(x)?;
+                }
+                _ => out.push(x)?,
+            }
+        }
+        if let Some(p) = pending {
+            out.push(p)?;
+        }
+        *self = out;
+        Ok(())
+    }
+
+    /// Subtracts `r`. A range with `r` strictly inside it splits in two, which may
+    /// exceed the capacity ([`MemError::TooManyRanges`]; the set is then unchanged).
+    pub fn remove(&mut self, r: Range) -> Result<(), MemError> {
+        if r.is_empty() {
+            return Ok(());
+        }
+        let mut out = Self::new();
+        for x in self.iter() {
+            if !x.overlaps(&r) {
+                out.push(x)?;
+                continue;
+            }
+            let below = Range {
+                start: x.start,
+                end: r.start,
+            };
+            let above = Range {
+                start: r.end,
+                end: x.end,
+            };
+            for piece in [below, above] {
+                if !piece.is_empty() {
+                    out.push(piece)?;
+                }
+            }
+        }
+        *self = out;
+        Ok(())
+    }
+
+    /// Removes every byte at or above `limit` (for `mem=`, the user's explicit limit).
+    /// Returns how many bytes were removed.
+    pub fn truncate_above(&mut self, limit: u64) -> u64 {
+        let before = self.total();
+        let mut out = Self::new();
+        for x in self.iter() {
+            let kept = Range {
+                start: x.start,
+                end: x.end.min(limit),
+            };
+            if !kept.is_empty() {
+                // Never more entries than before, so this cannot fail.
+                let _ = out.push(kept);
+            }
+        }
+        *self = out;
+        before - self.total()
+    }
+}
+
+/// Ranges the payload must not be placed over, each labelled for the error report,
+/// kept in insertion order (they may overlap each other).
+#[derive(Clone, Copy, Debug)]
+pub struct AvoidList<const N: usize> {
+    entries: [(Range, &'static str); N],
+    len: usize,
+}
+
+/// Default capacity of the avoid list.
+pub const MAX_AVOID: usize = 64;
+pub type Avoid = AvoidList<MAX_AVOID>;
+
+impl<const N: usize> Default for AvoidList<N> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<const N: usize> AvoidList<N> {
+    pub const fn new() -> Self {
+        AvoidList {
+            entries: [(Range::EMPTY, ""); N],
+            len: 0,
+        }
+    }
+
+    /// Records `range` under `label` (e.g. "shim", "fdt", "initrd", "reserved-memory",
+    /// "memreserve"). Empty ranges are ignored.
+    pub fn push(&mut self, range: Range, label: &'static str) -> Result<(), MemError> {
+        if range.is_empty() {
+            return Ok(());
+        }
+        let slot = self
+            .entries
+            .get_mut(self.len)
+            .ok_or(MemError::TooManyAvoid)?;
+        *slot = (range, label);
+        self.len += 1;
+        Ok(())
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (Range, &'static str)> + '_ {
+        self.entries.get(..self.len).unwrap_or(&[]).iter().copied()
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The first recorded entry that overlaps `range`.
+    pub fn overlapping(&self, range: Range) -> Option<(Range, &'static str)> {
+        self.iter().find(|(r, _)| r.overlaps(&range))
+    }
+}
+
+/// RAM minus every avoided range.
+pub fn free_memory<const N: usize, const M: usize>(
+    ram: &RangeSet<N>,
+    avoid: &AvoidList<M>,
+) -> Result<RangeSet<N>, MemError> {
+    let mut free = *ram;
+    for (r, _) in avoid.iter() {
+        free.remove(r)?;
+    }
+    Ok(free)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn r(start: u64, end: u64) -> Range {
+        Range { start, end }
+    }
+
+    #[test]
+    fn range_basics() {
+        assert_eq!(
+            Range::from_base_size(0x4000_0000, 0x4000_0000),
+            Ok(r(0x4000_0000, 0x8000_0000))
+        );
+        assert!(Range::from_base_size(1, 0).is_ok_and(|x| x.is_empty()));
+        assert_eq!(
+            Range::from_base_size(u64::MAX, 1),
+            Err(MemError::Overflow {
+                base: u64::MAX,
+                size: 1
+            })
+        );
+        assert_eq!(
+            r(0x4000_0000, 0x8000_0000).to_string(),
+            "[0x40000000, 0x80000000)"
+        );
+        assert!(r(0, 10).overlaps(&r(9, 11)));
+        assert!(!r(0, 10).overlaps(&r(10, 11)));
+        assert!(!r(0, 10).overlaps(&r(5, 5)));
+        assert!(r(0, 10).contains_range(&r(0, 10)));
+        assert!(!r(0, 10).contains_range(&r(5, 11)));
+        assert_eq!(r(5, 3).len(), 0);
+    }
+
+    #[test]
+    fn insert_normalises() {
+        let mut s = RangeSet::<8>::new();
+        for x in [
+            r(30, 40),
+            r(0, 10),
+            r(10, 20),
+            r(35, 50),
+            r(0, 10),
+            r(60, 60),
+            r(100, 200),
+        ] {
+            s.insert(x).unwrap();
+        }
+        assert_eq!(s.as_slice(), &[r(0, 20), r(30, 50), r(100, 200)]);
+        s.insert(r(15, 150)).unwrap();
+        assert_eq!(s.as_slice(), &[r(0, 200)]);
+        assert_eq!(s.total(), 200);
+        assert_eq!(s.first(), Some(r(0, 200)));
+    }
+
+    #[test]
+    fn remove_splits_and_hits_capacity() {
+        let mut s = RangeSet::<2>::new();
+        s.insert(r(0, 100)).unwrap();
+        s.remove(r(10, 20)).unwrap();
+        assert_eq!(s.as_slice(), &[r(0, 10), r(20, 100)]);
+        assert_eq!(s.remove(r(50, 60)), Err(MemError::TooManyRanges));
+        assert_eq!(s.as_slice(), &[r(0, 10), r(20, 100)], "unchanged on error");
+        s.remove(r(0, 30)).unwrap();
+        assert_eq!(s.as_slice(), &[r(30, 100)]);
+        assert_eq!(s.truncate_above(64), 36);
+        assert_eq!(s.as_slice(), &[r(30, 64)]);
+        assert_eq!(s.truncate_above(0), 34);
+        assert!(s.is_empty());
+    }
+
+    #[test]
+    fn insert_hits_capacity() {
+        let mut s = RangeSet::<1>::new();
+        s.insert(r(0, 1)).unwrap();
+        assert_eq!(s.insert(r(5, 6)), Err(MemError::TooManyRanges));
+        s.insert(r(1, 6)).unwrap();
+        assert_eq!(s.as_slice(), &[r(0, 6)]);
+    }
+
+    #[test]
+    fn avoid_and_free() {
+        let mut ram = MemoryMap::new();
+        ram.insert(r(0x1000, 0x9000)).unwrap();
+        let mut avoid = AvoidList::<2>::new();
+        avoid.push(r(0x2000, 0x3000), "fdt").unwrap();
+        avoid.push(r(0, 0), "empty").unwrap();
+        avoid.push(r(0x8000, 0xa000), "initrd").unwrap();
+        assert_eq!(avoid.push(r(1, 2), "x"), Err(MemError::TooManyAvoid));
+        assert_eq!(
+            avoid.overlapping(r(0x8fff, 0x9000)),
+            Some((r(0x8000, 0xa000), "initrd"))
+        );
+        assert_eq!(avoid.overlapping(r(0x3000, 0x8000)), None);
+        let free = free_memory(&ram, &avoid).unwrap();
+        assert_eq!(free.as_slice(), &[r(0x1000, 0x2000), r(0x3000, 0x8000)]);
+    }
+
+    fn small_range() -> impl Strategy<Value = Range> {
+        (0u64..200, 0u64..40).prop_map(|(s, l)| r(s, s + l))
+    }
+
+    proptest! {
+        #[test]
+        fn set_matches_bitmap(ops in proptest::collection::vec((any::<bool>(), small_range()), 0..30)) {
+            let mut s = RangeSet::<64>::new();
+            let mut bits = [false; 256];
+            for (add, x) in ops {
+                if add { s.insert(x).unwrap() } else { s.remove(x).unwrap() }
+                for b in x.start..x.end { bits[b as usize] = add; }
+            }
+            let v = s.as_slice();
+            for w in v.windows(2) {
+                prop_assert!(w[0].end < w[1].start, "sorted, disjoint, not adjacent");
+            }
+            for x in v { prop_assert!(!x.is_empty()); }
+            for (b, &set) in bits.iter().enumerate() {
+                let b = b as u64;
+                prop_assert_eq!(set, v.iter().any(|x| x.start <= b && b < x.end));
+            }
+        }
+    }
+}

@@ -1,0 +1,81 @@
+//! The per-architecture table: Rust target, crates, image header, QEMU machine and
+//! U-Boot loader details. Everything arch-specific that the other commands need is
+//! here, so adding x86_64 is one more enum variant and one more `Target`.
+
+use clap::ValueEnum;
+
+/// The `--arch` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Arch {
+    Aarch64,
+}
+
+impl Arch {
+    pub fn target(self) -> &'static Target {
+        match self {
+            Arch::Aarch64 => &AARCH64,
+        }
+    }
+}
+
+/// Where the packed image keeps its own total size, so loaders reserve the whole file.
+pub struct ImageHeader {
+    /// Offset and bytes of the magic that identifies the header.
+    pub magic_offset: usize,
+    pub magic: &'static [u8],
+    /// Offset of the little-endian u64 that holds, as linked, the offset the container
+    /// must start at and, once packed, the image's total length.
+    pub size_offset: usize,
+}
+
+/// How a firmware loader boots the image (the `--loader u-boot` path).
+pub struct Firmware {
+    /// The firmware passed to QEMU's `-bios`.
+    pub bios: &'static str,
+    /// Where QEMU's generic loader puts the image before the firmware runs.
+    pub load_addr: u64,
+    /// The firmware's boot command; `{addr}` becomes `load_addr` in hex.
+    pub boot_cmd: &'static str,
+}
+
+/// Everything xtask needs to know about one architecture.
+pub struct Target {
+    /// The `--arch` spelling and the directory under `target/xtask/`.
+    pub name: &'static str,
+    pub rust_target: &'static str,
+    pub shim_package: &'static str,
+    pub payload_package: &'static str,
+    pub header: ImageHeader,
+    pub qemu: &'static str,
+    pub machine: &'static str,
+    /// Machine option that starts the guest in the hypervisor level (`--el2`).
+    pub el2_option: &'static str,
+    pub cpu: &'static str,
+    pub firmware: Firmware,
+    /// Debian packages that provide `qemu` and `firmware.bios`.
+    pub qemu_package: &'static str,
+    pub firmware_package: &'static str,
+}
+
+pub const AARCH64: Target = Target {
+    name: "aarch64",
+    rust_target: "aarch64-unknown-none",
+    shim_package: "shim-aarch64",
+    payload_package: "demo-payload",
+    header: ImageHeader {
+        magic_offset: 0x38,
+        magic: b"ARM\x64",
+        size_offset: 0x10,
+    },
+    qemu: "qemu-system-aarch64",
+    machine: "virt",
+    el2_option: "virtualization=on",
+    cpu: "max",
+    firmware: Firmware {
+        bios: "/usr/lib/u-boot/qemu_arm64/u-boot.bin",
+        load_addr: 0x4040_0000,
+        boot_cmd: "booti {addr} - ${fdtcontroladdr}",
+    },
+    qemu_package: "qemu-system-arm",
+    firmware_package: "u-boot-qemu",
+};

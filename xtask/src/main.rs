@@ -1,0 +1,134 @@
+//! `cargo xtask`: builds the shim image, boots it in QEMU and runs the test matrix.
+//! This file holds the command line and the helpers every subcommand shares: the
+//! workspace paths and running a child command after printing it.
+
+mod arch;
+mod console;
+mod deps;
+mod image;
+mod qemu;
+mod test;
+
+use std::ffi::OsStr;
+use std::path::PathBuf;
+use std::process::{Command, ExitCode};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "Build, pack and boot the shim")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Build the shim and the payload and pack them into target/xtask/<arch>/shim.img.
+    Build(image::BuildArgs),
+    /// Build the image and boot it in QEMU, one or more times.
+    Qemu(qemu::QemuArgs),
+    /// Run the host tests, then the QEMU boot matrix.
+    Test(test::TestArgs),
+    /// Check for (and, as root, install) QEMU, U-Boot and the Rust targets.
+    Deps(deps::DepsArgs),
+}
+
+fn main() -> ExitCode {
+    match dispatch(Cli::parse().command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("xtask: error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(command: Cmd) -> Result<()> {
+    match command {
+        Cmd::Build(args) => {
+            let path = image::build(&args)?;
+            println!("{}", path.display());
+            Ok(())
+        }
+        Cmd::Qemu(args) => qemu::run(&args),
+        Cmd::Test(args) => test::run(&args),
+        Cmd::Deps(args) => deps::run(&args),
+    }
+}
+
+/// The workspace root (the parent of this crate).
+pub fn workspace_root() -> PathBuf {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().map(PathBuf::from).unwrap_or(manifest)
+}
+
+/// Cargo's target directory: `$CARGO_TARGET_DIR` if set, else `<root>/target`.
+pub fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(dir) => workspace_root().join(dir),
+        None => workspace_root().join("target"),
+    }
+}
+
+/// A `cargo` command: the cargo that runs xtask, started in the workspace root.
+pub fn cargo() -> Command {
+    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.current_dir(workspace_root());
+    cmd
+}
+
+/// The command line as a shell would take it, for printing.
+pub fn display(cmd: &Command) -> String {
+    let quote = |s: &OsStr| {
+        let s = s.to_string_lossy();
+        let plain = !s.is_empty()
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_./=,:+@%".contains(c));
+        if plain {
+            s.into_owned()
+        } else {
+            format!("'{}'", s.replace('\'', r"'\''"))
+        }
+    };
+    std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(quote)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Prints a command (to stderr, so stdout stays the result) before it runs.
+pub fn announce(cmd: &Command) {
+    eprintln!("$ {}", display(cmd));
+}
+
+/// Runs a command to completion; fails unless it exits with status 0.
+pub fn exec(cmd: &mut Command) -> Result<()> {
+    announce(cmd);
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot start {}", cmd.get_program().to_string_lossy()))?;
+    if !status.success() {
+        bail!("`{}` failed: {status}", display(cmd));
+    }
+    Ok(())
+}
+
+/// Runs a command and returns its stdout; fails unless it exits with status 0.
+pub fn capture(cmd: &mut Command) -> Result<String> {
+    announce(cmd);
+    let out = cmd
+        .output()
+        .with_context(|| format!("cannot start {}", cmd.get_program().to_string_lossy()))?;
+    if !out.status.success() {
+        bail!(
+            "`{}` failed: {}\n{}",
+            display(cmd),
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    String::from_utf8(out.stdout).context("command printed non-UTF-8 output")
+}
