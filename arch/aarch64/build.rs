@@ -4,7 +4,13 @@ fn main() {
     let dir = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_default();
     println!("cargo:rerun-if-changed=linker.ld");
     println!("cargo:rerun-if-changed=src/entry.S");
-    for arg in [&format!("-T{dir}/linker.ld"), "-pie", "--no-dynamic-linker", "-znorelro", "-zmax-page-size=4096"] {
+    for arg in [
+        &format!("-T{dir}/linker.ld"),
+        "-pie",
+        "--no-dynamic-linker",
+        "-znorelro",
+        "-zmax-page-size=4096",
+    ] {
         println!("cargo:rustc-link-arg-bins={arg}");
     }
 }

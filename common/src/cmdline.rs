@@ -40,7 +40,9 @@ pub struct Options {
     pub verbose: bool,
     /// `shim.offset=nn`: acts as a loader-passed image offset.
     pub image_offset: Option<u64>,
-    /// `memmap=` entries in command line order; the first `memmap_count` are `Some`.
+    /// `memmap=` entries in command line order (comma-separated ones included); the
+    /// first `memmap_count` are `Some`. Stricter than x86 Linux, which counts only the
+    /// avoided regions towards its limit of 4: here every entry counts.
     pub memmap: [Option<MemmapEntry>; MAX_MEMMAP],
     pub memmap_count: usize,
 }
@@ -74,10 +76,11 @@ impl Options {
 pub struct Name {
     bytes: [u8; 32],
     len: usize,
+    /// The name was longer than `bytes`; the message shows `...`.
+    truncated: bool,
 }
 
 impl Name {
-    /// Keeps the first 32 bytes (the message shows `...` after a longer name).
     fn new(name: &[u8]) -> Name {
         let mut bytes = [0; 32];
         let len = name.len().min(bytes.len());
@@ -86,7 +89,8 @@ impl Name {
         }
         Name {
             bytes,
-            len: if name.len() > len { len + 1 } else { len },
+            len,
+            truncated: name.len() > len,
         }
     }
 }
@@ -100,7 +104,7 @@ impl fmt::Display for Name {
                 write!(f, "\\x{b:02x}")?;
             }
         }
-        if self.len > self.bytes.len() {
+        if self.truncated {
             f.write_str("...")?;
         }
         Ok(())
@@ -254,7 +258,8 @@ fn flag(value: Option<&[u8]>, option: &'static str) -> Result<(), CmdlineError> 
 
 /// One comma-separated `memmap=` entry, after x86 `parse_memmap()`: `nn#ss`, `nn$ss`,
 /// `nn!ss` avoid `[ss, ss + nn)`; `nn@ss` is usable memory (ignored); bare `nn` is a
-/// limit. `exactmap` gives `None`. Any other form is an error.
+/// limit. `exactmap` gives `None`. Any other form is an error. (Linux reads an avoided
+/// region starting at 0 as a limit; here it stays an avoided region, the safer reading.)
 fn memmap_entry(s: &[u8]) -> Result<Option<MemmapEntry>, CmdlineError> {
     const BAD: CmdlineError = CmdlineError::BadValue { option: "memmap" };
     if s == b"exactmap" {

@@ -26,8 +26,11 @@ const DT_RELA: u64 = 7;
 const DT_RELASZ: u64 = 8;
 const DT_RELAENT: u64 = 9;
 const DT_REL: u64 = 17;
+#[cfg(test)]
 const DT_TEXTREL: u64 = 22;
+#[cfg(test)]
 const DT_FLAGS: u64 = 30;
+#[cfg(test)]
 const DF_TEXTREL: u64 = 0x4;
 const DT_RELRSZ: u64 = 35;
 const DT_RELR: u64 = 36;
@@ -162,7 +165,7 @@ pub enum ElfError {
     },
     MultipleDynamic,
     DynamicOutOfFile,
-    /// DT_REL, DT_TEXTREL or DF_TEXTREL.
+    /// DT_REL (only RELA and RELR are supported).
     UnsupportedDynamic {
         tag: u64,
     },
@@ -367,10 +370,9 @@ impl Dynamic {
                 DT_RELR => d.relr = Some(val),
                 DT_RELRSZ => d.relrsz = Some(val),
                 DT_RELRENT => d.relrent = Some(val),
-                DT_REL | DT_TEXTREL => return Err(ElfError::UnsupportedDynamic { tag }),
-                DT_FLAGS if val & DF_TEXTREL != 0 => {
-                    return Err(ElfError::UnsupportedDynamic { tag: DT_TEXTREL })
-                }
+                // DT_TEXTREL / DF_TEXTREL (relocations in read-only segments) are fine:
+                // relocation happens before the segments are mapped read-only.
+                DT_REL => return Err(ElfError::UnsupportedDynamic { tag }),
                 _ => {}
             }
         }
@@ -1043,14 +1045,8 @@ mod tests {
             p(&[(DT_REL, 0)]),
             Some(ElfError::UnsupportedDynamic { tag: DT_REL })
         );
-        assert_eq!(
-            p(&[(DT_TEXTREL, 0)]),
-            Some(ElfError::UnsupportedDynamic { tag: DT_TEXTREL })
-        );
-        assert_eq!(
-            p(&[(DT_FLAGS, DF_TEXTREL)]),
-            Some(ElfError::UnsupportedDynamic { tag: DT_TEXTREL })
-        );
+        assert_eq!(p(&[(DT_TEXTREL, 0)]), None);
+        assert_eq!(p(&[(DT_FLAGS, DF_TEXTREL)]), None);
         assert_eq!(
             p(&[(DT_RELAENT, 16)]),
             Some(ElfError::BadRelaEnt { found: 16 })

@@ -62,7 +62,15 @@ pub fn invalidate_icache() {
 /// TLBI VMALLE1: forget every EL1 translation after a table switch.
 pub fn flush_tlb() {
     // SAFETY: TLB maintenance only drops cached translations.
-    unsafe { asm!("dsb ishst", "tlbi vmalle1", "dsb nsh", "isb", options(nostack)) };
+    unsafe {
+        asm!(
+            "dsb ishst",
+            "tlbi vmalle1",
+            "dsb nsh",
+            "isb",
+            options(nostack)
+        )
+    };
 }
 
 /// Stops here for good: the shim has said why on the console.

@@ -78,7 +78,14 @@ macro_rules! from {
         }
     )*};
 }
-from!(Cmdline(CmdlineError), Container(ContainerError), Elf(ElfError), Memory(MemError), Plan(PlanError), Mmu(MmuError));
+from!(
+    Cmdline(CmdlineError),
+    Container(ContainerError),
+    Elf(ElfError),
+    Memory(MemError),
+    Plan(PlanError),
+    Mmu(MmuError)
+);
 
 /// Where the shim itself lies, from its header and linker symbols.
 struct Image {
@@ -97,7 +104,11 @@ extern "C" fn shim_main(fdt_pa: u64, image_offset: u64, base: u64) -> ! {
     let end = core::ptr::addr_of!(__image_end) as u64 - base;
     // SAFETY: the header's image_size field is at offset 0x10 of our own image.
     let size = unsafe { core::ptr::read_volatile((base + 0x10) as *const u64) };
-    let image = Image { base, end, size: size.max(end) };
+    let image = Image {
+        base,
+        end,
+        size: size.max(end),
+    };
     // SAFETY: called once.
     let mut pool = unsafe { Pool::take() };
 
@@ -106,7 +117,10 @@ extern "C" fn shim_main(fdt_pa: u64, image_offset: u64, base: u64) -> ! {
     let fdt_size = early_fdt_size(fdt_pa);
     let mut normal = MemoryMap::new();
     let shim = round_2m(image.base, image.size);
-    let written = Range { start: image.base, end: image.base + image.end };
+    let written = Range {
+        start: image.base,
+        end: image.base + image.end,
+    };
     let early = normal
         .insert(shim)
         .and_then(|()| match fdt_size {
@@ -153,7 +167,10 @@ fn early_fdt_size(fdt_pa: u64) -> Result<u64, FdtError> {
 
 fn round_2m(start: u64, len: u64) -> Range {
     let end = start.saturating_add(len).saturating_add(MIB2 - 1) & !(MIB2 - 1);
-    Range { start: start & !(MIB2 - 1), end }
+    Range {
+        start: start & !(MIB2 - 1),
+        end,
+    }
 }
 
 /// # Safety
@@ -177,7 +194,10 @@ fn boot(
     let (machine, seed_offsets) = {
         let fdt = fdt::Fdt::new(fdt_blob).map_err(|e| Fail::Fdt(fdt_pa, e))?;
         let m = Machine::read(&fdt).map_err(|e| Fail::Fdt(fdt_pa, e))?;
-        let offsets = (m.kaslr_seed.map(|s| s.1), m.rng_seed.map(|(v, o)| (o, v.len())));
+        let offsets = (
+            m.kaslr_seed.map(|s| s.1),
+            m.rng_seed.map(|(v, o)| (o, v.len())),
+        );
         (m, offsets)
     };
     match machine.console {
@@ -221,7 +241,11 @@ fn boot(
     let mut rng = mixer.finish();
 
     // The payload container, right after our own image.
-    let container_len = image.size.checked_sub(image.end).filter(|&n| n > 0).ok_or(Fail::NoPayload)?;
+    let container_len = image
+        .size
+        .checked_sub(image.end)
+        .filter(|&n| n > 0)
+        .ok_or(Fail::NoPayload)?;
     // SAFETY: the container lies inside our own image, mapped normal memory.
     let packed = unsafe { phys(image.base + image.end, container_len) };
     let payload = container::parse(packed)?;
@@ -232,7 +256,12 @@ fn boot(
     // Unpack into scratch memory (the lowest fit) and check the digest at once.
     let free = plan::usable(&machine.ram, &avoid, &opts)?;
     let scratch_len = payload.unpacked_size.next_multiple_of(4096);
-    let req = slot::Request { size: scratch_len, align: 4096, min_addr: 0, max_end: u64::MAX };
+    let req = slot::Request {
+        size: scratch_len,
+        align: 4096,
+        min_addr: 0,
+        max_end: u64::MAX,
+    };
     let scratch = slot::lowest(&free, &req).ok_or(PlanError::Slot(slot::SlotError::NoSlot))?;
     // SAFETY: `scratch` is free RAM (not the shim, FDT, initrd or reserved), mapped.
     let unpacked = unsafe { phys(scratch, payload.unpacked_size) };
@@ -245,12 +274,24 @@ fn boot(
     let free = plan::usable(&machine.ram, &avoid, &opts)?;
     let span = elf.span();
     let dram_base = machine.ram.first().map_or(0, |r| r.start);
-    let loader_offset = if image_offset != 0 { image_offset } else { opts.image_offset.unwrap_or(0) };
-    let placed = plan::place(&free, dram_base, span, &ARM64_WINDOW, opts.nokaslr, loader_offset, &mut rng)
-        .inspect_err(|_| {
-            say!("payload needs {span:#x} bytes; memory map:");
-            let _ = plan::report(&mut console::Console, &machine.ram, &avoid, &free);
-        })?;
+    let loader_offset = if image_offset != 0 {
+        image_offset
+    } else {
+        opts.image_offset.unwrap_or(0)
+    };
+    let placed = plan::place(
+        &free,
+        dram_base,
+        span,
+        &ARM64_WINDOW,
+        opts.nokaslr,
+        loader_offset,
+        &mut rng,
+    )
+    .inspect_err(|_| {
+        say!("payload needs {span:#x} bytes; memory map:");
+        let _ = plan::report(&mut console::Console, &machine.ram, &avoid, &free);
+    })?;
     if let Some((offset, why)) = placed.refused_offset {
         say!("image offset {offset:#x} refused: {why}; choosing a slot instead");
     }
@@ -328,7 +369,8 @@ fn boot(
 
 /// The inflate state (about 11 KB) lives in bss rather than on our 64 KiB stack.
 fn miniz_oxide_state() -> &'static mut miniz_oxide::inflate::core::DecompressorOxide {
-    static mut STATE: MaybeUninit<miniz_oxide::inflate::core::DecompressorOxide> = MaybeUninit::uninit();
+    static mut STATE: MaybeUninit<miniz_oxide::inflate::core::DecompressorOxide> =
+        MaybeUninit::uninit();
     // SAFETY: called once per boot; the reference is the only one.
     unsafe { (*addr_of_mut!(STATE)).write(Default::default()) }
 }

@@ -4,7 +4,9 @@
 //! its randomized base (T1SZ = 16, 48-bit, four levels), 4K pages per segment.
 
 use aarch64_cpu::asm::barrier;
-use aarch64_cpu::registers::{ID_AA64MMFR0_EL1, MAIR_EL1, SCTLR_EL1, TCR_EL1, TTBR0_EL1, TTBR1_EL1};
+use aarch64_cpu::registers::{
+    ID_AA64MMFR0_EL1, MAIR_EL1, SCTLR_EL1, TCR_EL1, TTBR0_EL1, TTBR1_EL1,
+};
 use shim_common::memmap::{MemoryMap, Range};
 use tock_registers::interfaces::{ReadWriteable, Readable, Writeable};
 use tock_registers::register_bitfields;
@@ -155,7 +157,10 @@ impl Pool {
     pub fn identity(&mut self, normal: &MemoryMap) -> Result<&'static Table, MmuError> {
         let l1 = self.alloc()?;
         for (i, entry) in l1.0.iter_mut().enumerate() {
-            let gib = Range { start: i as u64 * GIB, end: (i as u64 + 1) * GIB };
+            let gib = Range {
+                start: i as u64 * GIB,
+                end: (i as u64 + 1) * GIB,
+            };
             if normal.contains_range(&gib) {
                 *entry = descriptor(gib.start, Attr::Ram, false);
             } else if !normal.iter().any(|r| r.overlaps(&gib)) {
@@ -164,7 +169,10 @@ impl Pool {
                 let l2 = self.next_level(entry)?;
                 for (j, block) in l2.0.iter_mut().enumerate() {
                     let start = gib.start + j as u64 * MIB2;
-                    let attr = match normal.contains_range(&Range { start, end: start + MIB2 }) {
+                    let attr = match normal.contains_range(&Range {
+                        start,
+                        end: start + MIB2,
+                    }) {
                         true => Attr::Ram,
                         false => Attr::Device,
                     };
