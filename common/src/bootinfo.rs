@@ -75,3 +75,34 @@ impl BootInfo {
         ok.then_some(info)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::mem::{offset_of, size_of};
+
+    /// The layout is an ABI: the README's table is this test.
+    #[test]
+    fn layout_matches_the_readme() {
+        assert_eq!(size_of::<BootInfo>(), 120);
+        assert_eq!(offset_of!(BootInfo, version), 0x08);
+        assert_eq!(offset_of!(BootInfo, phys_base), 0x10);
+        assert_eq!(offset_of!(BootInfo, virt_base), 0x18);
+        assert_eq!(offset_of!(BootInfo, image_size), 0x20);
+        assert_eq!(offset_of!(BootInfo, shim_base), 0x28);
+        assert_eq!(offset_of!(BootInfo, fdt_or_boot_params), 0x38);
+        assert_eq!(offset_of!(BootInfo, entropy_sources), 0x40);
+        assert_eq!(offset_of!(BootInfo, phys_slots), 0x48);
+        assert_eq!(offset_of!(BootInfo, kaslr_bits), 0x50);
+        assert_eq!(offset_of!(BootInfo, seed), 0x58);
+    }
+
+    #[test]
+    fn read_checks_magic_version_and_size() {
+        let info = BootInfo { magic: MAGIC, version: VERSION, size: 120, ..Default::default() };
+        assert_eq!(BootInfo::read(info.as_bytes()), Some(info));
+        let bad = BootInfo { version: 2, ..info };
+        assert_eq!(BootInfo::read(bad.as_bytes()), None);
+        assert_eq!(BootInfo::read(&info.as_bytes()[..100]), None);
+    }
+}

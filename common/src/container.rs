@@ -249,8 +249,9 @@ pub fn parse(bytes: &[u8]) -> Result<Payload<'_>, ContainerError> {
 }
 
 /// Unpacks into the start of `out` and returns the number of bytes written, which is
-/// always `unpacked_size`. `inflater` is the ~11 KB inflate state; the caller provides
-/// it (e.g. from a static) because the shim's stack is small. It is reset here.
+/// always `unpacked_size`. `inflater` is the ~11 KB inflate state, passed in so the
+/// caller decides where it lives (the shim's stack is small; `DecompressorOxide::new()`
+/// is not `const`, so it cannot be a plain `static`). It is reset here.
 pub fn unpack(
     p: &Payload<'_>,
     out: &mut [u8],

@@ -122,7 +122,7 @@ impl From<MemError> for PlanError {
 /// `memmap=` exclusions).
 pub fn usable(ram: &MemoryMap, avoid: &Avoid, opts: &Options) -> Result<MemoryMap, MemError> {
     let mut ram = *ram;
-    if let Some(limit) = opts.mem_limit {
+    if let Some(limit) = opts.memory_limit() {
         ram.truncate_above(limit);
     }
     let mut free = free_memory(&ram, avoid)?;

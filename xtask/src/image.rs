@@ -54,11 +54,18 @@ pub fn build(args: &BuildArgs) -> Result<PathBuf> {
     let target = args.arch.target();
     deps::ensure_toolchain(target)?;
 
-    let shim_elf = cargo_build(target, target.shim_package, args)?;
+    // A given payload is checked before anything is built.
     let payload_elf = match &args.payload {
         Some(path) => path.clone(),
         None => cargo_build(target, target.payload_package, args)?,
     };
+    let payload = read(&payload_elf)?;
+    ensure!(
+        payload.starts_with(b"\x7fELF") && payload.get(4) == Some(&2),
+        "{} is not a 64-bit ELF file",
+        payload_elf.display()
+    );
+    let shim_elf = cargo_build(target, target.shim_package, args)?;
 
     let out_dir = target_dir().join("xtask").join(target.name);
     fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
@@ -71,12 +78,6 @@ pub fn build(args: &BuildArgs) -> Result<PathBuf> {
     )?;
     let flat = read(&flat_path)?;
 
-    let payload = read(&payload_elf)?;
-    ensure!(
-        payload.starts_with(b"\x7fELF") && payload.get(4) == Some(&2),
-        "{} is not a 64-bit ELF file",
-        payload_elf.display()
-    );
     let container = if args.corrupt_payload {
         corrupt_container(&payload)?
     } else {

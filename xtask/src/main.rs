@@ -92,11 +92,14 @@ pub fn display(cmd: &Command) -> String {
             format!("'{}'", s.replace('\'', r"'\''"))
         }
     };
-    std::iter::once(cmd.get_program())
+    let envs = cmd.get_envs().filter_map(|(key, value)| {
+        let value = value?;
+        Some(format!("{}={}", key.to_string_lossy(), quote(value)))
+    });
+    let words = std::iter::once(cmd.get_program())
         .chain(cmd.get_args())
-        .map(quote)
-        .collect::<Vec<_>>()
-        .join(" ")
+        .map(quote);
+    envs.chain(words).collect::<Vec<_>>().join(" ")
 }
 
 /// Prints a command (to stderr, so stdout stays the result) before it runs.
