@@ -99,7 +99,12 @@ mod tests {
 
     #[test]
     fn read_checks_magic_version_and_size() {
-        let info = BootInfo { magic: MAGIC, version: VERSION, size: 120, ..Default::default() };
+        let info = BootInfo {
+            magic: MAGIC,
+            version: VERSION,
+            size: 120,
+            ..Default::default()
+        };
         assert_eq!(BootInfo::read(info.as_bytes()), Some(info));
         let bad = BootInfo { version: 2, ..info };
         assert_eq!(BootInfo::read(bad.as_bytes()), None);

@@ -22,6 +22,15 @@ pub enum Source {
 }
 
 impl Source {
+    /// Every source, in the order the console lists them.
+    pub const ALL: [Source; 5] = [
+        Source::KaslrSeed,
+        Source::RngSeed,
+        Source::CpuRng,
+        Source::CpuSeed,
+        Source::Counter,
+    ];
+
     /// The [`crate::bootinfo::source`] bit for this source.
     pub const fn bit(self) -> u32 {
         match self {

@@ -16,6 +16,7 @@
 #[cfg(feature = "alloc")]
 extern crate alloc;
 
+pub mod boot;
 pub mod bootinfo;
 pub mod cmdline;
 pub mod container;

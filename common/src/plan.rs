@@ -219,24 +219,23 @@ fn check_offset(
     Ok(phys)
 }
 
-/// Writes the free memory and the avoid list, one range a line, for the "no slot fits"
-/// report.
+/// Describes RAM, the avoid list and what is free, one range per `line` call, for the
+/// "no slot fits" report.
 pub fn report(
-    out: &mut dyn fmt::Write,
+    mut line: impl FnMut(fmt::Arguments<'_>),
     ram: &MemoryMap,
     avoid: &Avoid,
     free: &MemoryMap,
-) -> fmt::Result {
+) {
     for r in ram.iter() {
-        writeln!(out, "shim:   ram   {r}")?;
+        line(format_args!("  ram   {r}"));
     }
     for (r, label) in avoid.iter() {
-        writeln!(out, "shim:   avoid {r} {label}")?;
+        line(format_args!("  avoid {r} {label}"));
     }
     for r in free.iter() {
-        writeln!(out, "shim:   free  {r}")?;
+        line(format_args!("  free  {r}"));
     }
-    Ok(())
 }
 
 /// A range, for the arch code building the avoid list.

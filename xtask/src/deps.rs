@@ -24,6 +24,7 @@ Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 
 #[derive(Args, Debug)]
 pub struct DepsArgs {
+    /// The architecture to build for.
     #[arg(long, value_enum, default_value = "aarch64")]
     pub arch: Arch,
 }
@@ -137,7 +138,7 @@ impl Step {
         let sudo = if sudo { "sudo " } else { "" };
         match self {
             Step::Write { path, text } => {
-                format!("printf '%s' '{text}' | {sudo}tee {path}")
+                format!("printf '%s' '{text}' | {sudo}tee {path} >/dev/null")
             }
             Step::AptGet(args) => {
                 format!(

@@ -22,6 +22,7 @@ const DIGEST_OFFSET: usize = core::mem::offset_of!(Header, sha256);
 
 #[derive(Args, Clone, Debug)]
 pub struct BuildArgs {
+    /// The architecture to build for.
     #[arg(long, value_enum, default_value = "aarch64")]
     pub arch: Arch,
     /// Pack this ELF instead of the demo payload.

@@ -203,6 +203,19 @@ pub struct Boot {
 }
 
 impl Boot {
+    /// A boot that has shown nothing yet.
+    fn new(end: End) -> Self {
+        Boot {
+            placed: None,
+            payload_ok: None,
+            payload_fail: None,
+            payload_lines: 0,
+            digest_mismatch: false,
+            shim_lines: Vec::new(),
+            end,
+        }
+    }
+
     /// `Ok` if the boot showed what `expect` asks for, else why not.
     pub fn judge(&self, expect: Expect) -> std::result::Result<(), String> {
         match expect {
@@ -272,8 +285,11 @@ impl Boot {
     /// Whether the console has shown enough to decide the boot: if so, how long QEMU
     /// may go on to exit by itself before the runner stops it.
     fn decided(&self, expect: Expect) -> Option<Duration> {
-        // The shim halts after its error line; only a panic is recognizable as one.
-        let shim_panicked = self.shim_lines.iter().any(|l| l.starts_with("panic"));
+        // The shim halts after a `shim: error: ...` or `shim: panic: ...` line.
+        let shim_panicked = self
+            .shim_lines
+            .iter()
+            .any(|l| l.starts_with("panic") || l.starts_with("error:"));
         let settled = match expect {
             Expect::Ok => self.payload_fail.is_some() || self.digest_mismatch || shim_panicked,
             Expect::DigestMismatch => self.digest_mismatch || self.payload_lines > 0,
@@ -388,15 +404,8 @@ fn drive(machine: &Machine, expect: Expect, timeout: Duration, child: &mut Child
     let deadline = Instant::now() + timeout;
     let mut console = Console::default();
     let mut uboot = (machine.loader == Loader::UBoot).then(|| UBoot::new(machine.uboot_commands()));
-    let mut boot = Boot {
-        placed: None,
-        payload_ok: None,
-        payload_fail: None,
-        payload_lines: 0,
-        digest_mismatch: false,
-        shim_lines: Vec::new(),
-        end: End::TimedOut,
-    };
+    // Until QEMU is seen to exit or is stopped early, the boot counts as timed out.
+    let mut boot = Boot::new(End::TimedOut);
     let mut stop_at: Option<Instant> = None;
     let mut out = std::io::stdout();
 
@@ -560,15 +569,7 @@ mod tests {
     }
 
     fn boot_of(lines: &[&str], end: End) -> Boot {
-        let mut boot = Boot {
-            placed: None,
-            payload_ok: None,
-            payload_fail: None,
-            payload_lines: 0,
-            digest_mismatch: false,
-            shim_lines: Vec::new(),
-            end,
-        };
+        let mut boot = Boot::new(end);
         for line in lines {
             if let Some(e) = parse_line(line) {
                 boot.note(e);

@@ -4,8 +4,6 @@
 use core::fmt::{self, Write};
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use shim_common::bootinfo::source;
-
 use crate::pl011::Pl011;
 
 /// Physical base of the console UART; 0 = none yet. Relaxed accesses compile to plain
@@ -53,27 +51,4 @@ pub fn flush() {
 #[macro_export]
 macro_rules! say {
     ($($arg:tt)*) => { $crate::console::line(format_args!($($arg)*)) };
-}
-
-/// The names of the entropy sources in a bitmask, comma-separated.
-pub struct Sources(pub u32);
-
-impl fmt::Display for Sources {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let names = [
-            (source::KASLR_SEED, "kaslr-seed"),
-            (source::RNG_SEED, "rng-seed"),
-            (source::CPU_RNG, "rndr"),
-            (source::CPU_SEED, "rndrrs"),
-            (source::COUNTER, "counter"),
-        ];
-        let mut sep = "";
-        for (bit, name) in names {
-            if self.0 & bit != 0 {
-                write!(f, "{sep}{name}")?;
-                sep = ",";
-            }
-        }
-        Ok(())
-    }
 }

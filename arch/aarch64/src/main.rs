@@ -11,18 +11,18 @@ mod mmu;
 mod pl011;
 
 use core::fmt;
-use core::mem::{size_of, MaybeUninit};
+use core::mem::MaybeUninit;
 use core::ptr::addr_of_mut;
 
-use shim_common::bootinfo::{self, BootInfo};
+use shim_common::boot::{self, BootError, Perm, Platform};
+use shim_common::bootinfo::BootInfo;
 use shim_common::cmdline::{self, CmdlineError};
-use shim_common::container::{self, ContainerError, Format};
-use shim_common::elf::{self, Elf, ElfError};
+use shim_common::container::DecompressorOxide;
+use shim_common::elf;
 use shim_common::entropy::{Mixer, Source};
 use shim_common::fdt::{self, FdtError, Machine};
 use shim_common::memmap::{Avoid, MemError, MemoryMap, Range};
-use shim_common::plan::{self, Mode, PlanError, ARM64_WINDOW};
-use shim_common::slot;
+use shim_common::plan::ARM64_WINDOW;
 
 use crate::mmu::{Attr, MmuError, Pool};
 
@@ -45,13 +45,9 @@ static mut BOOT_INFO: MaybeUninit<BootInfo> = MaybeUninit::uninit();
 enum Fail {
     Fdt(u64, FdtError),
     Cmdline(CmdlineError),
-    NoPayload,
-    Container(ContainerError),
-    Format(Format),
-    Elf(ElfError),
     Memory(MemError),
-    Plan(PlanError),
     Mmu(MmuError),
+    Boot(BootError),
 }
 
 impl fmt::Display for Fail {
@@ -59,14 +55,9 @@ impl fmt::Display for Fail {
         match self {
             Fail::Fdt(at, e) => write!(f, "corrupt device tree at {at:#x}: {e}"),
             Fail::Cmdline(e) => write!(f, "bad command line: {e}"),
-            Fail::NoPayload => write!(f, "no payload container after the shim image"),
-            Fail::Container(e @ ContainerError::DigestMismatch { .. }) => write!(f, "{e}"),
-            Fail::Container(e) => write!(f, "bad payload container: {e}"),
-            Fail::Format(format) => write!(f, "payload format {format:?} not supported yet"),
-            Fail::Elf(e) => write!(f, "bad payload ELF: {e}"),
             Fail::Memory(e) => write!(f, "memory map: {e}"),
-            Fail::Plan(e) => write!(f, "cannot place payload: {e}"),
             Fail::Mmu(e) => write!(f, "page tables: {e}"),
+            Fail::Boot(e) => write!(f, "{e}"),
         }
     }
 }
@@ -80,11 +71,9 @@ macro_rules! from {
 }
 from!(
     Cmdline(CmdlineError),
-    Container(ContainerError),
-    Elf(ElfError),
     Memory(MemError),
-    Plan(PlanError),
-    Mmu(MmuError)
+    Mmu(MmuError),
+    Boot(BootError)
 );
 
 /// Where the shim itself lies, from its header and linker symbols.
@@ -224,159 +213,88 @@ fn boot(
     mmu::switch_ttbr0(pool.identity(&normal)?);
 
     // Entropy: firmware seeds, the CPU's RNG, the counter.
-    let mut mixer = Mixer::new();
+    let mut entropy = Mixer::new();
     if let Some((seed, _)) = machine.kaslr_seed {
-        mixer.add(Source::KaslrSeed, &seed.to_be_bytes());
+        entropy.add(Source::KaslrSeed, &seed.to_be_bytes());
     }
     if let Some((seed, _)) = machine.rng_seed {
-        mixer.add(Source::RngSeed, seed);
+        entropy.add(Source::RngSeed, seed);
     }
     for _ in 0..4 {
         if let Some(r) = cpu::rndr() {
-            mixer.add(Source::CpuRng, &r.to_le_bytes());
+            entropy.add(Source::CpuRng, &r.to_le_bytes());
         }
     }
-    mixer.add(Source::Counter, &cpu::counter().to_le_bytes());
-    let (sources, strong) = (mixer.sources(), mixer.strong());
-    let mut rng = mixer.finish();
+    entropy.add(Source::Counter, &cpu::counter().to_le_bytes());
 
-    // The payload container, right after our own image.
-    let container_len = image
-        .size
-        .checked_sub(image.end)
-        .filter(|&n| n > 0)
-        .ok_or(Fail::NoPayload)?;
-    // SAFETY: the container lies inside our own image, mapped normal memory.
-    let packed = unsafe { phys(image.base + image.end, container_len) };
-    let payload = container::parse(packed)?;
-    if payload.format != Format::Elf64Dyn {
-        return Err(Fail::Format(payload.format));
-    }
-
-    // Unpack into scratch memory (the lowest fit) and check the digest at once.
-    let free = plan::usable(&machine.ram, &avoid, &opts)?;
-    let scratch_len = payload.unpacked_size.next_multiple_of(4096);
-    let req = slot::Request {
-        size: scratch_len,
-        align: 4096,
-        min_addr: 0,
-        max_end: u64::MAX,
+    // SAFETY: the container (image.end..image.size) lies inside our own image, mapped.
+    let container = unsafe { phys(image.base + image.end, image.size - image.end) };
+    let inputs = boot::Inputs {
+        ram: machine.ram,
+        avoid,
+        opts,
+        container,
+        arch: elf::Machine::Aarch64,
+        window: ARM64_WINDOW,
+        loader_offset: image_offset,
+        entropy,
+        handoff: fdt_pa,
+        shim: Range::from_base_size(image.base, image.size)?,
     };
-    let scratch = slot::lowest(&free, &req).ok_or(PlanError::Slot(slot::SlotError::NoSlot))?;
-    // SAFETY: `scratch` is free RAM (not the shim, FDT, initrd or reserved), mapped.
-    let unpacked = unsafe { phys(scratch, payload.unpacked_size) };
-    container::unpack(&payload, unpacked, miniz_oxide_state())?;
-    container::verify(&payload, unpacked)?;
-    let elf = Elf::parse(unpacked, elf::Machine::Aarch64)?;
-    avoid.push(Range::from_base_size(scratch, scratch_len)?, "scratch")?;
+    let loaded = boot::load(&mut Arm64, inputs, miniz_oxide_state())?;
 
-    // Choose the slot and the virtual base.
-    let free = plan::usable(&machine.ram, &avoid, &opts)?;
-    let span = elf.span();
-    let dram_base = machine.ram.first().map_or(0, |r| r.start);
-    let loader_offset = if image_offset != 0 {
-        image_offset
-    } else {
-        opts.image_offset.unwrap_or(0)
-    };
-    let placed = plan::place(
-        &free,
-        dram_base,
-        span,
-        &ARM64_WINDOW,
-        opts.nokaslr,
-        loader_offset,
-        &mut rng,
-    )
-    .inspect_err(|_| {
-        say!("payload needs {span:#x} bytes; memory map:");
-        let _ = plan::report(&mut console::Console, &machine.ram, &avoid, &free);
-    })?;
-    if let Some((offset, why)) = placed.refused_offset {
-        say!("image offset {offset:#x} refused: {why}; choosing a slot instead");
-    }
-    match placed.mode {
-        Mode::Lowest => say!("nokaslr: payload at the lowest slot"),
-        Mode::Loader => say!("payload at the loader's image offset"),
-        Mode::Random if !strong => say!("warning: no strong entropy source, only the counter"),
-        Mode::Random => {}
-    }
-    if opts.verbose {
-        say!(
-            "placed pa={:#x} va={:#x} slots={} entropy={} sources={}",
-            placed.phys,
-            placed.virt,
-            placed.phys_slots,
-            placed.bits,
-            console::Sources(sources)
-        );
-    }
-
-    // Load, relocate, map.
-    // SAFETY: the slot is free RAM chosen above, disjoint from everything in use.
-    let loaded = unsafe { phys(placed.phys, span) };
-    elf.load(loaded)?;
-    elf.relocate(loaded, placed.virt)?;
     let root = pool.root()?;
-    for seg in elf.segments() {
-        let offset = (seg.vaddr - elf.link_base()) & !4095;
-        let len = (seg.vaddr - elf.link_base() + seg.memsz).next_multiple_of(4096) - offset;
-        let attr = match (seg.flags.write, seg.flags.exec) {
-            (_, true) => Attr::Text,
-            (true, false) => Attr::Data,
-            (false, false) => Attr::ReadOnly,
+    for (va, pa, len, perm) in loaded.pages() {
+        let attr = match perm {
+            Perm::Text => Attr::Text,
+            Perm::ReadOnly => Attr::ReadOnly,
+            Perm::Data => Attr::Data,
         };
-        pool.map_pages(root, placed.virt + offset, placed.phys + offset, len, attr)?;
+        pool.map_pages(root, va, pa, len, attr)?;
     }
-
-    // What the payload learns, and what must not leak to it.
-    let mut seed = [0u8; 32];
-    rng.fill(&mut seed);
-    let info = BootInfo {
-        magic: bootinfo::MAGIC,
-        version: bootinfo::VERSION,
-        size: size_of::<BootInfo>() as u32,
-        phys_base: placed.phys,
-        virt_base: placed.virt,
-        image_size: span,
-        shim_base: image.base,
-        shim_size: image.size,
-        fdt_or_boot_params: fdt_pa,
-        entropy_sources: sources,
-        entropy_strong: u32::from(strong),
-        phys_slots: placed.phys_slots,
-        kaslr_bits: placed.bits,
-        fixed: u32::from(placed.mode != Mode::Random),
-        seed,
-    };
     // SAFETY: BOOT_INFO is ours alone; this is its only writer.
     let info_pa = unsafe {
         let slot = &mut *addr_of_mut!(BOOT_INFO);
-        slot.write(info);
+        slot.write(loaded.info);
         slot.as_ptr() as u64
     };
+    // The payload must not learn what chose its placement (Linux wipes them too).
     fdt::wipe_seeds(fdt_blob, seed_offsets.0, seed_offsets.1);
 
-    let entry = placed.virt + (elf.entry() - elf.link_base());
-    cpu::clean_dcache_pou(placed.phys, span);
+    let (phys, span) = (loaded.placed.phys, loaded.info.image_size);
+    cpu::clean_dcache_pou(phys, span);
     cpu::invalidate_icache();
     mmu::enter_ttbr1(root);
     console::flush();
-    // SAFETY: the payload is loaded, relocated for `placed.virt`, verified and mapped
-    // executable there; the handoff is the documented x0 = FDT, x1 = boot info.
-    unsafe { cpu::jump(entry, fdt_pa, info_pa) }
+    // SAFETY: the payload is verified, loaded, relocated for its virtual base and
+    // mapped executable there; the handoff is the documented x0 = FDT, x1 = boot info.
+    unsafe { cpu::jump(loaded.entry, fdt_pa, info_pa) }
+}
+
+/// Memory and console for the shared boot sequence.
+struct Arm64;
+
+impl Platform for Arm64 {
+    fn memory(&mut self, range: Range) -> &'static mut [u8] {
+        // SAFETY: the final identity map covers all RAM as normal memory, and the
+        // sequence asks only for free ranges it chose, each once (boot::Platform).
+        unsafe { phys(range.start, range.len()) }
+    }
+
+    fn say(&mut self, line: fmt::Arguments<'_>) {
+        console::line(line);
+    }
 }
 
 /// The inflate state (about 11 KB) lives in bss rather than on our 64 KiB stack.
-fn miniz_oxide_state() -> &'static mut miniz_oxide::inflate::core::DecompressorOxide {
-    static mut STATE: MaybeUninit<miniz_oxide::inflate::core::DecompressorOxide> =
-        MaybeUninit::uninit();
+fn miniz_oxide_state() -> &'static mut DecompressorOxide {
+    static mut STATE: MaybeUninit<DecompressorOxide> = MaybeUninit::uninit();
     // SAFETY: called once per boot; the reference is the only one.
     unsafe { (*addr_of_mut!(STATE)).write(Default::default()) }
 }
 
 fn fail(e: Fail) -> ! {
-    say!("{e}");
+    say!("error: {e}");
     console::flush();
     cpu::halt()
 }
