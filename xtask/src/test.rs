@@ -42,6 +42,8 @@ enum Check {
     Distinct { pairs: usize, pas: usize },
     /// The shim refuses a payload whose digest does not match.
     Refused,
+    /// Every boot lands exactly here (a loader-chosen image offset).
+    Placed { pa: u64, va: u64 },
 }
 
 /// One row of the boot matrix.
@@ -95,6 +97,23 @@ const AARCH64_CASES: &[Case] = &[
     Case {
         corrupt: true,
         ..case("corrupt-payload", Check::Refused)
+    },
+    // An image offset from the loader (x1, or shim.offset= for loaders that cannot set
+    // registers): phys = DRAM base + offset, virt = PAGE_OFFSET + offset.
+    Case {
+        append: "shim.verbose shim.offset=0x10000000",
+        ..case(
+            "loader-offset",
+            Check::Placed {
+                pa: 0x5000_0000,
+                va: 0xffff_0000_1000_0000,
+            },
+        )
+    },
+    // A misaligned offset is refused with a message; the shim chooses and still boots.
+    Case {
+        append: "shim.verbose shim.offset=0x10001000",
+        ..case("bad-loader-offset", Check::Ok)
     },
 ];
 
@@ -193,6 +212,12 @@ fn check(check: Check, s: &Summary) -> Result<()> {
     }
     match check {
         Check::Ok | Check::Refused => Ok(()),
+        Check::Placed { pa, va } => {
+            if s.pairs.iter().any(|&pair| pair != (pa, va)) {
+                bail!("expected every boot at ({pa:#x},{va:#x}), saw {}", pairs(s));
+            }
+            Ok(())
+        }
         Check::SamePlacement => {
             if s.pairs.len() != 1 {
                 bail!(
