@@ -4,8 +4,11 @@
 
 mod arch;
 mod console;
+mod cpio;
 mod deps;
+mod grub;
 mod image;
+mod kexec;
 mod qemu;
 mod test;
 

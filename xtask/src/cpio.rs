@@ -1,0 +1,88 @@
+//! A minimal writer for the `newc` cpio format the Linux kernel unpacks as an initramfs
+//! (Documentation/driver-api/early-userspace/buffer-format.rst): directories, files
+//! and symlinks, in order, then the `TRAILER!!!` entry.
+
+/// An initramfs under construction.
+#[derive(Default)]
+pub struct Cpio {
+    out: Vec<u8>,
+    ino: u32,
+}
+
+const DIR: u32 = 0o040_000;
+const FILE: u32 = 0o100_000;
+const SYMLINK: u32 = 0o120_000;
+
+impl Cpio {
+    pub fn dir(&mut self, path: &str) {
+        self.entry(path, DIR | 0o755, &[]);
+    }
+
+    pub fn file(&mut self, path: &str, mode: u32, data: &[u8]) {
+        self.entry(path, FILE | mode, data);
+    }
+
+    pub fn symlink(&mut self, path: &str, target: &str) {
+        self.entry(path, SYMLINK | 0o777, target.as_bytes());
+    }
+
+    /// The archive, with its trailer.
+    pub fn finish(mut self) -> Vec<u8> {
+        self.entry("TRAILER!!!", 0, &[]);
+        self.out
+    }
+
+    fn entry(&mut self, path: &str, mode: u32, data: &[u8]) {
+        self.ino += 1;
+        let name = path.trim_start_matches('/');
+        let nlink = if mode & DIR != 0 { 2 } else { 1 };
+        let fields = [
+            self.ino,
+            mode,
+            0, // uid
+            0, // gid
+            nlink,
+            0, // mtime
+            data.len() as u32,
+            0, // devmajor
+            0, // devminor
+            0, // rdevmajor
+            0, // rdevminor
+            name.len() as u32 + 1,
+            0, // check
+        ];
+        self.out.extend_from_slice(b"070701");
+        for field in fields {
+            self.out.extend_from_slice(format!("{field:08x}").as_bytes());
+        }
+        self.out.extend_from_slice(name.as_bytes());
+        self.out.push(0);
+        self.pad();
+        self.out.extend_from_slice(data);
+        self.pad();
+    }
+
+    fn pad(&mut self) {
+        while self.out.len() % 4 != 0 {
+            self.out.push(0);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn newc_layout() {
+        let mut c = Cpio::default();
+        c.file("/init", 0o755, b"hi");
+        let out = c.finish();
+        assert_eq!(&out[..6], b"070701");
+        // 6 + 13 * 8 = 110 header bytes, then "init\0" padded to 116, then data.
+        assert_eq!(&out[110..115], b"init\0");
+        assert_eq!(&out[116..118], b"hi");
+        assert_eq!(out.len() % 4, 0);
+        assert!(out.windows(10).any(|w| w == b"TRAILER!!!"));
+    }
+}

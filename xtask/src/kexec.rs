@@ -1,0 +1,138 @@
+//! The kexec loader for x86_64 boot tests: Debian's cloud kernel boots with an
+//! initramfs whose /init runs Debian's kexec-tools on the shim (`kexec -l`, then
+//! `kexec -e`), so the shim is entered at its 64-bit entry. Downloads are cached.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+use crate::cpio::Cpio;
+use crate::{capture, deps, exec, target_dir};
+
+/// The kernel and initramfs that kexec into an image.
+pub struct Guest {
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
+}
+
+/// The guest's kernel command line: serial console, quiet, power off on panic.
+pub const GUEST_APPEND: &str = "console=ttyS0 quiet panic=-1";
+
+const INIT: &str = r#"#!/bin/sh
+/bin/busybox --install -s /bin
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mount -t devtmpfs devtmpfs /dev
+echo "kexec: loading the shim with kexec-tools $(kexec --version 2>&1)"
+if kexec -c -l /shim.img --append="$(cat /append)"; then
+    echo "kexec: executing"
+    kexec -e
+fi
+echo "kexec: FAIL could not load or execute the shim"
+poweroff -f
+"#;
+
+/// Builds (or reuses) the guest kernel and an initramfs that kexecs `image` with
+/// `append` as the shim's command line.
+pub fn guest(image: &Path, append: &str) -> Result<Guest> {
+    deps::ensure_host_packages(&[("kexec-tools", "/sbin/kexec"), ("busybox-static", "/bin/busybox")])?;
+    let dir = target_dir().join("xtask").join("kexec");
+    fs::create_dir_all(&dir)?;
+    let kernel = debian_kernel(&dir)?;
+
+    let mut cpio = Cpio::default();
+    for d in ["/bin", "/sbin", "/proc", "/sys", "/dev", "/lib", "/lib64", "/lib/x86_64-linux-gnu"] {
+        cpio.dir(d);
+    }
+    cpio.file("/bin/busybox", 0o755, &read("/bin/busybox")?);
+    cpio.symlink("/bin/sh", "busybox");
+    cpio.file("/sbin/kexec", 0o755, &read("/sbin/kexec")?);
+    for lib in shared_libraries("/sbin/kexec")? {
+        let name = lib.to_string_lossy();
+        cpio.file(&name, 0o755, &read(&lib)?);
+    }
+    cpio.file("/init", 0o755, INIT.as_bytes());
+    cpio.file("/append", 0o644, append.as_bytes());
+    cpio.file("/shim.img", 0o644, &read(image)?);
+    let initrd = dir.join("initrd.cpio");
+    fs::write(&initrd, cpio.finish())?;
+    Ok(Guest { kernel, initrd })
+}
+
+fn read(path: impl AsRef<Path>) -> Result<Vec<u8>> {
+    let path = path.as_ref();
+    fs::read(path).with_context(|| format!("reading {}", path.display()))
+}
+
+/// The libraries (and dynamic loader) `binary` needs, from `ldd`: the guest runs the
+/// host's Debian binaries, so it gets the host's copies at the same paths.
+fn shared_libraries(binary: &str) -> Result<Vec<PathBuf>> {
+    let out = capture(Command::new("ldd").arg(binary))?;
+    let mut libs = Vec::new();
+    for line in out.lines() {
+        // "libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)" or "/lib64/ld-linux-x86-64.so.2 (0x...)"
+        let path = match line.split_once("=>") {
+            Some((_, rest)) => rest.split_whitespace().next(),
+            None => line.split_whitespace().next().filter(|p| p.starts_with('/')),
+        };
+        if let Some(path) = path.filter(|p| p.starts_with('/')) {
+            libs.push(PathBuf::from(path));
+        }
+    }
+    if libs.is_empty() {
+        bail!("ldd found no libraries for {binary}");
+    }
+    Ok(libs)
+}
+
+/// Debian's current cloud kernel for amd64 (`linux-image-cloud-amd64` names it),
+/// downloaded with apt-get and unpacked once into `dir`.
+fn debian_kernel(dir: &Path) -> Result<PathBuf> {
+    let kernel = dir.join("vmlinuz");
+    if kernel.exists() {
+        return Ok(kernel);
+    }
+    let depends = capture(Command::new("apt-cache").args(["depends", "linux-image-cloud-amd64"]))?;
+    let package = depends
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Depends: "))
+        .filter(|p| p.starts_with("linux-image-"))
+        .context("apt-cache names no kernel for linux-image-cloud-amd64 (run apt-get update?)")?
+        .to_string();
+    exec(Command::new("apt-get").args(["download", &package]).current_dir(dir))?;
+    let deb = fs::read_dir(dir)?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "deb"))
+        .context("apt-get download left no .deb")?;
+    let root = dir.join("deb");
+    exec(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&root))?;
+    let vmlinuz = fs::read_dir(root.join("boot"))?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz-")))
+        .context("the kernel package has no /boot/vmlinuz-*")?;
+    fs::copy(&vmlinuz, &kernel)?;
+    fs::remove_dir_all(&root)?;
+    fs::remove_file(&deb)?;
+    Ok(kernel)
+}
+
+#[cfg(test)]
+mod tests {
+    /// Boots the guest kexec'ing Debian's own kernel: proves the guest side works.
+    /// Slow and downloads a kernel: `cargo test -p xtask -- --ignored kexec_guest`.
+    #[test]
+    #[ignore]
+    fn kexec_guest_runs_kexec_tools() {
+        let dir = crate::target_dir().join("xtask").join("kexec");
+        std::fs::create_dir_all(&dir).unwrap();
+        let kernel = super::debian_kernel(&dir).unwrap();
+        let copy = dir.join("self.img");
+        std::fs::copy(&kernel, &copy).unwrap();
+        let g = super::guest(&copy, "console=ttyS0 panic=-1").unwrap();
+        assert!(g.initrd.exists());
+    }
+}
