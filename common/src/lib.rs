@@ -18,6 +18,7 @@ extern crate alloc;
 
 pub mod boot;
 pub mod bootinfo;
+pub mod bootparams;
 pub mod cmdline;
 pub mod container;
 pub mod elf;

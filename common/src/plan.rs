@@ -203,7 +203,7 @@ fn check_offset(
     dram_base: u64,
     offset: u64,
 ) -> Result<u64, OffsetError> {
-    if offset % SLOT_ALIGN != 0 {
+    if !offset.is_multiple_of(SLOT_ALIGN) {
         return Err(OffsetError::NotAligned);
     }
     let phys = dram_base.checked_add(offset).ok_or(OffsetError::NotFree)?;

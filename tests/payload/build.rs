@@ -1,6 +1,7 @@
 //! Build script: writes the static pointer table (`table.rs` in `OUT_DIR`) and, for the
-//! bare-metal target, passes the link arguments that make the payload a PIE ET_DYN
-//! linked at 0 by `linker.ld`, with RELR-packed relative relocations.
+//! bare-metal targets (aarch64 and x86_64 alike), passes the link arguments that make
+//! the payload a PIE ET_DYN linked at 0 by `linker.ld`, with RELR-packed relative
+//! relocations.
 
 use std::{env, fmt::Write as _, fs, path::PathBuf};
 
@@ -45,8 +46,9 @@ fn main() {
             "-pie",
             "--no-dynamic-linker",
             "-zpack-relative-relocs",
-            // The prebuilt libcore is compiled non-PIC: its .rodata holds absolute
-            // pointers, which must become load-time relocations in a read-only segment.
+            // aarch64-unknown-none's prebuilt libcore is compiled non-PIC: its .rodata
+            // holds absolute pointers, which must become load-time relocations in a
+            // read-only segment. (x86_64-unknown-none's is PIC and needs none.)
             "-znotext",
             "-zmax-page-size=4096",
         ];

@@ -53,7 +53,8 @@ impl Cpio {
         ];
         self.out.extend_from_slice(b"070701");
         for field in fields {
-            self.out.extend_from_slice(format!("{field:08x}").as_bytes());
+            self.out
+                .extend_from_slice(format!("{field:08x}").as_bytes());
         }
         self.out.extend_from_slice(name.as_bytes());
         self.out.push(0);

@@ -37,13 +37,25 @@ poweroff -f
 /// Builds (or reuses) the guest kernel and an initramfs that kexecs `image` with
 /// `append` as the shim's command line.
 pub fn guest(image: &Path, append: &str) -> Result<Guest> {
-    deps::ensure_host_packages(&[("kexec-tools", "/sbin/kexec"), ("busybox-static", "/bin/busybox")])?;
+    deps::ensure_host_packages(&[
+        ("kexec-tools", "/sbin/kexec"),
+        ("busybox-static", "/bin/busybox"),
+    ])?;
     let dir = target_dir().join("xtask").join("kexec");
     fs::create_dir_all(&dir)?;
     let kernel = debian_kernel(&dir)?;
 
     let mut cpio = Cpio::default();
-    for d in ["/bin", "/sbin", "/proc", "/sys", "/dev", "/lib", "/lib64", "/lib/x86_64-linux-gnu"] {
+    for d in [
+        "/bin",
+        "/sbin",
+        "/proc",
+        "/sys",
+        "/dev",
+        "/lib",
+        "/lib64",
+        "/lib/x86_64-linux-gnu",
+    ] {
         cpio.dir(d);
     }
     cpio.file("/bin/busybox", 0o755, &read("/bin/busybox")?);
@@ -75,7 +87,10 @@ fn shared_libraries(binary: &str) -> Result<Vec<PathBuf>> {
         // "libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)" or "/lib64/ld-linux-x86-64.so.2 (0x...)"
         let path = match line.split_once("=>") {
             Some((_, rest)) => rest.split_whitespace().next(),
-            None => line.split_whitespace().next().filter(|p| p.starts_with('/')),
+            None => line
+                .split_whitespace()
+                .next()
+                .filter(|p| p.starts_with('/')),
         };
         if let Some(path) = path.filter(|p| p.starts_with('/')) {
             libs.push(PathBuf::from(path));
@@ -101,7 +116,11 @@ fn debian_kernel(dir: &Path) -> Result<PathBuf> {
         .filter(|p| p.starts_with("linux-image-"))
         .context("apt-cache names no kernel for linux-image-cloud-amd64 (run apt-get update?)")?
         .to_string();
-    exec(Command::new("apt-get").args(["download", &package]).current_dir(dir))?;
+    exec(
+        Command::new("apt-get")
+            .args(["download", &package])
+            .current_dir(dir),
+    )?;
     let deb = fs::read_dir(dir)?
         .flatten()
         .map(|e| e.path())
@@ -112,7 +131,10 @@ fn debian_kernel(dir: &Path) -> Result<PathBuf> {
     let vmlinuz = fs::read_dir(root.join("boot"))?
         .flatten()
         .map(|e| e.path())
-        .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz-")))
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz-"))
+        })
         .context("the kernel package has no /boot/vmlinuz-*")?;
     fs::copy(&vmlinuz, &kernel)?;
     fs::remove_dir_all(&root)?;

@@ -1,9 +1,9 @@
 //! The checks: placement (virtual and physical), relocated static pointers, zeroed bss.
-//! Each reports the first mismatch through `board::fail`, naming the values involved.
+//! Each reports the first mismatch through `fail`, naming the values involved.
 //! Addresses of linker symbols are taken PC-relatively, so they are right at any VA.
 
-use crate::board::fail;
-use core::arch::asm;
+use crate::arch::{pc, sym_addr, translate};
+use crate::fail;
 use core::hint::black_box;
 use core::ptr::{addr_of, read_unaligned, read_volatile};
 use shim_common::bootinfo::BootInfo;
@@ -12,7 +12,7 @@ use shim_common::bootinfo::BootInfo;
 include!(concat!(env!("OUT_DIR"), "/table.rs"));
 
 /// A relocated pointer at an odd offset: RELR cannot encode it, so it stays an
-/// R_AARCH64_RELATIVE in `.rela.dyn` (and the loader must write it unaligned).
+/// R_AARCH64_RELATIVE or R_X86_64_RELATIVE in `.rela.dyn` (the loader writes it unaligned).
 #[repr(C, packed)]
 struct Unaligned {
     pad: u8,
@@ -26,43 +26,11 @@ static UNALIGNED: Unaligned = Unaligned {
 /// 16 KiB in `.bss`, plus everything else there, must read as zero.
 static mut BSS_BLOCK: [u64; 2048] = [0; 2048];
 
-/// Runtime address of a linker-script symbol, by `adrp`/`add`.
-macro_rules! sym_addr {
-    ($sym:literal) => {{
-        let addr: usize;
-        // SAFETY: adrp/add only compute an address; linker.ld defines the symbol.
-        unsafe {
-            asm!(
-                concat!("adrp {0}, ", $sym, "\nadd {0}, {0}, :lo12:", $sym),
-                out(reg) addr,
-                options(pure, nomem, nostack, preserves_flags),
-            )
-        };
-        addr
-    }};
-}
-
-/// Stage-1 EL1 read translation of `va` with `AT S1E1R`: the PA, or PAR_EL1 on a fault.
-fn translate(va: usize) -> Result<u64, u64> {
-    let par: u64;
-    // SAFETY: AT only writes PAR_EL1, which nothing else here uses.
-    unsafe {
-        asm!("at s1e1r, {va}", "isb", "mrs {par}, par_el1",
-             va = in(reg) va, par = out(reg) par, options(nostack, preserves_flags))
-    };
-    match par & 1 {
-        0 => Ok(par & 0x0000_ffff_ffff_f000 | (va as u64 & 0xfff)),
-        _ => Err(par),
-    }
-}
-
 /// Runs at `virt_base`, within `image_size`, backed by `phys_base` + offset.
 pub fn placement(info: &BootInfo) {
     let start = sym_addr!("_image_start") as u64;
     let end = sym_addr!("_image_end") as u64;
-    let pc: u64;
-    // SAFETY: `adr` only computes the current PC.
-    unsafe { asm!("adr {}, .", out(reg) pc, options(nomem, nostack, preserves_flags)) };
+    let pc = pc();
     let (va, size) = (info.virt_base, info.image_size);
     if start != va {
         fail(format_args!("image_start={start:#x} virt_base={va:#x}"));
@@ -85,7 +53,7 @@ pub fn placement(info: &BootInfo) {
             Ok(pa) => fail(format_args!(
                 "{name} va={at:#x} pa={pa:#x} want pa={want:#x}"
             )),
-            Err(par) => fail(format_args!("{name} va={at:#x} AT fault par={par:#x}")),
+            Err(fault) => fail(format_args!("{name} va={at:#x} {fault}")),
         }
     }
 }

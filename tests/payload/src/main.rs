@@ -1,53 +1,49 @@
 //! Demo payload: a relocatable ET_DYN kernel the shim loads at a random address.
 //! It checks that it runs where the boot-info block says, that every relocated pointer
-//! is right and that bss is zero, then reports one line on the PL011 and powers off.
+//! is right and that bss is zero, then reports one line on the console and powers off.
+//! What differs between arm64 and x86_64 (entry, console, power, translation) is in
+//! `arch`; the checks and the report are shared.
 #![no_std]
 #![no_main]
 
-#[cfg(not(all(target_arch = "aarch64", target_os = "none")))]
-compile_error!("demo-payload builds only for aarch64-unknown-none");
+#[cfg(not(all(
+    any(target_arch = "aarch64", target_arch = "x86_64"),
+    target_os = "none"
+)))]
+compile_error!("demo-payload builds only for aarch64-unknown-none and x86_64-unknown-none");
 
-mod board;
+#[cfg_attr(target_arch = "aarch64", path = "arch/aarch64.rs")]
+#[cfg_attr(target_arch = "x86_64", path = "arch/x86_64.rs")]
+mod arch;
 mod checks;
 
+use core::fmt::{self, Write};
 use core::mem::size_of;
+use core::panic::PanicInfo;
 use shim_common::bootinfo::BootInfo;
 
-// Entry, at link address 0. x0 = FDT and x1 = BootInfo (physical, identity-mapped) are
-// left untouched for `payload_main`. The stack is found PC-relatively, valid at any VA.
-// bss is deliberately not zeroed: checking that the loader did is the point.
-core::arch::global_asm!(
-    ".section .text.entry, \"ax\"",
-    ".global _start",
-    "_start:",
-    "    adrp x9, _stack_top",
-    "    add  x9, x9, :lo12:_stack_top",
-    "    mov  sp, x9",
-    "    mov  x29, xzr",
-    "    mov  x30, xzr",
-    "    b    {main}",
-    main = sym payload_main,
-);
-
-/// Runs the checks in order; the first failure reports and resets, success powers off.
-extern "C" fn payload_main(fdt_pa: u64, info_pa: u64) -> ! {
+/// Called by the arch entry with the BootInfo block's and the firmware handoff's (FDT
+/// or boot_params) physical addresses. Runs the checks in order; the first failure
+/// reports and powers off with failure, success reports and powers off.
+fn run(info_pa: u64, handoff_pa: u64) -> ! {
     let info = read_boot_info(info_pa);
-    board::init(fdt_pa as usize);
+    arch::init(handoff_pa);
     let info = match info {
         Ok(info) => info,
-        Err(raw) => board::fail(format_args!(
+        Err(raw) => fail(format_args!(
             "bootinfo at {info_pa:#x}: magic={:#x} version={} size={}",
             raw.magic, raw.version, raw.size
         )),
     };
+    arch::check_handoff(handoff_pa);
     checks::placement(&info);
     let ptrs = checks::pointers();
     checks::bss();
-    board::line(format_args!(
+    line(format_args!(
         "ok va={:#x} pa={:#x} ptrs={ptrs} sources={:x} bits={}",
         info.virt_base, info.phys_base, info.entropy_sources, info.kaslr_bits
     ));
-    board::power_off(true)
+    arch::power_off(true)
 }
 
 /// Reads the block at `info_pa`; a bad one is returned as found, for the report.
@@ -55,10 +51,31 @@ fn read_boot_info(info_pa: u64) -> Result<BootInfo, BootInfo> {
     if info_pa == 0 {
         return Err(BootInfo::default());
     }
-    // SAFETY: the handoff ABI puts the BootInfo block at `info_pa`, in RAM that TTBR0
-    // identity-maps; nothing writes it while the payload runs.
+    // SAFETY: the handoff ABI puts the BootInfo block at `info_pa`, in RAM that the low
+    // half identity-maps; nothing writes it while the payload runs.
     let bytes = unsafe { core::slice::from_raw_parts(info_pa as *const u8, size_of::<BootInfo>()) };
     // SAFETY: `bytes` spans a whole BootInfo, which is plain integers: any bits are valid.
     BootInfo::read(bytes)
         .ok_or_else(|| unsafe { bytes.as_ptr().cast::<BootInfo>().read_unaligned() })
+}
+
+/// Prints `payload: <args>\n`, if there is a console.
+pub fn line(args: fmt::Arguments) {
+    if let Some(mut console) = arch::console() {
+        let _ = writeln!(console, "payload: {args}");
+    }
+}
+
+/// Prints `payload: FAIL <why>` and powers off with failure.
+pub fn fail(why: fmt::Arguments) -> ! {
+    line(format_args!("FAIL {why}"));
+    arch::power_off(false)
+}
+
+#[panic_handler]
+fn panic(info: &PanicInfo) -> ! {
+    match info.location() {
+        Some(at) => fail(format_args!("panic at {}:{}", at.file(), at.line())),
+        None => fail(format_args!("panic")),
+    }
 }

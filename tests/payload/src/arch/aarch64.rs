@@ -1,13 +1,35 @@
-//! The board as the device tree describes it: the PL011 console and the PSCI conduit.
+//! arm64: the entry, the board as the device tree describes it (the PL011 console and
+//! the PSCI conduit), and the address primitives the checks use (`adrp`, `AT S1E1R`).
 //! State lives in `.data` atomics with non-zero initial values, so nothing in `.bss`
 //! is written before the payload has checked that the loader zeroed it.
 
+use crate::run;
 use core::arch::asm;
 use core::fmt::{self, Write};
-use core::panic::PanicInfo;
 use core::ptr::{read_volatile, write_volatile};
 use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering::Relaxed};
 use fdt::{node::FdtNode, Fdt};
+
+// Entry, at link address 0. x0 = FDT and x1 = BootInfo (physical, identity-mapped) are
+// left untouched for `payload_main`. The stack is found PC-relatively, valid at any VA.
+// bss is deliberately not zeroed: checking that the loader did is the point.
+core::arch::global_asm!(
+    ".section .text.entry, \"ax\"",
+    ".global _start",
+    "_start:",
+    "    adrp x9, _stack_top",
+    "    add  x9, x9, :lo12:_stack_top",
+    "    mov  sp, x9",
+    "    mov  x29, xzr",
+    "    mov  x30, xzr",
+    "    b    {main}",
+    main = sym payload_main,
+);
+
+/// x0 = FDT, x1 = BootInfo, as the arm64 handoff ABI passes them.
+extern "C" fn payload_main(fdt_pa: u64, info_pa: u64) -> ! {
+    run(info_pa, fdt_pa)
+}
 
 const NO_UART: usize = usize::MAX;
 const HVC: u8 = 1;
@@ -28,10 +50,10 @@ const PSCI_SYSTEM_RESET: u64 = 0x8400_0009;
 
 /// Finds the console and the PSCI conduit. Without a parsable FDT there is no console:
 /// power off with failure.
-pub fn init(fdt_pa: usize) {
-    // SAFETY: x0 holds the FDT's physical address, in identity-mapped RAM; `from_ptr`
+pub fn init(fdt_pa: u64) {
+    // SAFETY: x0 held the FDT's physical address, in identity-mapped RAM; `from_ptr`
     // rejects null, reads the header and then `totalsize` bytes.
-    let Ok(fdt) = (unsafe { Fdt::from_ptr(fdt_pa as *const u8) }) else {
+    let Ok(fdt) = (unsafe { Fdt::from_ptr(fdt_pa as usize as *const u8) }) else {
         power_off(false)
     };
     let psci = fdt.find_node("/psci");
@@ -83,18 +105,10 @@ impl Write for Pl011 {
     }
 }
 
-/// Prints `payload: <args>\n`, if there is a console.
-pub fn line(args: fmt::Arguments) {
+/// The PL011, once `init` found it.
+pub fn console() -> Option<impl Write> {
     let base = UART.load(Relaxed);
-    if base != NO_UART {
-        let _ = writeln!(Pl011(base), "payload: {args}");
-    }
-}
-
-/// Prints `payload: FAIL <why>` and resets.
-pub fn fail(why: fmt::Arguments) -> ! {
-    line(format_args!("FAIL {why}"));
-    power_off(false)
+    (base != NO_UART).then_some(Pl011(base))
 }
 
 /// PSCI SYSTEM_OFF on success, SYSTEM_RESET on failure (QEMU `-no-reboot` exits
@@ -124,10 +138,54 @@ pub fn power_off(ok: bool) -> ! {
     }
 }
 
-#[panic_handler]
-fn panic(info: &PanicInfo) -> ! {
-    match info.location() {
-        Some(at) => fail(format_args!("panic at {}:{}", at.file(), at.line())),
-        None => fail(format_args!("panic")),
+/// Nothing more to check: `init` parsed the FDT, or there would be no console.
+pub fn check_handoff(_fdt_pa: u64) {}
+
+/// Runtime address of a linker-script symbol, by `adrp`/`add`.
+macro_rules! sym_addr {
+    ($sym:literal) => {{
+        let addr: usize;
+        // SAFETY: adrp/add only compute an address; linker.ld defines the symbol.
+        unsafe {
+            core::arch::asm!(
+                concat!("adrp {0}, ", $sym, "\nadd {0}, {0}, :lo12:", $sym),
+                out(reg) addr,
+                options(pure, nomem, nostack, preserves_flags),
+            )
+        };
+        addr
+    }};
+}
+pub(crate) use sym_addr;
+
+/// The current PC.
+#[inline(always)]
+pub fn pc() -> u64 {
+    let pc: u64;
+    // SAFETY: `adr` only computes the current PC.
+    unsafe { asm!("adr {}, .", out(reg) pc, options(nomem, nostack, preserves_flags)) };
+    pc
+}
+
+/// A failed translation: PAR_EL1 as `AT` left it.
+pub struct Fault(u64);
+
+impl fmt::Display for Fault {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "AT fault par={:#x}", self.0)
+    }
+}
+
+/// Stage-1 EL1 read translation of `va` with `AT S1E1R`: the PA, or PAR_EL1 on a fault.
+pub fn translate(va: usize) -> Result<u64, Fault> {
+    let par: u64;
+    // SAFETY: AT only writes PAR_EL1, which nothing else here uses.
+    unsafe {
+        asm!("at s1e1r, {va}", "isb", "mrs {par}, par_el1",
+             va = in(reg) va, par = out(reg) par, options(nostack, preserves_flags))
+    };
+    match par & 1 {
+        0 => Ok(par & 0x0000_ffff_ffff_f000 | (va as u64 & 0xfff)),
+        _ => Err(Fault(par)),
     }
 }
