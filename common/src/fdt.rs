@@ -150,12 +150,32 @@ enum Event<'a> {
     Begin {
         name: &'a str,
     },
+    /// `cells` are the parent's `#address-cells`/`#size-cells`: what this node's
+    /// `reg` is read with.
     Prop {
         name: &'a str,
         value: &'a [u8],
         offset: usize,
+        cells: Cells,
     },
     End,
+}
+
+/// `#address-cells` and `#size-cells` in force for a node's children (DTSpec 2.3.5:
+/// 2 and 1 when the node does not say).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Cells {
+    address: u32,
+    size: u32,
+}
+
+impl Default for Cells {
+    fn default() -> Self {
+        Cells {
+            address: 2,
+            size: 1,
+        }
+    }
 }
 
 /// A checked device tree blob, exactly `totalsize` bytes long.
@@ -207,6 +227,8 @@ impl<'a> Fdt<'a> {
         let mut at = 0usize;
         let mut depth = 0usize;
         let mut seen_root = false;
+        // cells[d]: what the children of the open node at depth d - 1 use.
+        let mut cells = [Cells::default(); MAX_DEPTH + 1];
         let align4 = |n: usize| n.checked_add(3).map(|n| n & !3).ok_or(FdtError::Truncated);
         loop {
             let token = be32(structs, at)?;
@@ -231,6 +253,9 @@ impl<'a> Fdt<'a> {
                     f(depth, Event::Begin { name })?;
                     depth += 1;
                     seen_root = true;
+                    if let Some(c) = cells.get_mut(depth) {
+                        *c = Cells::default();
+                    }
                 }
                 FDT_END_NODE => {
                     depth = depth
@@ -248,14 +273,24 @@ impl<'a> Fdt<'a> {
                     let end = start.checked_add(len).ok_or(FdtError::Truncated)?;
                     let value = structs.get(start..end).ok_or(FdtError::Truncated)?;
                     at = align4(end)?;
-                    f(
-                        depth - 1,
-                        Event::Prop {
-                            name,
-                            value,
-                            offset: base + start,
-                        },
-                    )?;
+                    if let ("#address-cells" | "#size-cells", Some(c)) =
+                        (name, cells.get_mut(depth))
+                    {
+                        let n = cells_of(value).ok_or(FdtError::BadProperty("#address-cells"))?;
+                        if name == "#address-cells" {
+                            c.address = n;
+                        } else {
+                            c.size = n;
+                        }
+                    }
+                    let node_cells = cells.get(depth - 1).copied().unwrap_or_default();
+                    let prop = Event::Prop {
+                        name,
+                        value,
+                        offset: base + start,
+                        cells: node_cells,
+                    };
+                    f(depth - 1, prop)?;
                 }
                 FDT_NOP => {}
                 FDT_END if depth == 0 && seen_root => return Ok(()),
@@ -309,14 +344,7 @@ pub struct Machine<'a> {
     pub console: Option<Console>,
 }
 
-/// Per-node state kept during the walk: the cell sizes its children use, and what
-/// depth-1 nodes we care about carried until their end.
-#[derive(Clone, Copy, Default)]
-struct Level {
-    address_cells: u32,
-    size_cells: u32,
-}
-
+/// The top-level node whose properties the walk is in.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Top {
     Other,
@@ -337,13 +365,9 @@ impl<'a> Machine<'a> {
             rng_seed: None,
             console: None,
         };
-        let mut levels = [Level {
-            address_cells: 2,
-            size_cells: 1,
-        }; MAX_DEPTH + 1];
         let mut top = Top::Other;
         // Memory nodes: `device_type` may come after `reg`, so keep `reg` until the end.
-        let (mut mem_reg, mut is_memory): (&[u8], bool) = (&[], false);
+        let (mut mem_reg, mut mem_cells, mut is_memory) = (&[][..], Cells::default(), false);
         let (mut initrd_start, mut initrd_end) = (None, None);
         let mut stdout: &[u8] = &[];
         let mut aliases = [("", &[][..]); 8];
@@ -351,96 +375,69 @@ impl<'a> Machine<'a> {
 
         fdt.walk(|depth, event| {
             match event {
-                Event::Begin { name } => {
-                    // A node's children default to 2 address cells and 1 size cell.
-                    if let Some(l) = levels.get_mut(depth + 1) {
-                        *l = Level {
-                            address_cells: 2,
-                            size_cells: 1,
-                        };
-                    }
-                    if depth == 1 {
-                        let base = name.split('@').next().unwrap_or(name);
-                        top = match base {
-                            "reserved-memory" => Top::Reserved,
-                            "chosen" => Top::Chosen,
-                            "aliases" => Top::Aliases,
-                            _ => Top::Other,
-                        };
-                        (mem_reg, is_memory) = (&[], false);
-                    }
+                Event::Begin { name } if depth == 1 => {
+                    top = match name.split('@').next().unwrap_or(name) {
+                        "reserved-memory" => Top::Reserved,
+                        "chosen" => Top::Chosen,
+                        "aliases" => Top::Aliases,
+                        _ => Top::Other,
+                    };
+                    (mem_reg, is_memory) = (&[], false);
                 }
+                Event::Begin { .. } => {}
                 Event::Prop {
                     name,
                     value,
                     offset,
-                } => {
-                    let level = levels.get_mut(depth + 1).ok_or(FdtError::TooDeep)?;
-                    match name {
-                        "#address-cells" | "#size-cells" => {
-                            let v = match value {
-                                [a, b, c, d] => u32::from_be_bytes([*a, *b, *c, *d]),
-                                _ => return Err(FdtError::BadProperty("#address-cells")),
-                            };
-                            if v > 2 && depth == 0 {
-                                return Err(FdtError::BadProperty("#address-cells"));
-                            }
-                            if name == "#address-cells" {
-                                level.address_cells = v;
-                            } else {
-                                level.size_cells = v;
-                            }
-                        }
-                        _ => {}
+                    cells,
+                } => match (top, depth, name) {
+                    // The root's cells describe CPU addresses: at most 64 bits.
+                    (_, 0, "#address-cells" | "#size-cells") if cells_of(value) > Some(2) => {
+                        return Err(FdtError::BadProperty("#address-cells"));
                     }
-                    let parent = levels.get(depth).copied().unwrap_or_default();
-                    match (top, depth, name) {
-                        (_, 1, "reg") => mem_reg = value,
-                        (_, 1, "device_type") => is_memory = value == b"memory\0",
-                        (Top::Reserved, 2, "reg") => {
-                            for r in regs(value, parent, "reserved-memory reg") {
-                                m.reserved.push(r?, "reserved-memory")?;
-                            }
+                    (_, 1, "reg") => (mem_reg, mem_cells) = (value, cells),
+                    (_, 1, "device_type") => is_memory = value == b"memory\0",
+                    (Top::Reserved, 2, "reg") => {
+                        for r in regs(value, cells, "reserved-memory reg") {
+                            m.reserved.push(r?, "reserved-memory")?;
                         }
-                        (Top::Chosen, 1, "bootargs") => {
-                            m.bootargs = value.split(|&b| b == 0).next().unwrap_or_default()
-                        }
-                        (Top::Chosen, 1, "stdout-path") => stdout = value,
-                        (Top::Chosen, 1, "linux,initrd-start") => {
-                            initrd_start = Some(number(value, "linux,initrd-start")?)
-                        }
-                        (Top::Chosen, 1, "linux,initrd-end") => {
-                            initrd_end = Some(number(value, "linux,initrd-end")?)
-                        }
-                        (Top::Chosen, 1, "kaslr-seed") => {
-                            // arch/arm64/kernel/pi/kaslr_early.c reads exactly a u64.
-                            let seed = match value.len() {
-                                8 => number(value, "kaslr-seed")?,
-                                _ => return Err(FdtError::BadProperty("kaslr-seed")),
-                            };
-                            m.kaslr_seed = Some((seed, offset));
-                        }
-                        (Top::Chosen, 1, "rng-seed") => m.rng_seed = Some((value, offset)),
-                        (Top::Aliases, 1, _) => {
-                            if let Some(slot) = aliases.get_mut(n_aliases) {
-                                *slot = (name, value);
-                                n_aliases += 1;
-                            }
-                        }
-                        _ => {}
                     }
-                }
-                Event::End => {
-                    if depth == 1 && is_memory {
-                        let root = levels.get(1).copied().unwrap_or_default();
-                        for r in regs(mem_reg, root, "memory reg") {
+                    (Top::Chosen, 1, "bootargs") => {
+                        m.bootargs = value.split(|&b| b == 0).next().unwrap_or_default()
+                    }
+                    (Top::Chosen, 1, "stdout-path") => stdout = value,
+                    (Top::Chosen, 1, "linux,initrd-start") => {
+                        initrd_start = Some(number(value, "linux,initrd-start")?)
+                    }
+                    (Top::Chosen, 1, "linux,initrd-end") => {
+                        initrd_end = Some(number(value, "linux,initrd-end")?)
+                    }
+                    (Top::Chosen, 1, "kaslr-seed") => {
+                        // arch/arm64/kernel/pi/kaslr_early.c reads exactly a u64.
+                        let seed = match value.len() {
+                            8 => number(value, "kaslr-seed")?,
+                            _ => return Err(FdtError::BadProperty("kaslr-seed")),
+                        };
+                        m.kaslr_seed = Some((seed, offset));
+                    }
+                    (Top::Chosen, 1, "rng-seed") => m.rng_seed = Some((value, offset)),
+                    (Top::Aliases, 1, _) => {
+                        if let Some(slot) = aliases.get_mut(n_aliases) {
+                            *slot = (name, value);
+                            n_aliases += 1;
+                        }
+                    }
+                    _ => {}
+                },
+                Event::End if depth == 1 => {
+                    if is_memory {
+                        for r in regs(mem_reg, mem_cells, "memory reg") {
                             m.ram.insert(r?)?;
                         }
                     }
-                    if depth == 1 {
-                        top = Top::Other;
-                    }
+                    top = Top::Other;
                 }
+                Event::End => {}
             }
             Ok(())
         })?;
@@ -478,6 +475,11 @@ impl<'a> Machine<'a> {
     }
 }
 
+/// A 4-byte cell count, if the value is one.
+fn cells_of(value: &[u8]) -> Option<u32> {
+    <[u8; 4]>::try_from(value).ok().map(u32::from_be_bytes)
+}
+
 /// A 4- or 8-byte big-endian property value.
 fn number(value: &[u8], name: &'static str) -> Result<u64, FdtError> {
     match value.len() {
@@ -492,18 +494,18 @@ fn number(value: &[u8], name: &'static str) -> Result<u64, FdtError> {
 /// The (address, size) pairs of a `reg` value, read with the parent's cell sizes.
 fn regs<'v>(
     mut value: &'v [u8],
-    parent: Level,
+    sizes: Cells,
     name: &'static str,
 ) -> impl Iterator<Item = Result<Range, FdtError>> + 'v {
     core::iter::from_fn(move || {
         if value.is_empty() {
             return None;
         }
-        let entry = cells(value, parent.address_cells).and_then(|(addr, rest)| {
-            cells(rest, parent.size_cells).map(|(size, rest)| (addr, size, rest))
+        let entry = cells(value, sizes.address).and_then(|(addr, rest)| {
+            cells(rest, sizes.size).map(|(size, rest)| (addr, size, rest))
         });
         match entry {
-            Some((addr, size, rest)) if parent.size_cells > 0 => {
+            Some((addr, size, rest)) if sizes.size > 0 => {
                 value = rest;
                 Some(Range::from_base_size(addr, size).map_err(Into::into))
             }
@@ -526,56 +528,39 @@ fn node_matches(name: &str, component: &[u8]) -> bool {
 
 /// Finds the node at `path` and reads the first `reg` address and `compatible`.
 fn find_console(fdt: &Fdt<'_>, path: &[u8]) -> Result<Option<Console>, FdtError> {
-    let mut levels = [Level {
-        address_cells: 2,
-        size_cells: 1,
-    }; MAX_DEPTH + 1];
-    // How many leading path components the nodes currently open match.
-    let mut matched = 0usize;
     let mut want: [&[u8]; MAX_DEPTH] = [&[]; MAX_DEPTH];
     let mut n_want = 0;
     for part in path.split(|&b| b == b'/').filter(|p| !p.is_empty()) {
         *want.get_mut(n_want).ok_or(FdtError::TooDeep)? = part;
         n_want += 1;
     }
+    // How many leading path components the nodes currently open match.
+    let mut matched = 0usize;
     let (mut base, mut pl011) = (None, false);
     fdt.walk(|depth, event| {
+        let target = n_want > 0 && depth == n_want && matched == n_want;
         match event {
             Event::Begin { name } => {
-                if let Some(l) = levels.get_mut(depth + 1) {
-                    *l = Level {
-                        address_cells: 2,
-                        size_cells: 1,
-                    };
-                }
                 // Depth d (d >= 1) matches want[d - 1] when its parents matched.
                 let component = depth.checked_sub(1).and_then(|i| want.get(i));
                 if matched + 1 == depth && component.is_some_and(|c| node_matches(name, c)) {
                     matched = depth;
                 }
             }
-            Event::Prop { name, value, .. } => {
-                if let (Some(l), "#address-cells" | "#size-cells", [a, b, c, d]) =
-                    (levels.get_mut(depth + 1), name, value)
-                {
-                    let v = u32::from_be_bytes([*a, *b, *c, *d]);
-                    if name == "#address-cells" {
-                        l.address_cells = v;
-                    } else {
-                        l.size_cells = v;
-                    }
-                }
-                if depth == n_want && matched == n_want && n_want > 0 {
-                    let parent = levels.get(depth).copied().unwrap_or_default();
-                    match name {
-                        "reg" => base = cells(value, parent.address_cells).map(|(a, _)| a),
-                        "compatible" => pl011 = value.split(|&b| b == 0).any(|c| c == b"arm,pl011"),
-                        _ => {}
-                    }
-                }
-            }
+            Event::Prop {
+                name: "reg",
+                value,
+                cells: sizes,
+                ..
+            } if target => base = cells(value, sizes.address).map(|(a, _)| a),
+            Event::Prop {
+                name: "compatible",
+                value,
+                ..
+            } if target => pl011 = value.split(|&b| b == 0).any(|c| c == b"arm,pl011"),
+            Event::Prop { .. } => {}
             Event::End => {
-                if matched > depth.saturating_sub(1) && depth >= 1 {
+                if depth >= 1 && matched >= depth {
                     matched = depth - 1;
                 }
             }
