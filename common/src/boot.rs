@@ -21,6 +21,14 @@ pub trait Platform {
     fn memory(&mut self, range: Range) -> &'static mut [u8];
     /// Prints one console line; the backend adds the `shim: ` prefix.
     fn say(&mut self, line: fmt::Arguments<'_>);
+    /// A free-running counter, for the per-phase timing `shim.verbose` prints.
+    fn ticks(&mut self) -> u64 {
+        0
+    }
+    /// The counter's frequency; 0 if unknown (timings are then printed in ticks).
+    fn ticks_per_second(&self) -> u64 {
+        0
+    }
 }
 
 /// The facts the backend gathered.
@@ -178,10 +186,14 @@ pub fn load(
         })?;
     let scratch = Range::from_base_size(scratch, scratch_len)?;
     let scratch_mem = platform.memory(scratch);
+    let mut t = [0u64; 6];
+    t[0] = platform.ticks();
     let n = container::unpack(&payload, scratch_mem, inflater)?;
     let scratch_mem: &'static [u8] = scratch_mem;
     let unpacked = scratch_mem.get(..n).unwrap_or_default();
+    t[1] = platform.ticks();
     container::verify(&payload, unpacked)?;
+    t[2] = platform.ticks();
     let elf = Elf::parse(unpacked, inputs.arch)?;
     inputs.avoid.push(scratch, "scratch")?;
 
@@ -225,6 +237,7 @@ pub fn load(
         )),
         Mode::Random => {}
     }
+    t[3] = platform.ticks();
     if inputs.opts.verbose {
         platform.say(format_args!(
             "placed pa={:#x} va={:#x} slots={} entropy={} sources={}",
@@ -238,7 +251,23 @@ pub fn load(
 
     let image = platform.memory(Range::from_base_size(placed.phys, span)?);
     elf.load(image)?;
-    elf.relocate(image, placed.virt)?;
+    t[4] = platform.ticks();
+    let relocs = elf.relocate(image, placed.virt)?;
+    t[5] = platform.ticks();
+    if inputs.opts.verbose {
+        let hz = platform.ticks_per_second();
+        let phase = |i: usize| Duration(t[i + 1].wrapping_sub(t[i]), hz);
+        platform.say(format_args!(
+            "timing unpack={} verify={} place={} load={} relocate={} ({} bytes, {} relocations)",
+            phase(0),
+            phase(1),
+            phase(2),
+            phase(3),
+            phase(4),
+            n,
+            relocs.rela + relocs.relr
+        ));
+    }
 
     let mut seed = [0u8; 32];
     rng.fill(&mut seed);
@@ -281,6 +310,19 @@ fn report(
 ) {
     p.say(format_args!("{what} needs {size:#x} bytes; memory map:"));
     plan::report(|line| p.say(line), ram, avoid, free);
+}
+
+/// A tick count shown in microseconds when the frequency is known.
+struct Duration(u64, u64);
+
+impl fmt::Display for Duration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Duration(ticks, 0) => write!(f, "{ticks}ticks"),
+            // Saturates only past 1.8e13 ticks: hours, not a boot phase.
+            Duration(ticks, hz) => write!(f, "{}us", ticks.saturating_mul(1_000_000) / hz),
+        }
+    }
 }
 
 /// The names of the entropy sources in a bitmask, comma-separated.

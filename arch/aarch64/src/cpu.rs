@@ -5,12 +5,17 @@ use core::arch::asm;
 
 use aarch64_cpu::asm::barrier;
 use aarch64_cpu::asm::random::ArmRng;
-use aarch64_cpu::registers::CNTPCT_EL0;
+use aarch64_cpu::registers::{CNTFRQ_EL0, CNTPCT_EL0};
 use tock_registers::interfaces::Readable;
 
 /// CNTPCT_EL0, the physical count (CNTFRQ_EL0 is programmed by the firmware).
 pub fn counter() -> u64 {
     CNTPCT_EL0.get()
+}
+
+/// CNTFRQ_EL0: the counter's frequency in Hz, as the firmware programmed it.
+pub fn counter_frequency() -> u64 {
+    CNTFRQ_EL0.get()
 }
 
 /// One RNDR value where ID_AA64ISAR0_EL1.RNDR says the instruction exists and it

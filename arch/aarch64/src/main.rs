@@ -284,6 +284,14 @@ impl Platform for Arm64 {
     fn say(&mut self, line: fmt::Arguments<'_>) {
         console::line(line);
     }
+
+    fn ticks(&mut self) -> u64 {
+        cpu::counter()
+    }
+
+    fn ticks_per_second(&self) -> u64 {
+        cpu::counter_frequency()
+    }
 }
 
 /// The inflate state (about 11 KB) lives in bss rather than on our 64 KiB stack.
