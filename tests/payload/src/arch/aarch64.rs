@@ -138,8 +138,23 @@ pub fn power_off(ok: bool) -> ! {
     }
 }
 
-/// Nothing more to check: `init` parsed the FDT, or there would be no console.
-pub fn check_handoff(_fdt_pa: u64) {}
+/// `init` parsed the FDT (or there would be no console). What chose our placement must
+/// not reach us: `/chosen/kaslr-seed` and `rng-seed`, where present, are zero.
+pub fn check_handoff(fdt_pa: u64) {
+    // SAFETY: the handoff ABI puts a device tree at `fdt_pa`, identity-mapped; `init`
+    // has already read its header from there.
+    let Ok(fdt) = (unsafe { Fdt::from_ptr(fdt_pa as usize as *const u8) }) else {
+        crate::fail(format_args!("fdt at {fdt_pa:#x} no longer parses"));
+    };
+    let Some(chosen) = fdt.find_node("/chosen") else { return };
+    for name in ["kaslr-seed", "rng-seed"] {
+        if let Some(p) = chosen.property(name) {
+            if p.value.iter().any(|&b| b != 0) {
+                crate::fail(format_args!("/chosen/{name} not wiped by the shim"));
+            }
+        }
+    }
+}
 
 /// Runtime address of a linker-script symbol, by `adrp`/`add`.
 macro_rules! sym_addr {
