@@ -186,21 +186,22 @@ pub fn load(
         })?;
     let scratch = Range::from_base_size(scratch, scratch_len)?;
     let scratch_mem = platform.memory(scratch);
-    let mut t = [0u64; 6];
-    t[0] = platform.ticks();
+    let t0 = platform.ticks();
     let n = container::unpack(&payload, scratch_mem, inflater)?;
     let scratch_mem: &'static [u8] = scratch_mem;
     let unpacked = scratch_mem.get(..n).unwrap_or_default();
-    t[1] = platform.ticks();
+    let t1 = platform.ticks();
     container::verify(&payload, unpacked)?;
-    t[2] = platform.ticks();
+    let t2 = platform.ticks();
     let elf = Elf::parse(unpacked, inputs.arch)?;
     inputs.avoid.push(scratch, "scratch")?;
 
     // Choose the slot and the virtual base.
     let free = plan::usable(&inputs.ram, &inputs.avoid, &inputs.opts)?;
     let span = elf.span();
-    let dram_base = inputs.ram.first().map_or(0, |r| r.start);
+    // The origin of image offsets, 2 MiB aligned so that an aligned slot gives an
+    // aligned virtual base even when RAM starts unaligned (kexec-tools' e820 at 0x400).
+    let dram_base = inputs.ram.first().map_or(0, |r| r.start) & !(plan::SLOT_ALIGN - 1);
     let loader_offset = match inputs.loader_offset {
         0 => inputs.opts.image_offset.unwrap_or(0),
         x1 => x1,
@@ -237,7 +238,7 @@ pub fn load(
         )),
         Mode::Random => {}
     }
-    t[3] = platform.ticks();
+    let t3 = platform.ticks();
     if inputs.opts.verbose {
         platform.say(format_args!(
             "placed pa={:#x} va={:#x} slots={} entropy={} sources={}",
@@ -251,19 +252,19 @@ pub fn load(
 
     let image = platform.memory(Range::from_base_size(placed.phys, span)?);
     elf.load(image)?;
-    t[4] = platform.ticks();
+    let t4 = platform.ticks();
     let relocs = elf.relocate(image, placed.virt)?;
-    t[5] = platform.ticks();
+    let t5 = platform.ticks();
     if inputs.opts.verbose {
         let hz = platform.ticks_per_second();
-        let phase = |i: usize| Duration(t[i + 1].wrapping_sub(t[i]), hz);
+        let phase = |from: u64, to: u64| Duration(to.wrapping_sub(from), hz);
         platform.say(format_args!(
             "timing unpack={} verify={} place={} load={} relocate={} ({} bytes, {} relocations)",
-            phase(0),
-            phase(1),
-            phase(2),
-            phase(3),
-            phase(4),
+            phase(t0, t1),
+            phase(t1, t2),
+            phase(t2, t3),
+            phase(t3, t4),
+            phase(t4, t5),
             n,
             relocs.rela + relocs.relr
         ));

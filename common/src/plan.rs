@@ -41,6 +41,16 @@ pub const ARM64_WINDOW: VirtWindow = VirtWindow {
     max_offset: 1 << 47,
 };
 
+/// x86_64: the start of the canonical higher half (4-level paging, 48-bit VAs: PML4
+/// entries 256..511), a 64 TiB displacement window (2^25 positions of 2 MiB) and RAM
+/// offsets below 64 TiB. `base + offset + size` stays below `base + 2^46` and the
+/// displacement below 2^46, so the payload ends below 2^64: canonical, never wrapping.
+pub const X86_64_WINDOW: VirtWindow = VirtWindow {
+    base: 0xffff_8000_0000_0000,
+    disp_bits: 25,
+    max_offset: 1 << 46,
+};
+
 /// How the placement was decided.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {

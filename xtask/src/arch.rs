@@ -8,12 +8,15 @@ use clap::ValueEnum;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Arch {
     Aarch64,
+    #[value(name = "x86_64")]
+    X86_64,
 }
 
 impl Arch {
     pub fn target(self) -> &'static Target {
         match self {
             Arch::Aarch64 => &AARCH64,
+            Arch::X86_64 => &X86_64,
         }
     }
 }
@@ -26,6 +29,15 @@ pub struct ImageHeader {
     /// Offset of the little-endian u64 that holds, as linked, the offset the container
     /// must start at and, once packed, the image's total length.
     pub size_offset: usize,
+}
+
+/// How the flat shim and its container become the file a loader boots.
+pub enum Packing {
+    /// The arm64 Image: the flat shim, then the container.
+    Image,
+    /// An x86 bzImage (bzimage.rs): the real-mode setup part, dumped from this ELF
+    /// section of the shim, in front of the flat shim and the container.
+    BzImage { setup_section: &'static str },
 }
 
 /// How a firmware loader boots the image (the `--loader u-boot` path).
@@ -46,11 +58,14 @@ pub struct Target {
     pub shim_package: &'static str,
     pub payload_package: &'static str,
     pub header: ImageHeader,
+    pub packing: Packing,
     pub qemu: &'static str,
     pub machine: &'static str,
     /// Machine option that starts the guest in the hypervisor level (`--el2`).
     pub el2_option: &'static str,
     pub cpu: &'static str,
+    /// More QEMU arguments every boot gets (devices the payload uses).
+    pub qemu_args: &'static [&'static str],
     pub firmware: Firmware,
     /// Debian packages that provide `qemu` and `firmware.bios`.
     pub qemu_package: &'static str,
@@ -67,10 +82,12 @@ pub const AARCH64: Target = Target {
         magic: b"ARM\x64",
         size_offset: 0x10,
     },
+    packing: Packing::Image,
     qemu: "qemu-system-aarch64",
     machine: "virt",
     el2_option: "virtualization=on",
     cpu: "max",
+    qemu_args: &[],
     firmware: Firmware {
         bios: "/usr/lib/u-boot/qemu_arm64/u-boot.bin",
         load_addr: 0x4040_0000,
@@ -78,4 +95,36 @@ pub const AARCH64: Target = Target {
     },
     qemu_package: "qemu-system-arm",
     firmware_package: "u-boot-qemu",
+};
+
+/// x86_64: a bzImage (boot protocol 2.15) whose protected-mode part starts with a small
+/// header of its own (arch/x86_64/src/entry.S): magic at 0x08, image size at 0x10.
+/// `-kernel` goes through SeaBIOS and QEMU's linuxboot option ROM, which enter the
+/// real-mode setup; the payload ends QEMU through isa-debug-exit (status 33 = ok).
+pub const X86_64: Target = Target {
+    name: "x86_64",
+    rust_target: "x86_64-unknown-none",
+    shim_package: "shim-x86_64",
+    payload_package: "demo-payload",
+    header: ImageHeader {
+        magic_offset: 0x08,
+        magic: b"SHIMX64\0",
+        size_offset: 0x10,
+    },
+    packing: Packing::BzImage {
+        setup_section: ".setup",
+    },
+    qemu: "qemu-system-x86_64",
+    machine: "q35",
+    el2_option: "",
+    cpu: "max",
+    qemu_args: &["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"],
+    // No U-Boot: SeaBIOS is the firmware QEMU's -kernel needs.
+    firmware: Firmware {
+        bios: "/usr/share/seabios/bios-256k.bin",
+        load_addr: 0,
+        boot_cmd: "",
+    },
+    qemu_package: "qemu-system-x86",
+    firmware_package: "seabios",
 };

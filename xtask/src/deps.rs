@@ -235,6 +235,38 @@ pub fn on_path(program: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// Host tools a loader needs (GRUB's `grub-mkrescue`, Debian's kexec-tools): each
+/// `(package, file)` whose file is missing gets its Debian package installed as root,
+/// or the exact command is printed.
+pub fn ensure_host_packages(wanted: &[(&'static str, &str)]) -> Result<()> {
+    let missing: Vec<&str> = wanted
+        .iter()
+        .filter(|(_, file)| !Path::new(file).exists())
+        .map(|(package, _)| *package)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let mut install = vec!["install", "-y"];
+    install.extend(&missing);
+    let steps = [
+        Step::AptGet(vec!["update".into()]),
+        Step::AptGet(install.iter().map(|s| s.to_string()).collect()),
+    ];
+    if on_path("apt-get").is_none() || !is_root() {
+        let commands: Vec<String> = steps.iter().map(|s| s.shell(true)).collect();
+        bail!(
+            "missing: {}\ninstall them as root with:\n    {}",
+            missing.join(", "),
+            commands.join("\n    ")
+        );
+    }
+    for step in &steps {
+        step.perform()?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -300,36 +332,4 @@ mod tests {
             );
         }
     }
-}
-
-/// Host tools a loader needs (GRUB's `grub-mkrescue`, Debian's kexec-tools): each
-/// `(package, file)` whose file is missing gets its Debian package installed as root,
-/// or the exact command is printed.
-pub fn ensure_host_packages(wanted: &[(&'static str, &str)]) -> Result<()> {
-    let missing: Vec<&str> = wanted
-        .iter()
-        .filter(|(_, file)| !Path::new(file).exists())
-        .map(|(package, _)| *package)
-        .collect();
-    if missing.is_empty() {
-        return Ok(());
-    }
-    let mut install = vec!["install", "-y"];
-    install.extend(&missing);
-    let steps = [
-        Step::AptGet(vec!["update".into()]),
-        Step::AptGet(install.iter().map(|s| s.to_string()).collect()),
-    ];
-    if on_path("apt-get").is_none() || !is_root() {
-        let commands: Vec<String> = steps.iter().map(|s| s.shell(true)).collect();
-        bail!(
-            "missing: {}\ninstall them as root with:\n    {}",
-            missing.join(", "),
-            commands.join("\n    ")
-        );
-    }
-    for step in &steps {
-        step.perform()?;
-    }
-    Ok(())
 }

@@ -11,8 +11,8 @@ use clap::Args;
 use sha2::{Digest, Sha256};
 use shim_common::container::{self, Compression, Format, Header, HEADER_LEN, MAGIC};
 
-use crate::arch::{Arch, ImageHeader, Target};
-use crate::{capture, cargo, deps, exec, target_dir, workspace_root};
+use crate::arch::{Arch, ImageHeader, Packing, Target};
+use crate::{bzimage, capture, cargo, deps, exec, target_dir, workspace_root};
 
 /// Loaders map and copy the image in pages; the container starts on one and the
 /// total length is rounded up to one.
@@ -84,8 +84,22 @@ pub fn build(args: &BuildArgs) -> Result<PathBuf> {
     } else {
         pack(&payload)
     };
-    let image = assemble(&target.header, &flat, &container)
+    let mut image = assemble(&target.header, &flat, &container)
         .with_context(|| format!("packing {}", shim_elf.display()))?;
+    if let Packing::BzImage { setup_section } = target.packing {
+        let setup_path = out_dir.join("setup.bin");
+        exec(
+            Command::new(objcopy()?)
+                .arg(format!(
+                    "--dump-section={setup_section}={}",
+                    setup_path.display()
+                ))
+                .arg(&shim_elf)
+                .arg(out_dir.join("shim.elf")),
+        )?;
+        image = bzimage::assemble(&read(&setup_path)?, &image)
+            .with_context(|| format!("making a bzImage of {}", shim_elf.display()))?;
+    }
 
     let name = if args.corrupt_payload {
         "shim-corrupt.img"

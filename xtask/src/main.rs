@@ -3,6 +3,7 @@
 //! workspace paths and running a child command after printing it.
 
 mod arch;
+mod bzimage;
 mod console;
 mod cpio;
 mod deps;

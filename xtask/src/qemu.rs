@@ -18,6 +18,7 @@ use crate::arch::Target;
 use crate::console::{parse_line, Console, Event, Placed};
 use crate::image::{self, BuildArgs};
 use crate::{announce, deps};
+use crate::{grub, kexec};
 
 /// How long the runner lets QEMU go on after a line that decides the boot...
 const GRACE: Duration = Duration::from_secs(2);
@@ -34,6 +35,10 @@ pub enum Loader {
     Direct,
     /// U-Boot as firmware: the image is preloaded and started with `booti`.
     UBoot,
+    /// x86_64: GRUB from a BIOS rescue ISO boots the image with `linux` (32-bit entry).
+    Grub,
+    /// x86_64: a Debian Linux guest runs kexec-tools on the image (64-bit entry).
+    Kexec,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -77,6 +82,15 @@ pub struct QemuArgs {
 
 pub fn run(args: &QemuArgs) -> Result<()> {
     let target = args.build.arch.target();
+    if args.el2 && target.el2_option.is_empty() {
+        bail!("--el2 is for aarch64 only");
+    }
+    if args.loader == Loader::UBoot && target.firmware.boot_cmd.is_empty() {
+        bail!("--loader u-boot is for aarch64 only");
+    }
+    if matches!(args.loader, Loader::Grub | Loader::Kexec) && target.name != "x86_64" {
+        bail!("--loader grub and --loader kexec are for x86_64 only");
+    }
     deps::ensure_qemu(target)?;
     let image = match &args.image {
         Some(image) => image.clone(),
@@ -121,7 +135,7 @@ pub struct Machine<'a> {
 
 impl Machine<'_> {
     /// The QEMU command line that boots `image`.
-    fn command(&self, image: &Path) -> Command {
+    fn command(&self, image: &Path) -> Result<Command> {
         let t = self.target;
         let mut cmd = Command::new(t.qemu);
         let mut machine = t.machine.to_string();
@@ -130,6 +144,7 @@ impl Machine<'_> {
         }
         cmd.args(["-machine", &machine, "-cpu", t.cpu, "-m", self.mem])
             .args(["-smp", &self.smp.to_string()])
+            .args(t.qemu_args)
             // The console is the serial port on stdio; no monitor, no window. A guest
             // reset ends QEMU like a power-off does.
             .args(["-display", "none", "-serial", "stdio", "-monitor", "none"])
@@ -149,8 +164,18 @@ impl Machine<'_> {
                     ),
                 ]);
             }
+            Loader::Grub => {
+                let iso = grub::iso(image, self.append)?;
+                cmd.arg("-cdrom").arg(iso).args(["-boot", "d"]);
+            }
+            Loader::Kexec => {
+                let guest = kexec::guest(image, self.append)?;
+                cmd.arg("-kernel").arg(&guest.kernel);
+                cmd.arg("-initrd").arg(&guest.initrd);
+                cmd.args(["-append", kexec::GUEST_APPEND]);
+            }
         }
-        cmd
+        Ok(cmd)
     }
 
     /// The U-Boot commands that boot the preloaded image, one per prompt.
@@ -371,7 +396,7 @@ impl Summary {
 /// Boots once: starts QEMU, streams its console to stdout, drives U-Boot if it is the
 /// loader, and stops QEMU on timeout or once the boot is decided.
 pub fn boot(machine: &Machine, image: &Path, expect: Expect, timeout: Duration) -> Result<Boot> {
-    let mut cmd = machine.command(image);
+    let mut cmd = machine.command(image)?;
     cmd.stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
@@ -540,7 +565,9 @@ mod tests {
 
     #[test]
     fn direct_command_line() {
-        let cmd = machine(Loader::Direct, true).command(Path::new("/t/shim.img"));
+        let cmd = machine(Loader::Direct, true)
+            .command(Path::new("/t/shim.img"))
+            .unwrap();
         assert_eq!(
             crate::display(&cmd),
             "qemu-system-aarch64 -machine virt,virtualization=on -cpu max -m 1G -smp 2 \
@@ -552,7 +579,7 @@ mod tests {
     #[test]
     fn uboot_command_line_and_script() {
         let m = machine(Loader::UBoot, false);
-        let cmd = m.command(Path::new("/t,x/shim.img"));
+        let cmd = m.command(Path::new("/t,x/shim.img")).unwrap();
         let text = crate::display(&cmd);
         assert!(text.starts_with("qemu-system-aarch64 -machine virt -cpu max"));
         assert!(text.ends_with(

@@ -120,10 +120,54 @@ const AARCH64_CASES: &[Case] = &[
     },
 ];
 
+/// x86_64: the payload exits QEMU through isa-debug-exit (status 33 after `payload: ok`).
+const X86_64_CASES: &[Case] = &[
+    Case {
+        mem: "512M",
+        ..case("direct-512m", Check::Ok)
+    },
+    Case {
+        mem: "3G",
+        ..case("direct-3g", Check::Ok)
+    },
+    // RAM above 4 GiB (q35 keeps 2 GiB below the PCI hole): the identity map and the
+    // slots reach it.
+    Case {
+        mem: "6G",
+        ..case("direct-6g", Check::Ok)
+    },
+    Case {
+        append: "shim.verbose nokaslr",
+        boots: 3,
+        ..case("nokaslr-3-boots", Check::SamePlacement)
+    },
+    // 3 GiB: 1534 slots, so two physical collisions in ten draws are rare.
+    Case {
+        boots: 10,
+        mem: "3G",
+        ..case("kaslr-10-boots", Check::Distinct { pairs: 9, pas: 9 })
+    },
+    Case {
+        corrupt: true,
+        ..case("corrupt-payload", Check::Refused)
+    },
+    // GRUB's `linux` on i386-pc: the 32-bit entry with GRUB's boot_params and e820.
+    Case {
+        loader: Loader::Grub,
+        ..case("grub-linux", Check::Ok)
+    },
+    // Debian's kexec-tools from a Debian kernel: the 64-bit entry.
+    Case {
+        loader: Loader::Kexec,
+        ..case("kexec", Check::Ok)
+    },
+];
+
 /// The matrix of each architecture.
 fn matrix(arch: Arch) -> &'static [Case] {
     match arch {
         Arch::Aarch64 => AARCH64_CASES,
+        Arch::X86_64 => X86_64_CASES,
     }
 }
 

@@ -139,7 +139,7 @@ extern "C" fn shim_main(fdt_pa: u64, image_offset: u64, base: u64) -> ! {
 
 /// Reads the device tree header's magic and totalsize with aligned loads.
 fn early_fdt_size(fdt_pa: u64) -> Result<u64, FdtError> {
-    if fdt_pa == 0 || fdt_pa % 8 != 0 {
+    if fdt_pa == 0 || !fdt_pa.is_multiple_of(8) {
         return Err(FdtError::BadHeader("alignment"));
     }
     let word = |i: u64| {

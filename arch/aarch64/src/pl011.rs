@@ -38,9 +38,8 @@ impl Pl011 {
     /// is off), and nothing else drives it.
     pub unsafe fn new(base: u64) -> Pl011 {
         // SAFETY: the caller promises a PL011's register block lives at `base`.
-        Pl011 {
-            regs: unsafe { &*(base as usize as *const Registers) },
-        }
+        let regs = unsafe { &*(base as usize as *const Registers) };
+        Pl011 { regs }
     }
 
     fn put(&self, byte: u8) {

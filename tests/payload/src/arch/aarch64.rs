@@ -146,7 +146,9 @@ pub fn check_handoff(fdt_pa: u64) {
     let Ok(fdt) = (unsafe { Fdt::from_ptr(fdt_pa as usize as *const u8) }) else {
         crate::fail(format_args!("fdt at {fdt_pa:#x} no longer parses"));
     };
-    let Some(chosen) = fdt.find_node("/chosen") else { return };
+    let Some(chosen) = fdt.find_node("/chosen") else {
+        return;
+    };
     for name in ["kaslr-seed", "rng-seed"] {
         if let Some(p) = chosen.property(name) {
             if p.value.iter().any(|&b| b != 0) {

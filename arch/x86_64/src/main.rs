@@ -1,0 +1,351 @@
+//! The x86_64 shim: reads the machine from boot_params (E820 map, setup_data, command
+//! line, initrd), places the payload at a random 2 MiB-aligned physical slot and virtual
+//! base, verifies, loads, relocates and maps it, and jumps. Every rule is in shim-common;
+//! this is the glue around it.
+#![no_std]
+#![no_main]
+#![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
+
+mod console;
+mod cpu;
+mod paging;
+mod uart16550;
+
+use core::fmt;
+use core::mem::MaybeUninit;
+use core::ptr::addr_of_mut;
+
+use shim_common::boot::{self, BootError, Platform};
+use shim_common::bootinfo::BootInfo;
+use shim_common::bootparams::{
+    self, BootParams, BootParamsError, MAX_SETUP_DATA_NODES, SETUP_E820_EXT, SETUP_RNG_SEED,
+    ZERO_PAGE_SIZE,
+};
+use shim_common::cmdline::{self, CmdlineError};
+use shim_common::container::DecompressorOxide;
+use shim_common::elf;
+use shim_common::entropy::{Mixer, Source};
+use shim_common::memmap::{Avoid, MemError, MemoryMap, Range};
+use shim_common::plan::X86_64_WINDOW;
+
+use crate::paging::{Caps, PagingError, Pool};
+
+core::arch::global_asm!(include_str!("entry.S"), options(att_syntax));
+core::arch::global_asm!(include_str!("setup.S"), options(att_syntax));
+
+const GIB: u64 = 1 << 30;
+/// The identity map reaches at least this far: the 32-bit protocol's whole space, where
+/// firmware tables and devices live.
+const LOW_4G: u64 = 4 * GIB;
+/// Real-mode memory (IVT, BDA, EBDA, the setup part, option ROMs, BIOS): never used.
+const FIRST_MIB: Range = Range {
+    start: 0,
+    end: 1 << 20,
+};
+/// Offset of the packed image size in the protected-mode part's header (entry.S).
+const IMAGE_SIZE_OFFSET: u64 = 0x10;
+
+extern "C" {
+    /// End of the shim's own image (bss, page tables and stack included): the container
+    /// starts here.
+    static __image_end: u8;
+}
+
+/// The boot-info block handed to the payload; it stays in the shim's bss.
+static mut BOOT_INFO: MaybeUninit<BootInfo> = MaybeUninit::uninit();
+
+/// Why the shim stopped.
+enum Fail {
+    BootParams(BootParamsError),
+    Cmdline(CmdlineError),
+    Memory(MemError),
+    Paging(PagingError),
+    Boot(BootError),
+    /// Something the loader pointed at lies outside the identity map (beyond RAM).
+    Unmapped(&'static str, u64),
+    /// Entered at startup_64 with 5-level paging, loaded at this address above 4 GiB.
+    FiveLevel(u64),
+}
+
+impl fmt::Display for Fail {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Fail::BootParams(e) => write!(f, "{e}"),
+            Fail::Cmdline(e) => write!(f, "bad command line: {e}"),
+            Fail::Memory(e) => write!(f, "memory map: {e}"),
+            Fail::Paging(e) => write!(f, "page tables: {e}"),
+            Fail::Boot(e) => write!(f, "{e}"),
+            Fail::Unmapped(what, pa) => write!(f, "{what} at {pa:#x} is outside memory"),
+            Fail::FiveLevel(base) => write!(
+                f,
+                "entered with 5-level paging and loaded at {base:#x}, above 4 GiB: \
+                 cannot return to 4-level paging there"
+            ),
+        }
+    }
+}
+
+macro_rules! from {
+    ($($variant:ident($ty:ty)),*) => {$(
+        impl From<$ty> for Fail {
+            fn from(e: $ty) -> Fail { Fail::$variant(e) }
+        }
+    )*};
+}
+from!(
+    BootParams(BootParamsError),
+    Cmdline(CmdlineError),
+    Memory(MemError),
+    Paging(PagingError),
+    Boot(BootError)
+);
+
+/// Where the shim itself lies, from its header and linker symbols.
+struct Image {
+    /// Load address (startup_32, the protected-mode part's first byte).
+    base: u64,
+    /// Offset of `__image_end`: code, data, bss, page tables and stack.
+    end: u64,
+    /// The header's image size as xtask packed it: everything, container included.
+    size: u64,
+}
+
+/// Called by entry.S in long mode, relocated, on our stack, bss zeroed, interrupts off,
+/// with the boot_params and load addresses (both physical, identity-mapped), and 1 if
+/// still under the loader's 5-level paging (loaded above 4 GiB with CR4.LA57 set).
+#[no_mangle]
+extern "C" fn shim_main(boot_params_pa: u64, base: u64, five_level: u64) -> ! {
+    console::init();
+    if five_level != 0 {
+        // entry.S goes back to 4-level paging through startup_32 only below 4 GiB.
+        fail(Fail::FiveLevel(base));
+    }
+    // Only the address of the linker symbol is taken (relocated: a runtime address).
+    let end = core::ptr::addr_of!(__image_end) as u64 - base;
+    // SAFETY: the header's image size field is at offset 0x10 of our own image.
+    let size = unsafe { core::ptr::read_volatile((base + IMAGE_SIZE_OFFSET) as *const u64) };
+    let image = Image {
+        base,
+        end,
+        size: size.max(end),
+    };
+    match boot(&image, boot_params_pa) {
+        Err(e) => fail(e),
+        Ok(never) => match never {},
+    }
+}
+
+/// # Safety
+/// `[pa, pa + len)` is identity-mapped memory that nothing else references mutably.
+unsafe fn phys<'a>(pa: u64, len: u64) -> &'a mut [u8] {
+    // SAFETY: as the caller promises.
+    unsafe { core::slice::from_raw_parts_mut(pa as *mut u8, len as usize) }
+}
+
+/// How far the identity map must reach: all RAM, ourselves, boot_params, and at least
+/// the low 4 GiB.
+fn reach(ram: &MemoryMap, also: &[Range]) -> u64 {
+    let top = ram.last().map_or(0, |r| r.end);
+    also.iter().fold(top.max(LOW_4G), |acc, r| acc.max(r.end))
+}
+
+enum Never {}
+
+fn boot(image: &Image, bp_pa: u64) -> Result<Never, Fail> {
+    let features = cpu::Features::read();
+    cpu::enable_nx_wp(&features);
+    let caps = Caps {
+        nx: features.nx,
+        page_1g: features.page_1g,
+    };
+    // SAFETY: called once.
+    let mut pool = unsafe { Pool::take(caps) };
+
+    // boot_params: the loader maps its 4 KiB (boot.rst, 64-bit protocol).
+    if bp_pa == 0 {
+        return Err(Fail::Unmapped("boot_params", 0));
+    }
+    let bp_range = Range::from_base_size(bp_pa, ZERO_PAGE_SIZE as u64)?;
+    // SAFETY: the loader passed boot_params in %rsi/%esi and maps it; we only read it.
+    let bp = BootParams::new(unsafe { phys(bp_pa, ZERO_PAGE_SIZE as u64) })?;
+    let mut ram = MemoryMap::new();
+    bootparams::ram_from_e820(bp.e820()?, &mut ram)?;
+
+    // Our own identity map, before reading anything else the loader may not have
+    // mapped: [0, max(4 GiB, RAM, us, boot_params)), XD except our own code.
+    let shim = Range::from_base_size(image.base, image.size)?;
+    let code = Range::from_base_size(image.base, image.end)?;
+    let pml4 = pool.root()?;
+    let mut mapped = reach(&ram, &[shim, bp_range]);
+    pool.identity(pml4, mapped, code)?;
+    // SAFETY: the new map covers our code, stack, data and boot_params, and all RAM.
+    unsafe { cpu::load_cr3(paging::pa_of(pml4)) };
+    let readable = |mapped: u64, pa: u64, len: u64| {
+        let r = Range::from_base_size(pa, len).ok()?;
+        // SAFETY: [pa, pa + len) lies in the identity map; it is only read.
+        (r.end <= mapped).then(|| &*unsafe { phys(pa, len) })
+    };
+
+    // Everything that must survive until the payload runs.
+    let mut avoid = Avoid::new();
+    avoid.push(FIRST_MIB, "first MiB")?;
+    avoid.push(shim, "shim")?;
+    avoid.push(bp_range, "boot_params")?;
+    if let Some(initrd) = bp.initrd() {
+        avoid.push(initrd, "initrd")?;
+    }
+
+    // setup_data: every node is avoided; E820_EXT adds to the memory map, RNG_SEED to
+    // the entropy.
+    let mut entropy = Mixer::new();
+    let mut ext: [&[u8]; MAX_SETUP_DATA_NODES] = [&[]; MAX_SETUP_DATA_NODES];
+    let mut n_ext = 0;
+    let mut rng_seed: Option<(u64, u64)> = None;
+    let walk = bootparams::walk_setup_data(bp.setup_data(), |pa, len| readable(mapped, pa, len));
+    for node in walk {
+        let node = node?;
+        avoid.push(node.range(), "setup_data")?;
+        if let Some(target) = node.indirect()? {
+            avoid.push(target, "setup_data indirect")?;
+        }
+        match node.typ {
+            SETUP_E820_EXT => {
+                // A malformed node stops the boot here, not silently in the chain below.
+                let _entries = bootparams::e820_ext(node.data)?;
+                if let Some(slot) = ext.get_mut(n_ext) {
+                    *slot = node.data;
+                    n_ext += 1;
+                }
+            }
+            SETUP_RNG_SEED => {
+                entropy.add(Source::RngSeed, node.data);
+                let len = node.data.len() as u64;
+                rng_seed = Some((node.range().end - len, len));
+            }
+            _ => {}
+        }
+    }
+    if n_ext > 0 {
+        let extra = ext
+            .iter()
+            .take(n_ext)
+            .flat_map(|data| bootparams::e820_ext(data).into_iter().flatten());
+        bootparams::ram_from_e820(bp.e820()?.chain(extra), &mut ram)?;
+        let more = reach(&ram, &[]);
+        if more > mapped {
+            pool.identity(pml4, more, code)?;
+            // SAFETY: the same tables, grown: everything mapped before still is.
+            unsafe { cpu::load_cr3(paging::pa_of(pml4)) };
+            mapped = more;
+        }
+    }
+
+    // The command line: NUL-terminated, at most cmdline_size bytes before the NUL.
+    let cmdline: &[u8] = match bp.cmd_line_ptr() {
+        0 => &[],
+        pa if pa >= mapped => return Err(Fail::Unmapped("command line", pa)),
+        pa => {
+            let max = bp.header().cmdline_max() as usize;
+            let window = (mapped - pa).min(max as u64 + 1);
+            let bytes = readable(mapped, pa, window).unwrap_or_default();
+            let len = bootparams::cmdline_len(bytes, max)?;
+            avoid.push(Range::from_base_size(pa, len as u64 + 1)?, "command line")?;
+            bytes.get(..len).unwrap_or_default()
+        }
+    };
+    let opts = cmdline::parse(cmdline)?;
+
+    // Entropy: the CPU's seed and RNG instructions where CPUID has them, the TSC.
+    for _ in 0..4 {
+        if let Some(v) = cpu::rdseed(&features) {
+            entropy.add(Source::CpuSeed, &v.to_le_bytes());
+        }
+        if let Some(v) = cpu::rdrand() {
+            entropy.add(Source::CpuRng, &v.to_le_bytes());
+        }
+    }
+    entropy.add(Source::Counter, &cpu::rdtsc().to_le_bytes());
+
+    // SAFETY: the container (image.end..image.size) lies inside our own image, mapped.
+    let container = unsafe { phys(image.base + image.end, image.size - image.end) };
+    let inputs = boot::Inputs {
+        ram,
+        avoid,
+        opts,
+        container,
+        arch: elf::Machine::X86_64,
+        window: X86_64_WINDOW,
+        loader_offset: 0,
+        entropy,
+        handoff: bp_pa,
+        shim,
+    };
+    let loaded = boot::load(&mut X86, inputs, miniz_oxide_state())?;
+
+    for (va, pa, len, perm) in loaded.pages() {
+        pool.map_pages(pml4, va, pa, len, perm)?;
+    }
+    // SAFETY: BOOT_INFO is ours alone; this is its only writer.
+    let info_pa = unsafe {
+        let slot = &mut *addr_of_mut!(BOOT_INFO);
+        slot.write(loaded.info);
+        slot.as_ptr() as u64
+    };
+    // The payload must not learn what chose its placement (Linux wipes the seed too).
+    if let Some((pa, len)) = rng_seed {
+        // SAFETY: the seed's bytes lie in a setup_data node in the identity map; the
+        // walk's references to it are no longer used.
+        unsafe { phys(pa, len) }.fill(0);
+    }
+
+    // SAFETY: the payload's pages were added to the tables in use; reloading CR3 drops
+    // any stale translation of its range.
+    unsafe { cpu::load_cr3(paging::pa_of(pml4)) };
+    console::flush();
+    // SAFETY: the payload is verified, loaded, relocated for its virtual base and
+    // mapped executable there; the handoff is rdi = boot info, rsi = boot_params.
+    unsafe { cpu::jump(loaded.entry, info_pa, bp_pa) }
+}
+
+/// Memory and console for the shared boot sequence.
+struct X86;
+
+impl Platform for X86 {
+    fn memory(&mut self, range: Range) -> &'static mut [u8] {
+        // SAFETY: the identity map covers all RAM, and the sequence asks only for free
+        // ranges it chose, each once (boot::Platform).
+        unsafe { phys(range.start, range.len()) }
+    }
+
+    fn say(&mut self, line: fmt::Arguments<'_>) {
+        console::line(line);
+    }
+
+    fn ticks(&mut self) -> u64 {
+        cpu::rdtsc()
+    }
+
+    fn ticks_per_second(&self) -> u64 {
+        cpu::tsc_frequency()
+    }
+}
+
+/// The inflate state (about 11 KB) lives in bss rather than on our 64 KiB stack.
+fn miniz_oxide_state() -> &'static mut DecompressorOxide {
+    static mut STATE: MaybeUninit<DecompressorOxide> = MaybeUninit::uninit();
+    // SAFETY: called once per boot; the reference is the only one.
+    unsafe { (*addr_of_mut!(STATE)).write(Default::default()) }
+}
+
+fn fail(e: Fail) -> ! {
+    say!("error: {e}");
+    console::flush();
+    cpu::halt()
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    say!("panic: {info}");
+    console::flush();
+    cpu::halt()
+}
