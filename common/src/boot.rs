@@ -341,3 +341,239 @@ impl fmt::Display for SourceNames {
         Ok(())
     }
 }
+
+#[cfg(test)]
+#[allow(unsafe_code)]
+mod tests {
+    //! The whole shared sequence on the host: a fake machine whose RAM is a leaked
+    //! buffer, a container around a small relocatable ELF, and checks on what lands in
+    //! RAM and what does not.
+    use super::*;
+    use crate::elf::tests::{rela, sample, BASE};
+    use crate::entropy::Source;
+    use sha2::{Digest, Sha256};
+
+    const RAM_BASE: u64 = 0x4000_0000;
+    const RAM_SIZE: u64 = 64 << 20;
+    const FILL: u8 = 0x5a;
+
+    struct Fake {
+        ram: *mut u8,
+        handed: Vec<Range>,
+        lines: Vec<String>,
+    }
+
+    impl Fake {
+        fn new() -> Fake {
+            let ram = Box::leak(vec![FILL; RAM_SIZE as usize].into_boxed_slice());
+            Fake {
+                ram: ram.as_mut_ptr(),
+                handed: Vec::new(),
+                lines: Vec::new(),
+            }
+        }
+
+        fn read(&self, range: Range) -> &[u8] {
+            assert!(range.start >= RAM_BASE && range.end <= RAM_BASE + RAM_SIZE);
+            // SAFETY: in bounds of the leaked buffer; the test reads after `load` returned.
+            unsafe {
+                core::slice::from_raw_parts(
+                    self.ram.add((range.start - RAM_BASE) as usize),
+                    range.len() as usize,
+                )
+            }
+        }
+    }
+
+    impl Platform for Fake {
+        fn memory(&mut self, range: Range) -> &'static mut [u8] {
+            assert!(
+                range.start >= RAM_BASE && range.end <= RAM_BASE + RAM_SIZE,
+                "{range} outside RAM"
+            );
+            assert!(
+                self.handed.iter().all(|r| !r.overlaps(&range)),
+                "{range} handed out twice"
+            );
+            self.handed.push(range);
+            // SAFETY: in bounds, and never handed out overlapping (asserted above).
+            unsafe {
+                core::slice::from_raw_parts_mut(
+                    self.ram.add((range.start - RAM_BASE) as usize),
+                    range.len() as usize,
+                )
+            }
+        }
+
+        fn say(&mut self, line: fmt::Arguments<'_>) {
+            self.lines.push(line.to_string());
+        }
+    }
+
+    /// An uncompressed container around `elf`, with the digest of `digest_of`.
+    fn container(elf: &[u8], digest_of: &[u8]) -> Vec<u8> {
+        let mut c = Vec::from(container::MAGIC);
+        for half in [container::VERSION, container::HEADER_LEN as u16, 1, 0] {
+            c.extend(half.to_le_bytes());
+        }
+        c.extend((elf.len() as u64).to_le_bytes());
+        c.extend((elf.len() as u64).to_le_bytes());
+        c.extend(Sha256::digest(digest_of));
+        c.extend(elf);
+        c
+    }
+
+    fn avoid() -> Avoid {
+        let mut a = Avoid::new();
+        a.push(Range::from_base_size(RAM_BASE, 2 << 20).unwrap(), "shim")
+            .unwrap();
+        a.push(
+            Range::from_base_size(RAM_BASE + (8 << 20), 4096).unwrap(),
+            "fdt",
+        )
+        .unwrap();
+        a
+    }
+
+    fn inputs<'a>(container: &'a [u8], cmdline: &[u8], seed: u8) -> Inputs<'a> {
+        let mut ram = MemoryMap::new();
+        ram.insert(Range::from_base_size(RAM_BASE, RAM_SIZE).unwrap())
+            .unwrap();
+        let mut entropy = Mixer::new();
+        // A zero kaslr-seed means "no seed": never pass one.
+        entropy.add(Source::KaslrSeed, &[seed | 0x80; 8]);
+        Inputs {
+            ram,
+            avoid: avoid(),
+            opts: crate::cmdline::parse(cmdline).unwrap(),
+            container,
+            arch: elf::Machine::Aarch64,
+            window: plan::ARM64_WINDOW,
+            loader_offset: 0,
+            entropy,
+            handoff: RAM_BASE + (8 << 20),
+            shim: Range::from_base_size(RAM_BASE, 2 << 20).unwrap(),
+        }
+    }
+
+    /// The sample ELF with one RELA and one RELR relocation of its data words.
+    fn payload() -> Vec<u8> {
+        sample(
+            &[rela(BASE + 0x1008, 1027, BASE + 0x1080)],
+            &[BASE + 0x1010],
+        )
+    }
+
+    #[test]
+    fn loads_relocates_and_leaves_avoided_memory_alone() {
+        let elf = payload();
+        let c = container(&elf, &elf);
+        for seed in 0..8 {
+            let mut fake = Fake::new();
+            let mut inflater = DecompressorOxide::new();
+            let loaded = load(&mut fake, inputs(&c, b"shim.verbose", seed), &mut inflater).unwrap();
+            let p = loaded.placed;
+            assert_eq!(p.phys % plan::SLOT_ALIGN, 0);
+            assert_eq!(p.virt % plan::SLOT_ALIGN, 0);
+            let image = fake.read(Range::from_base_size(p.phys, loaded.info.image_size).unwrap());
+            let word = |link: u64| {
+                u64::from_le_bytes(image[(link - BASE) as usize..][..8].try_into().unwrap())
+            };
+            // RELA: addend + displacement; RELR: the stored link address + displacement.
+            assert_eq!(word(BASE + 0x1008), p.virt + 0x1080);
+            assert_eq!(word(BASE + 0x1010), p.virt + 0x1010);
+            // An unrelocated word keeps its link-time value; bss is zero.
+            assert_eq!(word(BASE + 0x1018), BASE + 0x1018);
+            assert!(image[0x2800..0x3000].iter().all(|&b| b == 0));
+            for (range, label) in avoid().iter() {
+                assert!(
+                    fake.read(range).iter().all(|&b| b == FILL),
+                    "{label} was written"
+                );
+            }
+            assert_eq!(loaded.entry, p.virt + 0x10);
+            assert_eq!(
+                (loaded.info.phys_base, loaded.info.virt_base),
+                (p.phys, p.virt)
+            );
+            assert!(loaded.info.entropy_strong == 1 && loaded.info.kaslr_bits > 25);
+            assert!(fake.lines.iter().any(|l| l.starts_with("placed pa=")));
+            assert!(fake.lines.iter().any(|l| l.starts_with("timing unpack=")));
+            let pages: Vec<_> = loaded.pages().collect();
+            assert_eq!(pages[0], (p.virt, p.phys, 0x1000, Perm::Text));
+            assert_eq!(
+                pages[1],
+                (p.virt + 0x1000, p.phys + 0x1000, 0x2000, Perm::Data)
+            );
+        }
+    }
+
+    #[test]
+    fn nokaslr_places_at_the_lowest_slot_without_displacement() {
+        let elf = payload();
+        let c = container(&elf, &elf);
+        let mut inflater = DecompressorOxide::new();
+        let loaded = load(&mut Fake::new(), inputs(&c, b"nokaslr", 1), &mut inflater).unwrap();
+        // The shim takes the first 2 MiB, the unpacked ELF the lowest free page after it.
+        assert_eq!(loaded.placed.phys, RAM_BASE + (4 << 20));
+        assert_eq!(loaded.placed.virt, plan::ARM64_WINDOW.base + (4 << 20));
+        assert_eq!(loaded.info.fixed, 1);
+    }
+
+    #[test]
+    fn a_flipped_payload_byte_is_refused_before_anything_is_loaded() {
+        let elf = payload();
+        let mut bad = elf.clone();
+        bad[0x40] ^= 1;
+        let c = container(&bad, &elf);
+        let mut fake = Fake::new();
+        let mut inflater = DecompressorOxide::new();
+        let e = load(&mut fake, inputs(&c, b"", 1), &mut inflater)
+            .err()
+            .unwrap();
+        assert!(matches!(
+            e,
+            BootError::Container(ContainerError::DigestMismatch { .. })
+        ));
+        assert!(e
+            .to_string()
+            .starts_with("payload digest mismatch: expected "));
+        assert_eq!(fake.handed.len(), 1, "only the scratch range was touched");
+    }
+
+    #[test]
+    fn an_unknown_relocation_type_stops_the_boot_naming_it() {
+        let elf = sample(&[rela(BASE + 0x1008, 257, 0)], &[]);
+        let c = container(&elf, &elf);
+        let mut inflater = DecompressorOxide::new();
+        let e = load(&mut Fake::new(), inputs(&c, b"", 1), &mut inflater)
+            .err()
+            .unwrap();
+        let text = e.to_string();
+        assert!(text.contains("257") && text.contains("0x401008"), "{text}");
+    }
+
+    #[test]
+    fn no_room_reports_the_memory_map() {
+        let elf = payload();
+        let c = container(&elf, &elf);
+        let mut fake = Fake::new();
+        let mut inflater = DecompressorOxide::new();
+        // mem= leaves only the shim's 2 MiB and 1 MiB more.
+        let e = load(&mut fake, inputs(&c, b"mem=0x40300000", 1), &mut inflater)
+            .err()
+            .unwrap();
+        assert!(matches!(
+            e,
+            BootError::Plan(PlanError::Slot(SlotError::NoSlot))
+        ));
+        assert!(fake
+            .lines
+            .iter()
+            .any(|l| l.contains("needs") && l.contains("memory map")));
+        assert!(fake
+            .lines
+            .iter()
+            .any(|l| l.trim_start().starts_with("avoid") && l.ends_with("shim")));
+    }
+}

@@ -695,7 +695,7 @@ fn slice_mut(bytes: &mut [u8], offset: u64, len: u64) -> Option<&mut [u8]> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use proptest::prelude::*;
 
@@ -760,9 +760,9 @@ mod tests {
     }
 
     const AARCH64: u16 = 183;
-    const BASE: u64 = 0x40_0000;
+    pub(crate) const BASE: u64 = 0x40_0000;
 
-    fn rela(offset: u64, r_type: u32, addend: u64) -> Vec<u8> {
+    pub(crate) fn rela(offset: u64, r_type: u32, addend: u64) -> Vec<u8> {
         [
             offset.to_le_bytes(),
             u64::from(r_type).to_le_bytes(),
@@ -774,7 +774,7 @@ mod tests {
     /// Text at BASE (0x100 bytes), data segment at BASE + 0x1000 holding 32 words
     /// (each its own link address), then the RELA table at BASE + 0x1100 and the RELR
     /// table after it; bss to BASE + 0x3000.
-    fn sample(relas: &[Vec<u8>], relrs: &[u64]) -> Vec<u8> {
+    pub(crate) fn sample(relas: &[Vec<u8>], relrs: &[u64]) -> Vec<u8> {
         let text = Seg {
             vaddr: BASE,
             data: vec![0xaa; 0x100],
