@@ -135,16 +135,16 @@ impl fmt::Display for CmdlineError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             CmdlineError::BadValue { option } => {
-                write!(f, "cmdline: malformed value for {option}=")
+                write!(f, "malformed value for {option}=")
             }
-            CmdlineError::MissingValue { option } => write!(f, "cmdline: {option} needs a value"),
+            CmdlineError::MissingValue { option } => write!(f, "{option} needs a value"),
             CmdlineError::UnexpectedValue { option } => {
-                write!(f, "cmdline: {option} takes no value")
+                write!(f, "{option} takes no value")
             }
             CmdlineError::TooManyMemmap => {
-                write!(f, "cmdline: more than {MAX_MEMMAP} memmap= entries")
+                write!(f, "more than {MAX_MEMMAP} memmap= entries")
             }
-            CmdlineError::UnknownShimOption(name) => write!(f, "cmdline: unknown option {name}"),
+            CmdlineError::UnknownShimOption(name) => write!(f, "unknown option {name}"),
         }
     }
 }
@@ -464,14 +464,14 @@ mod tests {
         assert_eq!(parse(b"memmap=0xffffffffffffffff$1"), bad("memmap"));
         assert_eq!(parse(b"memmap="), bad("memmap"));
         let e = parse(b"shim.verbsoe").unwrap_err();
-        assert_eq!(e.to_string(), "cmdline: unknown option shim.verbsoe");
+        assert_eq!(e.to_string(), "unknown option shim.verbsoe");
         let e = parse(b"shim.\xff=1").unwrap_err();
-        assert_eq!(e.to_string(), "cmdline: unknown option shim.\\xff");
+        assert_eq!(e.to_string(), "unknown option shim.\\xff");
         let long = [b"shim.".as_slice(), &[b'a'; 40]].concat();
         assert!(parse(&long).unwrap_err().to_string().ends_with("aaa..."));
         assert_eq!(
             bad("mem").unwrap_err().to_string(),
-            "cmdline: malformed value for mem="
+            "malformed value for mem="
         );
     }
 

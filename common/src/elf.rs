@@ -207,83 +207,83 @@ impl fmt::Display for ElfError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         use ElfError as E;
         match self {
-            E::Truncated => f.write_str("ELF: file truncated"),
-            E::BadMagic => f.write_str("ELF: bad magic"),
-            E::NotElf64 => f.write_str("ELF: not ELFCLASS64"),
-            E::NotLittleEndian => f.write_str("ELF: not little-endian"),
-            E::BadVersion => f.write_str("ELF: version is not EV_CURRENT"),
-            E::NotDyn { e_type } => write!(f, "ELF: e_type {e_type} is not ET_DYN (3)"),
+            E::Truncated => f.write_str("file truncated"),
+            E::BadMagic => f.write_str("bad magic"),
+            E::NotElf64 => f.write_str("not ELFCLASS64"),
+            E::NotLittleEndian => f.write_str("not little-endian"),
+            E::BadVersion => f.write_str("version is not EV_CURRENT"),
+            E::NotDyn { e_type } => write!(f, "e_type {e_type} is not ET_DYN (3)"),
             E::WrongMachine { expected, found } => {
-                write!(f, "ELF: e_machine {found}, want {expected}")
+                write!(f, "e_machine {found}, want {expected}")
             }
-            E::BadPhentsize { found } => write!(f, "ELF: e_phentsize {found}, want 56"),
-            E::NoLoadSegments => f.write_str("ELF: no PT_LOAD segment"),
-            E::TooManySegments => write!(f, "ELF: more than {MAX_SEGMENTS} PT_LOAD segments"),
+            E::BadPhentsize { found } => write!(f, "e_phentsize {found}, want 56"),
+            E::NoLoadSegments => f.write_str("no PT_LOAD segment"),
+            E::TooManySegments => write!(f, "more than {MAX_SEGMENTS} PT_LOAD segments"),
             E::SegmentOutOfFile { vaddr } => {
                 write!(
                     f,
-                    "ELF: segment at 0x{vaddr:x} lies outside the file or wraps"
+                    "segment at 0x{vaddr:x} lies outside the file or wraps"
                 )
             }
             E::FileszExceedsMemsz { vaddr } => {
-                write!(f, "ELF: segment at 0x{vaddr:x} has p_filesz > p_memsz")
+                write!(f, "segment at 0x{vaddr:x} has p_filesz > p_memsz")
             }
             E::SegmentsUnsorted { vaddr } => {
-                write!(f, "ELF: PT_LOAD at 0x{vaddr:x} is out of vaddr order")
+                write!(f, "PT_LOAD at 0x{vaddr:x} is out of vaddr order")
             }
             E::SegmentsOverlap { vaddr } => {
-                write!(f, "ELF: PT_LOAD at 0x{vaddr:x} overlaps the previous one")
+                write!(f, "PT_LOAD at 0x{vaddr:x} overlaps the previous one")
             }
             E::BadSegmentAlign { align } => {
                 write!(
                     f,
-                    "ELF: segment alignment 0x{align:x} is not a power of two"
+                    "segment alignment 0x{align:x} is not a power of two"
                 )
             }
             E::EntryOutsideImage { entry } => {
-                write!(f, "ELF: entry point 0x{entry:x} is outside the image")
+                write!(f, "entry point 0x{entry:x} is outside the image")
             }
-            E::MultipleDynamic => f.write_str("ELF: more than one PT_DYNAMIC"),
-            E::DynamicOutOfFile => f.write_str("ELF: PT_DYNAMIC lies outside the file"),
+            E::MultipleDynamic => f.write_str("more than one PT_DYNAMIC"),
+            E::DynamicOutOfFile => f.write_str("PT_DYNAMIC lies outside the file"),
             E::UnsupportedDynamic { tag } => {
                 write!(
                     f,
-                    "ELF: unsupported dynamic entry (tag {tag}: REL or TEXTREL)"
+                    "unsupported dynamic entry (tag {tag}: REL or TEXTREL)"
                 )
             }
             E::MissingDynamic { tag } => {
                 write!(
                     f,
-                    "ELF: dynamic tag {tag} lacks its address or size partner"
+                    "dynamic tag {tag} lacks its address or size partner"
                 )
             }
-            E::BadRelaEnt { found } => write!(f, "ELF: DT_RELAENT {found}, want 24"),
-            E::BadRelrEnt { found } => write!(f, "ELF: DT_RELRENT {found}, want 8"),
+            E::BadRelaEnt { found } => write!(f, "DT_RELAENT {found}, want 24"),
+            E::BadRelrEnt { found } => write!(f, "DT_RELRENT {found}, want 8"),
             E::BadTableSize { tag, size } => {
                 write!(
                     f,
-                    "ELF: dynamic tag {tag} size {size} is not a whole number of entries"
+                    "dynamic tag {tag} size {size} is not a whole number of entries"
                 )
             }
             E::TableOutOfFile { vaddr } => write!(
                 f,
-                "ELF: relocation table at 0x{vaddr:x} is not inside one segment's file bytes"
+                "relocation table at 0x{vaddr:x} is not inside one segment's file bytes"
             ),
-            E::RelrBitmapFirst => f.write_str("ELF: RELR table starts with a bitmap"),
+            E::RelrBitmapFirst => f.write_str("RELR table starts with a bitmap"),
             E::ImageTooSmall { need, have } => {
                 write!(
                     f,
-                    "ELF: image needs 0x{need:x} bytes, destination has 0x{have:x}"
+                    "image needs 0x{need:x} bytes, destination has 0x{have:x}"
                 )
             }
             E::UnsupportedRelocation { r_type, offset } => {
                 write!(
                     f,
-                    "ELF: unsupported relocation type {r_type} at offset 0x{offset:x}"
+                    "unsupported relocation type {r_type} at offset 0x{offset:x}"
                 )
             }
             E::RelocOutOfImage { offset } => {
-                write!(f, "ELF: relocation at 0x{offset:x} falls outside the image")
+                write!(f, "relocation at 0x{offset:x} falls outside the image")
             }
         }
     }
@@ -913,7 +913,7 @@ pub(crate) mod tests {
         );
         assert_eq!(
             err.to_string(),
-            "ELF: unsupported relocation type 257 at offset 0x401000"
+            "unsupported relocation type 257 at offset 0x401000"
         );
     }
 

@@ -47,6 +47,8 @@ pub enum Expect {
     Ok,
     /// The shim reports `shim: payload digest mismatch` and no payload runs.
     DigestMismatch,
+    /// The shim stops with a `shim: error: ...` line and no payload runs.
+    ShimError,
 }
 
 #[derive(Args, Debug)]
@@ -223,6 +225,8 @@ pub struct Boot {
     pub payload_fail: Option<String>,
     pub payload_lines: usize,
     pub digest_mismatch: bool,
+    /// The first `shim: error: ...` line, without `shim: `.
+    pub shim_error: Option<String>,
     pub shim_lines: Vec<String>,
     pub end: End,
 }
@@ -236,6 +240,7 @@ impl Boot {
             payload_fail: None,
             payload_lines: 0,
             digest_mismatch: false,
+            shim_error: None,
             shim_lines: Vec::new(),
             end,
         }
@@ -280,10 +285,20 @@ impl Boot {
                     Ok(())
                 }
             }
+            Expect::ShimError => match (&self.shim_error, self.payload_lines) {
+                (_, 1..) => Err("a payload ran although the shim should have stopped".into()),
+                (None, _) => Err(format!("no `shim: error:` line ({})", self.end)),
+                (Some(_), _) => Ok(()),
+            },
         }
     }
 
     fn note(&mut self, event: Event) {
+        if let Event::Shim(text) | Event::DigestMismatch(text) = &event {
+            if text.starts_with("error:") && self.shim_error.is_none() {
+                self.shim_error = Some(text.clone());
+            }
+        }
         match event {
             Event::PayloadOk { va, pa, .. } => {
                 self.payload_lines += 1;
@@ -318,6 +333,7 @@ impl Boot {
         let settled = match expect {
             Expect::Ok => self.payload_fail.is_some() || self.digest_mismatch || shim_panicked,
             Expect::DigestMismatch => self.digest_mismatch || self.payload_lines > 0,
+            Expect::ShimError => self.shim_error.is_some() || self.payload_lines > 0,
         };
         if settled {
             Some(GRACE)
@@ -365,6 +381,8 @@ pub struct Summary {
     pub pairs: BTreeSet<(u64, u64)>,
     pub pas: BTreeSet<u64>,
     pub vas: BTreeSet<u64>,
+    /// Every boot's `shim: error:` line.
+    pub errors: Vec<String>,
 }
 
 impl Summary {
@@ -374,6 +392,7 @@ impl Summary {
         } else {
             self.failed += 1;
         }
+        self.errors.extend(boot.shim_error.clone());
         if let Some((va, pa)) = boot.payload_ok {
             self.pairs.insert((pa, va));
             self.pas.insert(pa);

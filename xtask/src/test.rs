@@ -44,6 +44,8 @@ enum Check {
     Refused,
     /// Every boot lands exactly here (a loader-chosen image offset).
     Placed { pa: u64, va: u64 },
+    /// The shim stops every boot with a `shim: error:` line containing this.
+    Error(&'static str),
 }
 
 /// One row of the boot matrix.
@@ -118,6 +120,15 @@ const AARCH64_CASES: &[Case] = &[
         append: "shim.verbose shim.offset=0x10001000",
         ..case("bad-loader-offset", Check::Ok)
     },
+    // mem= leaves 2 MiB beside the shim: no room to unpack, and one clear line.
+    Case {
+        append: "shim.verbose mem=0x40300000",
+        ..case("no-room", Check::Error("cannot place payload"))
+    },
+    Case {
+        append: "shim.verbose shim.bogus",
+        ..case("unknown-shim-option", Check::Error("bad command line"))
+    },
 ];
 
 /// x86_64: the payload exits QEMU through isa-debug-exit (status 33 after `payload: ok`).
@@ -150,6 +161,11 @@ const X86_64_CASES: &[Case] = &[
     Case {
         corrupt: true,
         ..case("corrupt-payload", Check::Refused)
+    },
+    // mem= leaves only the first 2 MiB, which the first MiB and the shim fill.
+    Case {
+        append: "shim.verbose mem=2M",
+        ..case("no-room", Check::Error("cannot place payload"))
     },
     // GRUB's `linux` on i386-pc: the 32-bit entry with GRUB's boot_params and e820.
     Case {
@@ -245,6 +261,7 @@ fn run_case(arch: Arch, case: &Case, image: &Path, timeout: Duration) -> Result<
     };
     let expect = match case.check {
         Check::Refused => Expect::DigestMismatch,
+        Check::Error(_) => Expect::ShimError,
         _ => Expect::Ok,
     };
     let summary = qemu::boot_many(&machine, image, expect, case.boots, timeout)?;
@@ -259,6 +276,15 @@ fn check(check: Check, s: &Summary) -> Result<()> {
     }
     match check {
         Check::Ok | Check::Refused => Ok(()),
+        Check::Error(text) => {
+            if s.errors.len() as u32 != s.passed || !s.errors.iter().all(|e| e.contains(text)) {
+                bail!(
+                    "expected `shim: error: ...{text}...` every boot, saw {:?}",
+                    s.errors
+                );
+            }
+            Ok(())
+        }
         Check::Placed { pa, va } => {
             if s.pairs.iter().any(|&pair| pair != (pa, va)) {
                 bail!("expected every boot at ({pa:#x},{va:#x}), saw {}", pairs(s));
