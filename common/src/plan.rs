@@ -350,6 +350,17 @@ mod tests {
     }
 
     #[test]
+    fn usable_applies_mem_and_memmap() {
+        let ram = map(&[(0, 4 * GIB)]);
+        let mut avoid = Avoid::new();
+        avoid.push(Range { start: 0, end: MIB }, "first MiB").unwrap();
+        let opts = crate::cmdline::parse(b"mem=3G memmap=256M$0x40000000").unwrap();
+        let free = usable(&ram, &avoid, &opts).unwrap();
+        let got: Vec<_> = free.iter().map(|r| (r.start, r.end)).collect();
+        assert_eq!(got, vec![(MIB, GIB), (GIB + 256 * MIB, 3 * GIB)]);
+    }
+
+    #[test]
     fn no_slot_is_an_error() {
         let free = map(&[(GIB, GIB + MIB)]);
         let e = place(&free, GIB, 4 * MIB, &ARM64_WINDOW, false, 0, &mut rng(0)).unwrap_err();

@@ -70,6 +70,16 @@ pub fn build(args: &BuildArgs) -> Result<PathBuf> {
 
     let out_dir = target_dir().join("xtask").join(target.name);
     fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
+    // The loader needs the program headers and the dynamic section, not the debug
+    // information (90% of a release build): pack the payload without it.
+    let stripped = out_dir.join("payload.elf");
+    exec(
+        Command::new(objcopy()?)
+            .arg("--strip-debug")
+            .arg(&payload_elf)
+            .arg(&stripped),
+    )?;
+    let payload = read(&stripped)?;
     let flat_path = out_dir.join("shim.bin");
     exec(
         Command::new(objcopy()?)
