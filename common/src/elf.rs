@@ -220,10 +220,7 @@ impl fmt::Display for ElfError {
             E::NoLoadSegments => f.write_str("no PT_LOAD segment"),
             E::TooManySegments => write!(f, "more than {MAX_SEGMENTS} PT_LOAD segments"),
             E::SegmentOutOfFile { vaddr } => {
-                write!(
-                    f,
-                    "segment at 0x{vaddr:x} lies outside the file or wraps"
-                )
+                write!(f, "segment at 0x{vaddr:x} lies outside the file or wraps")
             }
             E::FileszExceedsMemsz { vaddr } => {
                 write!(f, "segment at 0x{vaddr:x} has p_filesz > p_memsz")
@@ -235,10 +232,7 @@ impl fmt::Display for ElfError {
                 write!(f, "PT_LOAD at 0x{vaddr:x} overlaps the previous one")
             }
             E::BadSegmentAlign { align } => {
-                write!(
-                    f,
-                    "segment alignment 0x{align:x} is not a power of two"
-                )
+                write!(f, "segment alignment 0x{align:x} is not a power of two")
             }
             E::EntryOutsideImage { entry } => {
                 write!(f, "entry point 0x{entry:x} is outside the image")
@@ -246,16 +240,10 @@ impl fmt::Display for ElfError {
             E::MultipleDynamic => f.write_str("more than one PT_DYNAMIC"),
             E::DynamicOutOfFile => f.write_str("PT_DYNAMIC lies outside the file"),
             E::UnsupportedDynamic { tag } => {
-                write!(
-                    f,
-                    "unsupported dynamic entry (tag {tag}: REL or TEXTREL)"
-                )
+                write!(f, "unsupported dynamic entry (tag {tag}: REL or TEXTREL)")
             }
             E::MissingDynamic { tag } => {
-                write!(
-                    f,
-                    "dynamic tag {tag} lacks its address or size partner"
-                )
+                write!(f, "dynamic tag {tag} lacks its address or size partner")
             }
             E::BadRelaEnt { found } => write!(f, "DT_RELAENT {found}, want 24"),
             E::BadRelrEnt { found } => write!(f, "DT_RELRENT {found}, want 8"),

@@ -333,6 +333,9 @@ pub struct Machine<'a> {
     pub ram: MemoryMap,
     /// `/reserved-memory` children with a `reg`, and `/memreserve/` entries.
     pub reserved: Avoid,
+    /// The `/reserved-memory` children marked `no-map`: the OS must not map them at all
+    /// (firmware-owned memory a speculative access may fault on). Also in `reserved`.
+    pub no_map: MemoryMap,
     /// `/chosen/bootargs` without its trailing NUL.
     pub bootargs: &'a [u8],
     /// `/chosen/linux,initrd-start` .. `linux,initrd-end`.
@@ -359,6 +362,7 @@ impl<'a> Machine<'a> {
         let mut m = Machine {
             ram: MemoryMap::new(),
             reserved: Avoid::new(),
+            no_map: MemoryMap::new(),
             bootargs: &[],
             initrd: None,
             kaslr_seed: None,
@@ -368,6 +372,8 @@ impl<'a> Machine<'a> {
         let mut top = Top::Other;
         // Memory nodes: `device_type` may come after `reg`, so keep `reg` until the end.
         let (mut mem_reg, mut mem_cells, mut is_memory) = (&[][..], Cells::default(), false);
+        // A /reserved-memory child's `no-map` may come after its `reg`, likewise.
+        let (mut res_reg, mut res_cells, mut no_map) = (&[][..], Cells::default(), false);
         let (mut initrd_start, mut initrd_end) = (None, None);
         let mut stdout: &[u8] = &[];
         let mut aliases = [("", &[][..]); 8];
@@ -384,7 +390,7 @@ impl<'a> Machine<'a> {
                     };
                     (mem_reg, is_memory) = (&[], false);
                 }
-                Event::Begin { .. } => {}
+                Event::Begin { .. } => (res_reg, no_map) = (&[], false),
                 Event::Prop {
                     name,
                     value,
@@ -397,11 +403,8 @@ impl<'a> Machine<'a> {
                     }
                     (_, 1, "reg") => (mem_reg, mem_cells) = (value, cells),
                     (_, 1, "device_type") => is_memory = value == b"memory\0",
-                    (Top::Reserved, 2, "reg") => {
-                        for r in regs(value, cells, "reserved-memory reg") {
-                            m.reserved.push(r?, "reserved-memory")?;
-                        }
-                    }
+                    (Top::Reserved, 2, "reg") => (res_reg, res_cells) = (value, cells),
+                    (Top::Reserved, 2, "no-map") => no_map = true,
                     (Top::Chosen, 1, "bootargs") => {
                         m.bootargs = value.split(|&b| b == 0).next().unwrap_or_default()
                     }
@@ -436,6 +439,15 @@ impl<'a> Machine<'a> {
                         }
                     }
                     top = Top::Other;
+                }
+                Event::End if depth == 2 && top == Top::Reserved => {
+                    for r in regs(res_reg, res_cells, "reserved-memory reg") {
+                        let r = r?;
+                        m.reserved.push(r, "reserved-memory")?;
+                        if no_map {
+                            m.no_map.insert(r)?;
+                        }
+                    }
                 }
                 Event::End => {}
             }
@@ -674,6 +686,9 @@ mod tests {
                 (0x7ff0_0000, 0x8000_0000, "memreserve"),
             ]
         );
+        // Only secmon is no-map; the framebuffer may be mapped.
+        let no_map: Vec<_> = m.no_map.iter().map(|r| (r.start, r.end)).collect();
+        assert_eq!(no_map, vec![(0x4000_0000, 0x4020_0000)]);
         assert_eq!(
             m.initrd,
             Some(Range {

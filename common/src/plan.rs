@@ -353,7 +353,9 @@ mod tests {
     fn usable_applies_mem_and_memmap() {
         let ram = map(&[(0, 4 * GIB)]);
         let mut avoid = Avoid::new();
-        avoid.push(Range { start: 0, end: MIB }, "first MiB").unwrap();
+        avoid
+            .push(Range { start: 0, end: MIB }, "first MiB")
+            .unwrap();
         let opts = crate::cmdline::parse(b"mem=3G memmap=256M$0x40000000").unwrap();
         let free = usable(&ram, &avoid, &opts).unwrap();
         let got: Vec<_> = free.iter().map(|r| (r.start, r.end)).collect();

@@ -207,7 +207,11 @@ fn boot(
     }
 
     // The final identity map: all RAM (and the early ranges) normal memory.
+    // no-map reserved memory stays out of it (device memory: never speculated into).
     let mut normal = machine.ram;
+    for r in machine.no_map.iter() {
+        normal.remove(r)?;
+    }
     normal.insert(round_2m(image.base, image.size))?;
     normal.insert(round_2m(fdt_pa, fdt_size))?;
     mmu::switch_ttbr0(pool.identity(&normal)?);
