@@ -8,7 +8,7 @@ use core::marker::PhantomData;
 use zerocopy::little_endian::{U16, U32, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
-use crate::memmap::{MemError, MemoryMap, Range, RangeSet, MAX_RANGES};
+use crate::memmap::{Avoid, MemError, MemoryMap, Range, RangeSet, MAX_RANGES};
 
 /// Size of `struct boot_params`, the "zero page".
 pub const ZERO_PAGE_SIZE: usize = 4096;
@@ -126,6 +126,8 @@ pub enum BootParamsError {
     BadSetupIndirect { pa: u64 },
     /// No NUL within `max + 1` bytes of the command line (`max` = `cmdline_size`).
     CmdlineUnterminated { max: usize },
+    /// The command line at `pa` lies outside memory the caller can read.
+    CmdlineUnreadable { pa: u64 },
     /// The memory map does not fit the fixed-size range sets.
     Memory(MemError),
 }
@@ -162,6 +164,9 @@ impl fmt::Display for BootParamsError {
             ),
             BootParamsError::SetupDataUnreadable { pa, len } => {
                 write!(f, "setup_data: cannot read {len:#x} bytes at {pa:#x}")
+            }
+            BootParamsError::CmdlineUnreadable { pa } => {
+                write!(f, "command line at {pa:#x} is outside memory")
             }
             BootParamsError::SetupDataOverflow { pa, len } => {
                 write!(
@@ -708,6 +713,92 @@ pub fn cmdline(bytes: &[u8], max: usize) -> Result<&[u8], BootParamsError> {
         .ok_or(BootParamsError::CmdlineUnterminated { max })
 }
 
+/// What the shim reads from boot_params and the memory it points at: the x86
+/// counterpart of `fdt::Machine`.
+#[derive(Debug)]
+pub struct Machine<'m> {
+    /// The e820 table and every SETUP_E820_EXT node, reserved beating RAM.
+    pub ram: MemoryMap,
+    /// boot_params itself, every setup_data node (and what a SETUP_INDIRECT node
+    /// points at), the initrd.
+    pub avoid: Avoid,
+    /// A SETUP_RNG_SEED node's bytes (kexec passes one) and their physical address.
+    pub rng_seed: Option<(&'m [u8], u64)>,
+}
+
+impl<'m> Machine<'m> {
+    /// Reads boot_params at `bp_pa` and walks its setup_data list through `read(pa,
+    /// len)`, which returns exactly `len` bytes of physical memory or `None`.
+    pub fn read(
+        bp_pa: u64,
+        bp: &BootParams<'_>,
+        mut read: impl FnMut(u64, u64) -> Option<&'m [u8]>,
+    ) -> Result<Machine<'m>, BootParamsError> {
+        let mut avoid = Avoid::new();
+        avoid.push(
+            Range::from_base_size(bp_pa, ZERO_PAGE_SIZE as u64)?,
+            "boot_params",
+        )?;
+        if let Some(initrd) = bp.initrd() {
+            avoid.push(initrd, "initrd")?;
+        }
+        let mut ext: [&[u8]; MAX_SETUP_DATA_NODES] = [&[]; MAX_SETUP_DATA_NODES];
+        let mut n_ext = 0;
+        let mut rng_seed = None;
+        for node in walk_setup_data(bp.setup_data(), &mut read) {
+            let node = node?;
+            avoid.push(node.range(), "setup_data")?;
+            if let Some(target) = node.indirect()? {
+                avoid.push(target, "setup_data indirect")?;
+            }
+            match node.typ {
+                SETUP_E820_EXT => {
+                    // A malformed node stops the boot here, not silently in the chain.
+                    let _valid = e820_ext(node.data)?;
+                    if let Some(slot) = ext.get_mut(n_ext) {
+                        *slot = node.data;
+                        n_ext += 1;
+                    }
+                }
+                SETUP_RNG_SEED => {
+                    let data_pa = node.pa.saturating_add(SETUP_DATA_HEADER_SIZE);
+                    rng_seed = Some((node.data, data_pa));
+                }
+                _ => {}
+            }
+        }
+        let extra = ext
+            .iter()
+            .take(n_ext)
+            .flat_map(|data| e820_ext(data).into_iter().flatten());
+        let mut ram = MemoryMap::new();
+        ram_from_e820(bp.e820()?.chain(extra), &mut ram)?;
+        Ok(Machine {
+            ram,
+            avoid,
+            rng_seed,
+        })
+    }
+}
+
+/// The command line at `cmd_line_ptr`: its bytes without the NUL, and the range to
+/// avoid, NUL included (Linux kaslr.c avoids strlen + 1). `read(pa, len)` may return
+/// fewer than `len` bytes where readable memory ends. `None` when there is none.
+pub fn command_line<'m>(
+    bp: &BootParams<'_>,
+    read: impl FnOnce(u64, u64) -> Option<&'m [u8]>,
+) -> Result<Option<(&'m [u8], Range)>, BootParamsError> {
+    let pa = match bp.cmd_line_ptr() {
+        0 => return Ok(None),
+        pa => pa,
+    };
+    let max = bp.header().cmdline_max() as usize;
+    let bytes = read(pa, max as u64 + 1).ok_or(BootParamsError::CmdlineUnreadable { pa })?;
+    let len = cmdline_len(bytes, max)?;
+    let range = Range::from_base_size(pa, len as u64 + 1)?;
+    Ok(Some((bytes.get(..len).unwrap_or_default(), range)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1099,6 +1190,81 @@ mod tests {
         assert_eq!(
             out.as_slice(),
             [r(0, 0x1000), r(0x2000, 0x84000), r(0x85000, 0x88000)]
+        );
+    }
+
+    #[test]
+    fn machine_gathers_ram_avoid_and_seed_from_every_source() {
+        let mut page = zero_page(&[
+            (0, 0x9fc00, E820_TYPE_RAM),
+            (0x10_0000, 0x3ff0_0000, E820_TYPE_RAM),
+        ]);
+        page[0x250..0x258].copy_from_slice(&0x9_0000u64.to_le_bytes()); // setup_data
+        page[0x218..0x21c].copy_from_slice(&0x3000_0000u32.to_le_bytes()); // ramdisk_image
+        page[0x21c..0x220].copy_from_slice(&0x10_0000u32.to_le_bytes()); // ramdisk_size
+        let mut mem = Memory(HashMap::new());
+        let ext = e820_bytes(&[
+            (0x1_0000_0000, 0x4000_0000, E820_TYPE_RAM),
+            (0x2000_0000, 0x1000, E820_TYPE_RESERVED),
+        ]);
+        mem.0
+            .insert(0x9_0000, node(0x9_1000, SETUP_RNG_SEED, &[9; 32]));
+        mem.0.insert(0x9_1000, node(0, SETUP_E820_EXT, &ext));
+        let bp = BootParams::new(&page).unwrap();
+        let m = Machine::read(0x8_0000, &bp, |pa, len| mem.read(pa, len)).unwrap();
+        assert_eq!(
+            m.ram.as_slice(),
+            [
+                r(0, 0x9fc00),
+                r(0x10_0000, 0x2000_0000),
+                r(0x2000_1000, 0x4000_0000),
+                r(0x1_0000_0000, 0x1_4000_0000)
+            ]
+        );
+        let avoided: Vec<_> = m.avoid.iter().map(|(r, l)| (r.start, r.end, l)).collect();
+        assert_eq!(
+            avoided,
+            [
+                (0x8_0000, 0x8_1000, "boot_params"),
+                (0x3000_0000, 0x3010_0000, "initrd"),
+                (0x9_0000, 0x9_0000 + 16 + 32, "setup_data"),
+                (0x9_1000, 0x9_1000 + 16 + 40, "setup_data"),
+            ]
+        );
+        assert_eq!(m.rng_seed, Some((&[9u8; 32][..], 0x9_0010)));
+        // A malformed E820_EXT node is an error, not a shorter map.
+        mem.0.insert(0x9_1000, node(0, SETUP_E820_EXT, &ext[..30]));
+        let e = Machine::read(0x8_0000, &bp, |pa, len| mem.read(pa, len)).unwrap_err();
+        assert_eq!(e, BootParamsError::BadE820Ext { len: 30 });
+    }
+
+    #[test]
+    fn command_line_bounds() {
+        let mut page = zero_page(&[]);
+        page[0x238..0x23c].copy_from_slice(&15u32.to_le_bytes()); // cmdline_size
+        let bp = BootParams::new(&page).unwrap();
+        assert_eq!(super::command_line(&bp, |_, _| None), Ok(None));
+        page[0x228..0x22c].copy_from_slice(&0x2_0000u32.to_le_bytes());
+        let bp = BootParams::new(&page).unwrap();
+        let line = b"nokaslr quiet\0garbage";
+        let (bytes, range) = super::command_line(&bp, |pa, len| {
+            assert_eq!((pa, len), (0x2_0000, 16));
+            Some(&line[..])
+        })
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            (bytes, range),
+            (&b"nokaslr quiet"[..], r(0x2_0000, 0x2_0000 + 14))
+        );
+        let long = [b'x'; 40];
+        assert_eq!(
+            super::command_line(&bp, |_, _| Some(&long[..])),
+            Err(BootParamsError::CmdlineUnterminated { max: 15 })
+        );
+        assert_eq!(
+            super::command_line(&bp, |_, _| None),
+            Err(BootParamsError::CmdlineUnreadable { pa: 0x2_0000 })
         );
     }
 

@@ -17,15 +17,12 @@ use core::ptr::addr_of_mut;
 
 use shim_common::boot::{self, BootError, Platform};
 use shim_common::bootinfo::BootInfo;
-use shim_common::bootparams::{
-    self, BootParams, BootParamsError, MAX_SETUP_DATA_NODES, SETUP_E820_EXT, SETUP_RNG_SEED,
-    ZERO_PAGE_SIZE,
-};
+use shim_common::bootparams::{self, BootParams, BootParamsError, ZERO_PAGE_SIZE};
 use shim_common::cmdline::{self, CmdlineError};
 use shim_common::container::DecompressorOxide;
 use shim_common::elf;
 use shim_common::entropy::{Mixer, Source};
-use shim_common::memmap::{Avoid, MemError, MemoryMap, Range};
+use shim_common::memmap::{MemError, MemoryMap, Range};
 use shim_common::plan::X86_64_WINDOW;
 
 use crate::paging::{Caps, PagingError, Pool};
@@ -186,72 +183,36 @@ fn boot(image: &Image, bp_pa: u64) -> Result<Never, Fail> {
         (r.end <= mapped).then(|| &*unsafe { phys(pa, len) })
     };
 
+    // setup_data: E820_EXT nodes add to the memory map, an RNG_SEED node to the
+    // entropy; every node, boot_params and the initrd are avoided.
+    let machine = bootparams::Machine::read(bp_pa, &bp, |pa, len| readable(mapped, pa, len))?;
+    let ram = machine.ram;
+    let more = reach(&ram, &[]);
+    if more > mapped {
+        pool.identity(pml4, more, code)?;
+        // SAFETY: the same tables, grown: everything mapped before still is.
+        unsafe { cpu::load_cr3(paging::pa_of(pml4)) };
+        mapped = more;
+    }
+    let mut entropy = Mixer::new();
+    if let Some((seed, _)) = machine.rng_seed {
+        entropy.add(Source::RngSeed, seed);
+    }
+
     // Everything that must survive until the payload runs.
-    let mut avoid = Avoid::new();
+    let mut avoid = machine.avoid;
     avoid.push(FIRST_MIB, "first MiB")?;
     avoid.push(shim, "shim")?;
-    avoid.push(bp_range, "boot_params")?;
-    if let Some(initrd) = bp.initrd() {
-        avoid.push(initrd, "initrd")?;
-    }
-
-    // setup_data: every node is avoided; E820_EXT adds to the memory map, RNG_SEED to
-    // the entropy.
-    let mut entropy = Mixer::new();
-    let mut ext: [&[u8]; MAX_SETUP_DATA_NODES] = [&[]; MAX_SETUP_DATA_NODES];
-    let mut n_ext = 0;
-    let mut rng_seed: Option<(u64, u64)> = None;
-    let walk = bootparams::walk_setup_data(bp.setup_data(), |pa, len| readable(mapped, pa, len));
-    for node in walk {
-        let node = node?;
-        avoid.push(node.range(), "setup_data")?;
-        if let Some(target) = node.indirect()? {
-            avoid.push(target, "setup_data indirect")?;
-        }
-        match node.typ {
-            SETUP_E820_EXT => {
-                // A malformed node stops the boot here, not silently in the chain below.
-                let _entries = bootparams::e820_ext(node.data)?;
-                if let Some(slot) = ext.get_mut(n_ext) {
-                    *slot = node.data;
-                    n_ext += 1;
-                }
-            }
-            SETUP_RNG_SEED => {
-                entropy.add(Source::RngSeed, node.data);
-                let len = node.data.len() as u64;
-                rng_seed = Some((node.range().end - len, len));
-            }
-            _ => {}
-        }
-    }
-    if n_ext > 0 {
-        let extra = ext
-            .iter()
-            .take(n_ext)
-            .flat_map(|data| bootparams::e820_ext(data).into_iter().flatten());
-        bootparams::ram_from_e820(bp.e820()?.chain(extra), &mut ram)?;
-        let more = reach(&ram, &[]);
-        if more > mapped {
-            pool.identity(pml4, more, code)?;
-            // SAFETY: the same tables, grown: everything mapped before still is.
-            unsafe { cpu::load_cr3(paging::pa_of(pml4)) };
-            mapped = more;
-        }
-    }
-
     // The command line: NUL-terminated, at most cmdline_size bytes before the NUL.
-    let cmdline: &[u8] = match bp.cmd_line_ptr() {
-        0 => &[],
-        pa if pa >= mapped => return Err(Fail::Unmapped("command line", pa)),
-        pa => {
-            let max = bp.header().cmdline_max() as usize;
-            let window = (mapped - pa).min(max as u64 + 1);
-            let bytes = readable(mapped, pa, window).unwrap_or_default();
-            let len = bootparams::cmdline_len(bytes, max)?;
-            avoid.push(Range::from_base_size(pa, len as u64 + 1)?, "command line")?;
-            bytes.get(..len).unwrap_or_default()
+    let cmdline = bootparams::command_line(&bp, |pa, len| {
+        readable(mapped, pa, len.min(mapped.saturating_sub(pa)))
+    })?;
+    let cmdline = match cmdline {
+        Some((bytes, range)) => {
+            avoid.push(range, "command line")?;
+            bytes
         }
+        None => &[],
     };
     let opts = cmdline::parse(cmdline)?;
 
@@ -292,9 +253,10 @@ fn boot(image: &Image, bp_pa: u64) -> Result<Never, Fail> {
         slot.as_ptr() as u64
     };
     // The payload must not learn what chose its placement (Linux wipes the seed too).
-    if let Some((pa, len)) = rng_seed {
+    if let Some((seed, pa)) = machine.rng_seed {
+        let len = seed.len() as u64;
         // SAFETY: the seed's bytes lie in a setup_data node in the identity map; the
-        // walk's references to it are no longer used.
+        // walk's references to them are no longer used.
         unsafe { phys(pa, len) }.fill(0);
     }
 
