@@ -4,6 +4,7 @@ fn main() {
     let dir = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_default();
     println!("cargo:rerun-if-changed=linker.ld");
     println!("cargo:rerun-if-changed=src/entry.S");
+    println!("cargo:rerun-if-changed=src/vectors.S");
     for arg in [
         &format!("-T{dir}/linker.ld"),
         "-pie",

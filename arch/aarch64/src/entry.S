@@ -52,6 +52,9 @@ primary_entry:
 el1_entry:
     mov     x9, #(3 << 20)          // CPACR_EL1.FPEN = 0b11: FP/SIMD not trapped
     msr     cpacr_el1, x9
+    adrp    x9, exception_vectors   // VBAR_EL1: our vectors (vectors.S), PC-relative
+    add     x9, x9, :lo12:exception_vectors
+    msr     vbar_el1, x9
     isb
 
     /* Apply our R_AARCH64_RELATIVE relocations: *(base + r_offset) = base + r_addend. */

@@ -27,6 +27,7 @@ use shim_common::plan::ARM64_WINDOW;
 use crate::mmu::{Attr, MmuError, Pool};
 
 core::arch::global_asm!(include_str!("entry.S"));
+core::arch::global_asm!(include_str!("vectors.S"));
 
 /// booting.rst: "The device tree blob (dtb) must be placed on an 8-byte boundary and
 /// must not exceed 2 megabytes in size."
@@ -307,6 +308,20 @@ fn miniz_oxide_state() -> &'static mut DecompressorOxide {
 
 fn fail(e: Fail) -> ! {
     say!("error: {e}");
+    console::flush();
+    cpu::halt()
+}
+
+/// Called by vectors.S for any exception taken to EL1: `index` is the vector entry
+/// (0-3 current EL with SP_EL0, 4-7 with SP_ELx, 8-15 lower ELs; sync, IRQ, FIQ, SError).
+#[no_mangle]
+extern "C" fn exception(index: u64, esr: u64, elr: u64, far: u64) -> ! {
+    const KINDS: [&str; 4] = ["synchronous", "IRQ", "FIQ", "SError"];
+    let kind = KINDS.get(index as usize % 4).copied().unwrap_or("?");
+    say!(
+        "error: {kind} exception (vector {index}) ESR_EL1={esr:#x} (EC {:#x}) ELR_EL1={elr:#x} FAR_EL1={far:#x}",
+        esr >> 26
+    );
     console::flush();
     cpu::halt()
 }
