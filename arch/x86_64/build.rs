@@ -6,6 +6,7 @@ fn main() {
     println!("cargo:rerun-if-changed=linker.ld");
     println!("cargo:rerun-if-changed=src/entry.S");
     println!("cargo:rerun-if-changed=src/setup.S");
+    println!("cargo:rerun-if-changed=src/vectors.S");
     for arg in [
         &format!("-T{dir}/linker.ld"),
         "-pie",

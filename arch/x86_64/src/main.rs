@@ -8,6 +8,7 @@
 
 mod console;
 mod cpu;
+mod exceptions;
 mod paging;
 mod uart16550;
 
@@ -29,6 +30,7 @@ use crate::paging::{Caps, PagingError, Pool};
 
 core::arch::global_asm!(include_str!("entry.S"), options(att_syntax));
 core::arch::global_asm!(include_str!("setup.S"), options(att_syntax));
+core::arch::global_asm!(include_str!("vectors.S"), options(att_syntax));
 
 const GIB: u64 = 1 << 30;
 /// The identity map reaches at least this far: the 32-bit protocol's whole space, where
@@ -113,6 +115,7 @@ struct Image {
 #[no_mangle]
 extern "C" fn shim_main(boot_params_pa: u64, base: u64, five_level: u64) -> ! {
     console::init();
+    exceptions::install();
     if five_level != 0 {
         // entry.S goes back to 4-level paging through startup_32 only below 4 GiB.
         fail(Fail::FiveLevel(base));
