@@ -10,6 +10,10 @@ fn main() {
         "-pie",
         "--no-dynamic-linker",
         "-znorelro",
+        // libcore is prebuilt without PIC: its tables carry absolute addresses in
+        // read-only sections. They become RELATIVE relocations, which entry.S applies
+        // before anything is write-protected.
+        "-znotext",
         "-zmax-page-size=4096",
     ] {
         println!("cargo:rustc-link-arg-bins={arg}");

@@ -28,3 +28,4 @@ pub mod image;
 pub mod memmap;
 pub mod plan;
 pub mod slot;
+pub mod stack;

@@ -82,9 +82,20 @@ el1_entry:
     b.hs    4f
     stp     xzr, xzr, [x9], #16
     b       3b
-4:  adrp    x9, __stack_top
-    add     x9, x9, :lo12:__stack_top
-    mov     sp, x9
+    /* Paint the stack (STACK_PAINT in stack.rs) so its high-water mark can be read. */
+4:  movz    x11, #0x4e54
+    movk    x11, #0x4149, lsl #16
+    movk    x11, #0x4b50, lsl #32
+    movk    x11, #0x5354, lsl #48
+    adrp    x9, __stack_bottom
+    add     x9, x9, :lo12:__stack_bottom
+    adrp    x10, __stack_top
+    add     x10, x10, :lo12:__stack_top
+5:  cmp     x9, x10
+    b.hs    6f
+    stp     x11, x11, [x9], #16
+    b       5b
+6:  mov     sp, x10
 
     mov     x0, x19
     mov     x1, x20

@@ -23,6 +23,7 @@ use shim_common::entropy::{Mixer, Source};
 use shim_common::fdt::{self, FdtError, Machine};
 use shim_common::memmap::{Avoid, MemError, MemoryMap, Range};
 use shim_common::plan::ARM64_WINDOW;
+use shim_common::stack;
 
 use crate::mmu::{Attr, MmuError, Pool};
 
@@ -37,6 +38,9 @@ const MIB2: u64 = 2 << 20;
 extern "C" {
     /// End of the shim's own image (bss and stack included): the container starts here.
     static __image_end: u8;
+    /// The stack entry.S painted with `stack::PAINT`.
+    static __stack_bottom: u8;
+    static __stack_top: u8;
 }
 
 /// The boot-info block handed to the payload; it stays in the shim's bss.
@@ -49,6 +53,8 @@ enum Fail {
     Memory(MemError),
     Mmu(MmuError),
     Boot(BootError),
+    /// The shim's own stack (this many bytes) overflowed into what lies below it.
+    StackOverflow(u64),
 }
 
 impl fmt::Display for Fail {
@@ -59,6 +65,7 @@ impl fmt::Display for Fail {
             Fail::Memory(e) => write!(f, "memory map: {e}"),
             Fail::Mmu(e) => write!(f, "page tables: {e}"),
             Fail::Boot(e) => write!(f, "{e}"),
+            Fail::StackOverflow(size) => write!(f, "the shim's {size}-byte stack overflowed"),
         }
     }
 }
@@ -195,6 +202,7 @@ fn boot(
         _ => {}
     }
     let opts = cmdline::parse(machine.bootargs)?;
+    let verbose = opts.verbose;
 
     // Everything that must survive until the payload runs.
     let mut avoid = Avoid::new();
@@ -247,6 +255,7 @@ fn boot(
         shim: Range::from_base_size(image.base, image.size)?,
     };
     let loaded = boot::load(&mut Arm64, inputs, miniz_oxide_state())?;
+    check_stack(verbose)?;
 
     let root = pool.root()?;
     for (va, pa, len, perm) in loaded.pages() {
@@ -297,6 +306,25 @@ impl Platform for Arm64 {
     fn ticks_per_second(&self) -> u64 {
         cpu::counter_frequency()
     }
+}
+
+/// How deep our stack ever went (entry.S painted it): an overflow is an error, not a
+/// silent corruption of the bss below it; `shim.verbose` prints the figure.
+fn check_stack(verbose: bool) -> Result<(), Fail> {
+    let bottom = core::ptr::addr_of!(__stack_bottom) as u64;
+    let size = core::ptr::addr_of!(__stack_top) as u64 - bottom;
+    let used = stack::used((size / 8) as usize, |i| {
+        // SAFETY: the word lies in our own stack region, identity-mapped; the scan stops
+        // at the first word ever written, below every live frame, and only reads.
+        unsafe { core::ptr::read_volatile((bottom + 8 * i as u64) as *const u64) }
+    }) as u64;
+    if used >= size {
+        return Err(Fail::StackOverflow(size));
+    }
+    if verbose {
+        say!("stack used {used} of {size} bytes");
+    }
+    Ok(())
 }
 
 /// The inflate state (about 11 KB) lives in bss rather than on our 64 KiB stack.

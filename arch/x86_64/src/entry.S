@@ -191,6 +191,15 @@ startup_64:
     subq    %rdi, %rcx
     xorl    %eax, %eax
     rep stosb
+    /* Paint the stack below what is in use (STACK_PAINT in stack.rs) so its high-water
+     * mark can be read. */
+    leaq    __stack_bottom(%rip), %rdi
+    leaq    -256(%rsp), %rcx
+    andq    $-8, %rcx
+    subq    %rdi, %rcx
+    shrq    $3, %rcx
+    movabsq $0x53544b5041494e54, %rax
+    rep stosq
     movq    %rsi, %rdi              /* boot_params */
     movq    %rbx, %rsi              /* load address */
     movq    %r12, %rdx              /* 1: entered with LA57 above 4 GiB */

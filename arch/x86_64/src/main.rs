@@ -25,6 +25,7 @@ use shim_common::elf;
 use shim_common::entropy::{Mixer, Source};
 use shim_common::memmap::{MemError, MemoryMap, Range};
 use shim_common::plan::X86_64_WINDOW;
+use shim_common::stack;
 
 use crate::paging::{Caps, PagingError, Pool};
 
@@ -48,6 +49,9 @@ extern "C" {
     /// End of the shim's own image (bss, page tables and stack included): the container
     /// starts here.
     static __image_end: u8;
+    /// The stack entry.S painted with `stack::PAINT`.
+    static __stack_bottom: u8;
+    static __stack_top: u8;
 }
 
 /// The boot-info block handed to the payload; it stays in the shim's bss.
@@ -60,6 +64,8 @@ enum Fail {
     Memory(MemError),
     Paging(PagingError),
     Boot(BootError),
+    /// The shim's own stack (this many bytes) overflowed into what lies below it.
+    StackOverflow(u64),
     /// Something the loader pointed at lies outside the identity map (beyond RAM).
     Unmapped(&'static str, u64),
     /// Entered at startup_64 with 5-level paging, loaded at this address above 4 GiB.
@@ -74,6 +80,7 @@ impl fmt::Display for Fail {
             Fail::Memory(e) => write!(f, "memory map: {e}"),
             Fail::Paging(e) => write!(f, "page tables: {e}"),
             Fail::Boot(e) => write!(f, "{e}"),
+            Fail::StackOverflow(size) => write!(f, "the shim's {size}-byte stack overflowed"),
             Fail::Unmapped(what, pa) => write!(f, "{what} at {pa:#x} is outside memory"),
             Fail::FiveLevel(base) => write!(
                 f,
@@ -218,6 +225,7 @@ fn boot(image: &Image, bp_pa: u64) -> Result<Never, Fail> {
         None => &[],
     };
     let opts = cmdline::parse(cmdline)?;
+    let verbose = opts.verbose;
 
     // Entropy: the CPU's seed and RNG instructions where CPUID has them, the TSC.
     for _ in 0..4 {
@@ -245,6 +253,7 @@ fn boot(image: &Image, bp_pa: u64) -> Result<Never, Fail> {
         shim,
     };
     let loaded = boot::load(&mut X86, inputs, miniz_oxide_state())?;
+    check_stack(verbose)?;
 
     for (va, pa, len, perm) in loaded.pages() {
         pool.map_pages(pml4, va, pa, len, perm)?;
@@ -293,6 +302,25 @@ impl Platform for X86 {
     fn ticks_per_second(&self) -> u64 {
         cpu::tsc_frequency()
     }
+}
+
+/// How deep our stack ever went (entry.S painted it): an overflow is an error, not a
+/// silent corruption of the bss below it; `shim.verbose` prints the figure.
+fn check_stack(verbose: bool) -> Result<(), Fail> {
+    let bottom = core::ptr::addr_of!(__stack_bottom) as u64;
+    let size = core::ptr::addr_of!(__stack_top) as u64 - bottom;
+    let used = stack::used((size / 8) as usize, |i| {
+        // SAFETY: the word lies in our own stack region, identity-mapped; the scan stops
+        // at the first word ever written, below every live frame, and only reads.
+        unsafe { core::ptr::read_volatile((bottom + 8 * i as u64) as *const u64) }
+    }) as u64;
+    if used >= size {
+        return Err(Fail::StackOverflow(size));
+    }
+    if verbose {
+        say!("stack used {used} of {size} bytes");
+    }
+    Ok(())
 }
 
 /// The inflate state (about 11 KB) lives in bss rather than on our 64 KiB stack.
