@@ -13,19 +13,14 @@ mod paging;
 mod uart16550;
 
 use core::fmt;
-use core::mem::MaybeUninit;
-use core::ptr::addr_of_mut;
 
 use shim_common::boot::{self, BootError, Platform};
-use shim_common::bootinfo::BootInfo;
 use shim_common::bootparams::{self, BootParams, BootParamsError, ZERO_PAGE_SIZE};
 use shim_common::cmdline::{self, CmdlineError};
-use shim_common::container::DecompressorOxide;
 use shim_common::elf;
 use shim_common::entropy::{Mixer, Source};
 use shim_common::memmap::{MemError, MemoryMap, Range};
 use shim_common::plan::X86_64_WINDOW;
-use shim_common::stack;
 
 use crate::paging::{Caps, PagingError, Pool};
 
@@ -49,13 +44,7 @@ extern "C" {
     /// End of the shim's own image (bss, page tables and stack included): the container
     /// starts here.
     static __image_end: u8;
-    /// The stack entry.S painted with `stack::PAINT`.
-    static __stack_bottom: u8;
-    static __stack_top: u8;
 }
-
-/// The boot-info block handed to the payload; it stays in the shim's bss.
-static mut BOOT_INFO: MaybeUninit<BootInfo> = MaybeUninit::uninit();
 
 /// Why the shim stopped.
 enum Fail {
@@ -252,18 +241,13 @@ fn boot(image: &Image, bp_pa: u64) -> Result<Never, Fail> {
         handoff: bp_pa,
         shim,
     };
-    let loaded = boot::load(&mut X86, inputs, miniz_oxide_state())?;
+    let loaded = boot::load(&mut X86, inputs, shim_rt::inflate_state())?;
     check_stack(verbose)?;
 
     for (va, pa, len, perm) in loaded.pages() {
         pool.map_pages(pml4, va, pa, len, perm)?;
     }
-    // SAFETY: BOOT_INFO is ours alone; this is its only writer.
-    let info_pa = unsafe {
-        let slot = &mut *addr_of_mut!(BOOT_INFO);
-        slot.write(loaded.info);
-        slot.as_ptr() as u64
-    };
+    let info_pa = shim_rt::store_boot_info(loaded.info);
     // The payload must not learn what chose its placement (Linux wipes the seed too).
     if let Some((seed, pa)) = machine.rng_seed {
         let len = seed.len() as u64;
@@ -304,30 +288,14 @@ impl Platform for X86 {
     }
 }
 
-/// How deep our stack ever went (entry.S painted it): an overflow is an error, not a
-/// silent corruption of the bss below it; `shim.verbose` prints the figure.
+/// An overflow of our stack is an error, not a silent corruption of the bss below
+/// it; `shim.verbose` prints the high-water mark.
 fn check_stack(verbose: bool) -> Result<(), Fail> {
-    let bottom = core::ptr::addr_of!(__stack_bottom) as u64;
-    let size = core::ptr::addr_of!(__stack_top) as u64 - bottom;
-    let used = stack::used((size / 8) as usize, |i| {
-        // SAFETY: the word lies in our own stack region, identity-mapped; the scan stops
-        // at the first word ever written, below every live frame, and only reads.
-        unsafe { core::ptr::read_volatile((bottom + 8 * i as u64) as *const u64) }
-    }) as u64;
-    if used >= size {
-        return Err(Fail::StackOverflow(size));
-    }
+    let (used, size) = shim_rt::stack_use().map_err(Fail::StackOverflow)?;
     if verbose {
         say!("stack used {used} of {size} bytes");
     }
     Ok(())
-}
-
-/// The inflate state (about 11 KB) lives in bss rather than on our 64 KiB stack.
-fn miniz_oxide_state() -> &'static mut DecompressorOxide {
-    static mut STATE: MaybeUninit<DecompressorOxide> = MaybeUninit::uninit();
-    // SAFETY: called once per boot; the reference is the only one.
-    unsafe { (*addr_of_mut!(STATE)).write(Default::default()) }
 }
 
 fn fail(e: Fail) -> ! {

@@ -1,0 +1,55 @@
+//! The statics both shims keep in their own image and the unsafe code that touches
+//! them: the boot-info slot handed to the payload, the inflate state, and the check of
+//! the stack entry.S painted. Rules stay in shim-common; this is shared glue only.
+#![no_std]
+#![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
+
+use core::mem::MaybeUninit;
+use core::ptr::{addr_of, addr_of_mut};
+
+use shim_common::bootinfo::BootInfo;
+use shim_common::container::DecompressorOxide;
+use shim_common::stack;
+
+extern "C" {
+    /// The stack each shim's entry.S painted with `stack::PAINT` (linker.ld symbols).
+    static __stack_bottom: u8;
+    static __stack_top: u8;
+}
+
+/// The boot-info block handed to the payload; it stays in the shim's bss.
+static mut BOOT_INFO: MaybeUninit<BootInfo> = MaybeUninit::uninit();
+
+/// Stores the boot-info block and returns its physical (identity-mapped) address.
+/// Called once, just before the handoff.
+pub fn store_boot_info(info: BootInfo) -> u64 {
+    // SAFETY: BOOT_INFO is touched only here, once per boot, with nothing else running.
+    unsafe {
+        let slot = &mut *addr_of_mut!(BOOT_INFO);
+        slot.write(info);
+        slot.as_ptr() as u64
+    }
+}
+
+/// The inflate state (about 11 KB), in bss rather than on the stack. Called once.
+pub fn inflate_state() -> &'static mut DecompressorOxide {
+    static mut STATE: MaybeUninit<DecompressorOxide> = MaybeUninit::uninit();
+    // SAFETY: called once per boot; the reference is the only one.
+    unsafe { (*addr_of_mut!(STATE)).write(Default::default()) }
+}
+
+/// How deep the stack ever went, and its size: `Err(size)` if it ran off the bottom
+/// (into the bss below it), a corruption that must stop the boot.
+pub fn stack_use() -> Result<(u64, u64), u64> {
+    let bottom = addr_of!(__stack_bottom) as u64;
+    let size = addr_of!(__stack_top) as u64 - bottom;
+    let used = stack::used((size / 8) as usize, |i| {
+        // SAFETY: the word lies in our own stack region, identity-mapped; the scan stops
+        // at the first word ever written, below every live frame, and only reads.
+        unsafe { core::ptr::read_volatile((bottom + 8 * i as u64) as *const u64) }
+    }) as u64;
+    if used >= size {
+        return Err(size);
+    }
+    Ok((used, size))
+}
