@@ -13,7 +13,7 @@
 )]
 #![deny(unsafe_code)]
 
-#[cfg(feature = "alloc")]
+#[cfg(any(test, feature = "alloc"))]
 extern crate alloc;
 
 pub mod boot;
