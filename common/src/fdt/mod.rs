@@ -4,6 +4,8 @@
 
 use crate::memmap::{Avoid, MemError, MemoryMap, Range};
 
+pub mod edit;
+
 /// `0xd00dfeed`, big-endian at offset 0.
 pub const MAGIC: u32 = 0xd00d_feed;
 /// Size of the header fields this reader uses (version 17 header is 40 bytes).
@@ -43,6 +45,8 @@ pub enum FdtError {
     NoMemory,
     /// More memory or reserved ranges than the fixed tables hold.
     Memory(MemError),
+    /// The buffer for an edited copy is too small.
+    NoRoom,
 }
 
 impl core::fmt::Display for FdtError {
@@ -65,6 +69,7 @@ impl core::fmt::Display for FdtError {
             FdtError::BadProperty(name) => write!(f, "device tree property {name} malformed"),
             FdtError::NoMemory => write!(f, "device tree has no memory node"),
             FdtError::Memory(e) => write!(f, "device tree memory: {e}"),
+            FdtError::NoRoom => write!(f, "no room for the edited device tree"),
         }
     }
 }
@@ -600,7 +605,7 @@ pub fn wipe_seeds(blob: &mut [u8], kaslr_seed: Option<usize>, rng_seed: Option<(
 mod tests {
     use super::*;
 
-    fn dtb(name: &str) -> Vec<u8> {
+    pub(crate) fn dtb(name: &str) -> Vec<u8> {
         let path = format!("{}/../tests/data/dtb/{name}", env!("CARGO_MANIFEST_DIR"));
         std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
     }
