@@ -347,10 +347,98 @@ pub fn parse(cmdline: &[u8]) -> Result<Options, CmdlineError> {
     Ok(opts)
 }
 
+/// The command line the next stage sees: every token as written, in order, except
+/// the shim's own `shim.*` options (before a `--`; what follows `--` belongs to init
+/// and is kept whole). Tokens are rejoined with one space. Writes into `out`, which
+/// needs at most `cmdline.len()` bytes, and returns the length (no NUL).
+pub fn without_shim_options(cmdline: &[u8], out: &mut [u8]) -> Option<usize> {
+    let end = cmdline
+        .iter()
+        .position(|&b| b == 0)
+        .unwrap_or(cmdline.len());
+    let mut args = trim_start(cmdline.get(..end).unwrap_or(&[]));
+    let mut len = 0usize;
+    let mut put = |bytes: &[u8]| -> Option<()> {
+        let sep = usize::from(len > 0);
+        let new_len = len.checked_add(sep)?.checked_add(bytes.len())?;
+        let dest = out.get_mut(len..new_len)?;
+        if let Some((first, rest)) = dest.split_first_mut() {
+            match sep {
+                1 => {
+                    *first = b' ';
+                    rest.copy_from_slice(bytes);
+                }
+                _ => dest.copy_from_slice(bytes),
+            }
+        }
+        len = new_len;
+        Some(())
+    };
+    while !args.is_empty() {
+        let (param, value, rest) = next_arg(args);
+        let token = args.get(..args.len() - rest.len()).unwrap_or_default();
+        let token = token
+            .get(..token.len() - token.iter().rev().take_while(|&&b| is_space(b)).count())
+            .unwrap_or_default();
+        if param == b"--" && value.is_none() {
+            put(args)?;
+            break;
+        }
+        if !param.starts_with(b"shim.") {
+            put(token)?;
+        }
+        args = rest;
+    }
+    Some(len)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    fn stripped(line: &str) -> String {
+        let mut out = vec![0; line.len()];
+        let n = without_shim_options(line.as_bytes(), &mut out).unwrap();
+        String::from_utf8(out[..n].to_vec()).unwrap()
+    }
+
+    #[test]
+    fn shim_options_are_removed_for_the_next_stage() {
+        assert_eq!(
+            stripped("console=ttyAMA0 shim.verbose  nokaslr shim.offset=0x200000 quiet"),
+            "console=ttyAMA0 nokaslr quiet"
+        );
+        assert_eq!(stripped("shim.verbose"), "");
+        assert_eq!(stripped(""), "");
+        assert_eq!(
+            stripped("a=\"x shim.verbose y\" \"shim.verbose\" b"),
+            "a=\"x shim.verbose y\" b"
+        );
+        assert_eq!(
+            stripped("root=/dev/vda -- shim.verbose  init  args"),
+            "root=/dev/vda -- shim.verbose  init  args"
+        );
+        let mut small = [0u8; 3];
+        assert_eq!(without_shim_options(b"abcd", &mut small), None);
+    }
+
+    proptest! {
+        #[test]
+        fn stripping_keeps_every_other_option(line in "[a-z=. \"-]{0,60}") {
+            let mut out = vec![0; line.len()];
+            let n = without_shim_options(line.as_bytes(), &mut out).unwrap();
+            let again = parse(&out[..n]);
+            // What the shim would read of the result has no shim options left.
+            if let Ok(opts) = again {
+                prop_assert!(!opts.verbose && opts.image_offset.is_none());
+            }
+            if let (Ok(a), Ok(b)) = (parse(line.as_bytes()), again) {
+                prop_assert_eq!(a.nokaslr, b.nokaslr);
+                prop_assert_eq!(a.mem_limit, b.mem_limit);
+            }
+        }
+    }
 
     #[test]
     fn tokens() {
