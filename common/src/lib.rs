@@ -16,6 +16,7 @@
 #[cfg(any(test, feature = "alloc"))]
 extern crate alloc;
 
+pub mod arm64_linux;
 pub mod boot;
 pub mod bootinfo;
 pub mod bootparams;

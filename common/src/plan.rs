@@ -162,11 +162,34 @@ pub fn place(
         min_addr: dram_base,
         max_end: dram_base.saturating_add(window.max_offset),
     };
+    place_request(
+        free,
+        &req,
+        dram_base,
+        Some(window),
+        nokaslr,
+        loader_offset,
+        rng,
+    )
+}
+
+/// Chooses a physical slot for `req` (and, with a `window`, a virtual base): the
+/// loader's offset if it names a slot, else the lowest slot if `lowest`, else one
+/// drawn uniformly. Without a window `virt` is 0 and the bits are the physical ones.
+pub fn place_request(
+    free: &MemoryMap,
+    req: &slot::Request,
+    dram_base: u64,
+    window: Option<&VirtWindow>,
+    lowest: bool,
+    loader_offset: u64,
+    rng: &mut Rng,
+) -> Result<Placement, PlanError> {
     let mut refused_offset = None;
     if loader_offset != 0 {
-        match check_offset(free, &req, dram_base, loader_offset) {
+        match check_offset(free, req, dram_base, loader_offset) {
             Ok(phys) => {
-                let virt = window.base.wrapping_add(loader_offset);
+                let virt = window.map_or(0, |w| w.base.wrapping_add(loader_offset));
                 return Ok(Placement {
                     phys,
                     virt,
@@ -179,22 +202,31 @@ pub fn place(
             Err(e) => refused_offset = Some((loader_offset, e)),
         }
     }
-    let (phys, phys_slots, disp, mode) = if nokaslr {
+    let disp_bits = window.map_or(0, |w| w.disp_bits);
+    let (phys, phys_slots, disp, mode) = if lowest {
         (
-            slot::lowest(free, &req).ok_or(SlotError::NoSlot)?,
+            slot::lowest(free, req).ok_or(SlotError::NoSlot)?,
             1,
             0,
             Mode::Lowest,
         )
     } else {
-        let choice = slot::choose(free, &req, rng)?;
-        let disp = rng.below(1u64 << window.disp_bits).wrapping_mul(SLOT_ALIGN);
+        let choice = slot::choose(free, req, rng)?;
+        let disp = match window {
+            Some(_) => rng.below(1u64 << disp_bits).wrapping_mul(SLOT_ALIGN),
+            None => 0,
+        };
         (choice.addr, choice.slots, disp, Mode::Random)
     };
-    let offset = phys.checked_sub(dram_base).ok_or(PlanError::OutOfWindow)?;
-    let virt = window.base.wrapping_add(offset).wrapping_add(disp);
+    let virt = match window {
+        Some(w) => {
+            let offset = phys.checked_sub(dram_base).ok_or(PlanError::OutOfWindow)?;
+            w.base.wrapping_add(offset).wrapping_add(disp)
+        }
+        None => 0,
+    };
     let bits = match mode {
-        Mode::Random => phys_slots.ilog2() + window.disp_bits,
+        Mode::Random => phys_slots.ilog2() + disp_bits,
         _ => 0,
     };
     Ok(Placement {
