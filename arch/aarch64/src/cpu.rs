@@ -53,6 +53,12 @@ pub fn invalidate_dcache(start: u64, len: u64) {
     by_line!("ivac", start, len);
 }
 
+/// DC CVAC over a range: writes dirty lines back to the point of coherency, where a
+/// reader with its MMU (and so its caches) off looks.
+pub fn clean_dcache_poc(start: u64, len: u64) {
+    by_line!("cvac", start, len);
+}
+
 /// DC CVAU over a range: makes written instructions visible to instruction fetch.
 pub fn clean_dcache_pou(start: u64, len: u64) {
     by_line!("cvau", start, len);
@@ -85,11 +91,41 @@ pub fn halt() -> ! {
     }
 }
 
-/// Jumps to the payload: x0 = device tree, x1 = boot-info block, both physical.
+extern "C" {
+    fn shim_enter_payload(entry: u64, x0: u64, x1: u64, stack_bottom: u64, stack_top: u64) -> !;
+    fn shim_enter_linux(entry: u64, fdt: u64, at_el2: u64, stack_bottom: u64, stack_top: u64) -> !;
+    static __stack_bottom: u8;
+    static __stack_top: u8;
+}
+
+/// The shim's stack, which both handoffs wipe.
+fn stack() -> (u64, u64) {
+    (
+        core::ptr::addr_of!(__stack_bottom) as u64,
+        core::ptr::addr_of!(__stack_top) as u64,
+    )
+}
+
+/// Jumps to an ELF payload (handoff.S): x0 = device tree, x1 = boot-info block, both
+/// physical, with the stack and the other registers wiped.
 ///
 /// # Safety
-/// `entry` is mapped executable and the payload there expects this handoff.
+/// `entry` is mapped executable and the payload there expects this handoff; nothing
+/// on the shim's stack is needed any more.
 pub unsafe fn jump(entry: u64, fdt: u64, info: u64) -> ! {
-    // SAFETY: the caller promises `entry` is the payload's entry point.
-    unsafe { asm!("br {}", in(reg) entry, in("x0") fdt, in("x1") info, options(noreturn)) }
+    let (bottom, top) = stack();
+    // SAFETY: as the caller promises; the routine never returns.
+    unsafe { shim_enter_payload(entry, fdt, info, bottom, top) }
+}
+
+/// Enters a Linux Image (handoff.S): wipes the stack, turns the MMU and caches off,
+/// undoes the shim's EL1 state and jumps with x0 = FDT, at EL2 if `at_el2`.
+///
+/// # Safety
+/// The Image at `entry` and the device tree at `fdt` are cleaned to the PoC; the code
+/// running now is identity-mapped; nothing on the shim's stack is needed any more.
+pub unsafe fn enter_linux(entry: u64, fdt: u64, at_el2: bool) -> ! {
+    let (bottom, top) = stack();
+    // SAFETY: as the caller promises; the routine never returns.
+    unsafe { shim_enter_linux(entry, fdt, u64::from(at_el2), bottom, top) }
 }

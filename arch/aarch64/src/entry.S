@@ -27,12 +27,25 @@ primary_entry:
     mov     x20, x1                 // x20 = image offset from the loader, or 0
     adrp    x21, _start             // x21 = where we run (linked at 0)
     add     x21, x21, :lo12:_start
+    mrs     x22, CurrentEL
+    lsr     x22, x22, #2            // x22 = the exception level we were entered at
 
-    mrs     x9, CurrentEL
-    cmp     x9, #(2 << 2)           // CurrentEL.EL == 2?
+    cmp     x22, #2
     b.ne    el1_entry
 
-    /* EL2: set up a plain EL1 and drop to it. */
+    /* EL2: set up a plain EL1 and drop to it, leaving vectors that answer its hypervisor
+     * calls (vectors.S) on a stack of their own. */
+    adrp    x9, el2_vectors
+    add     x9, x9, :lo12:el2_vectors
+    msr     vbar_el2, x9
+    msr     spsel, #1
+    adrp    x9, el2_stack_top
+    add     x9, x9, :lo12:el2_stack_top
+    mov     sp, x9
+    mrs     x9, midr_el1            // EL1 reads of MIDR/MPIDR return these
+    msr     vpidr_el2, x9
+    mrs     x9, mpidr_el1
+    msr     vmpidr_el2, x9
     mov     x9, #(1 << 31)          // HCR_EL2.RW = 1: EL1 is AArch64; E2H, TGE, traps off
     msr     hcr_el2, x9
     mov     x9, #3                  // CNTHCTL_EL2.EL1PCTEN | EL1PCEN: EL1 uses the counter
@@ -100,6 +113,7 @@ el1_entry:
     mov     x0, x19
     mov     x1, x20
     mov     x2, x21
+    mov     x3, x22
     bl      shim_main               // never returns
 
     /* An unexpected relocation type: nothing is safe to run, not even the console. */

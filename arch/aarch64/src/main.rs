@@ -13,9 +13,11 @@ mod pl011;
 use core::fmt;
 
 use shim_common::boot::{self, BootError, Perm, Platform};
-use shim_common::cmdline::{self, CmdlineError};
+use shim_common::cmdline::{self, CmdlineError, Options};
+use shim_common::container::Format;
 use shim_common::elf;
 use shim_common::entropy::{Mixer, Source};
+use shim_common::fdt::edit::{self, Edit};
 use shim_common::fdt::{self, FdtError, Machine};
 use shim_common::memmap::{Avoid, MemError, MemoryMap, Range};
 use shim_common::plan::ARM64_WINDOW;
@@ -24,11 +26,15 @@ use crate::mmu::{Attr, MmuError, Pool};
 
 core::arch::global_asm!(include_str!("entry.S"));
 core::arch::global_asm!(include_str!("vectors.S"));
+core::arch::global_asm!(include_str!("handoff.S"));
 
 /// booting.rst: "The device tree blob (dtb) must be placed on an 8-byte boundary and
 /// must not exceed 2 megabytes in size."
 const FDT_MAX: u64 = 2 << 20;
 const MIB2: u64 = 2 << 20;
+/// The longest bootargs the shim hands on (with their NUL): arm64 Linux's
+/// COMMAND_LINE_SIZE is 2048 (4096 since v6.2).
+const BOOTARGS_MAX: usize = 4096;
 
 extern "C" {
     /// End of the shim's own image (bss and stack included): the container starts here.
@@ -44,6 +50,8 @@ enum Fail {
     Boot(BootError),
     /// The shim's own stack (this many bytes) overflowed into what lies below it.
     StackOverflow(u64),
+    /// The bootargs do not fit the buffer the shim rewrites them in.
+    BootargsTooLong(usize),
 }
 
 impl fmt::Display for Fail {
@@ -55,6 +63,12 @@ impl fmt::Display for Fail {
             Fail::Mmu(e) => write!(f, "page tables: {e}"),
             Fail::Boot(e) => write!(f, "{e}"),
             Fail::StackOverflow(size) => write!(f, "the shim's {size}-byte stack overflowed"),
+            Fail::BootargsTooLong(len) => {
+                write!(
+                    f,
+                    "bootargs of {len} bytes exceed the {BOOTARGS_MAX} the shim passes on"
+                )
+            }
         }
     }
 }
@@ -85,7 +99,7 @@ struct Image {
 
 /// Called by entry.S at EL1, MMU off, relocated, with a stack and zeroed bss.
 #[no_mangle]
-extern "C" fn shim_main(fdt_pa: u64, image_offset: u64, base: u64) -> ! {
+extern "C" fn shim_main(fdt_pa: u64, image_offset: u64, base: u64, entered_el: u64) -> ! {
     // Only the address of the linker symbol is taken (relocated: a runtime address).
     let end = core::ptr::addr_of!(__image_end) as u64 - base;
     // SAFETY: the header's image_size field is at offset 0x10 of our own image.
@@ -128,7 +142,14 @@ extern "C" fn shim_main(fdt_pa: u64, image_offset: u64, base: u64) -> ! {
         Ok(size) => size,
         Err(e) => fail(Fail::Fdt(fdt_pa, e)),
     };
-    match boot(&image, &mut pool, fdt_pa, fdt_size, image_offset) {
+    match boot(
+        &image,
+        &mut pool,
+        fdt_pa,
+        fdt_size,
+        image_offset,
+        entered_el == 2,
+    ) {
         Err(e) => fail(e),
         Ok(never) => match never {},
     }
@@ -174,6 +195,7 @@ fn boot(
     fdt_pa: u64,
     fdt_size: u64,
     image_offset: u64,
+    at_el2: bool,
 ) -> Result<Never, Fail> {
     // SAFETY: the early map covers the device tree as normal memory.
     let fdt_blob = unsafe { phys(fdt_pa, fdt_size) };
@@ -191,7 +213,11 @@ fn boot(
         _ => {}
     }
     let opts = cmdline::parse(machine.bootargs)?;
-    let verbose = opts.verbose;
+    // What Linux will see: the bootargs without our options (with room for the NUL).
+    let mut args = [0u8; BOOTARGS_MAX];
+    let bootargs = cmdline::without_shim_options(machine.bootargs, &mut args[..BOOTARGS_MAX - 1])
+        .map(|len| &args[..len + 1])
+        .ok_or(machine.bootargs.len());
 
     // Everything that must survive until the payload runs.
     let mut avoid = Avoid::new();
@@ -243,6 +269,36 @@ fn boot(
         handoff: fdt_pa,
         shim: Range::from_base_size(image.base, image.size)?,
     };
+    let entered = Entered {
+        initrd: machine.initrd,
+        fdt_blob,
+        seed_offsets,
+        bootargs,
+        at_el2,
+    };
+    match boot::payload_format(container)? {
+        Format::LinuxArm64Image => boot_linux(inputs, entered),
+        _ => boot_elf(pool, inputs, entered),
+    }
+}
+
+/// What the loader handed over that the handoff still needs.
+struct Entered<'a> {
+    fdt_blob: &'static mut [u8],
+    /// Where the firmware's seeds lie in the blob, to wipe them.
+    seed_offsets: (Option<usize>, Option<(usize, usize)>),
+    /// The bootargs Linux gets, NUL-terminated, or the length of ones too long.
+    bootargs: Result<&'a [u8], usize>,
+    initrd: Option<Range>,
+    at_el2: bool,
+}
+
+fn boot_elf(
+    pool: &mut Pool,
+    inputs: boot::Inputs<'_>,
+    entered: Entered<'_>,
+) -> Result<Never, Fail> {
+    let verbose = inputs.opts.verbose;
     let loaded = boot::load(&mut Arm64, inputs, shim_rt::inflate_state())?;
     check_stack(verbose)?;
 
@@ -257,16 +313,89 @@ fn boot(
     }
     let info_pa = shim_rt::store_boot_info(loaded.info);
     // The payload must not learn what chose its placement (Linux wipes them too).
-    fdt::wipe_seeds(fdt_blob, seed_offsets.0, seed_offsets.1);
+    let (kaslr, rng) = entered.seed_offsets;
+    fdt::wipe_seeds(entered.fdt_blob, kaslr, rng);
 
     let (phys, span) = (loaded.placed.phys, loaded.info.image_size);
     cpu::clean_dcache_pou(phys, span);
     cpu::invalidate_icache();
     mmu::enter_ttbr1(root);
     console::flush();
+    let fdt_pa = entered.fdt_blob.as_ptr() as u64;
     // SAFETY: the payload is verified, loaded, relocated for its virtual base and
     // mapped executable there; the handoff is the documented x0 = FDT, x1 = boot info.
     unsafe { cpu::jump(loaded.entry, fdt_pa, info_pa) }
+}
+
+/// A Linux Image: placed and inflated by `boot::load_linux_arm64`, handed a rebuilt
+/// device tree (fresh seeds, bootargs without `shim.*`), verified in place, and entered
+/// as booting.rst asks.
+fn boot_linux(inputs: boot::Inputs<'_>, entered: Entered<'_>) -> Result<Never, Fail> {
+    let opts: Options = inputs.opts;
+    let bootargs = entered.bootargs.map_err(Fail::BootargsTooLong)?;
+    let room = {
+        let old = fdt::Fdt::new(entered.fdt_blob).map_err(|e| Fail::Fdt(0, e))?;
+        let sizes = [
+            Edit::Set("bootargs", bootargs),
+            Edit::Set("kaslr-seed", &[0; 8]),
+            Edit::Set("rng-seed", &[0; 64]),
+        ];
+        edit::rebuilt_size(&old, &sizes) as u64
+    };
+    let mut loaded = boot::load_linux_arm64(
+        &mut Arm64,
+        inputs,
+        entered.initrd,
+        room,
+        shim_rt::inflate_state(),
+    )?;
+
+    // The tree Linux gets: fresh seeds (no kaslr-seed under nokaslr: Linux would
+    // neither read nor wipe it), and our options gone from bootargs.
+    let seeds = loaded.seeds(&mut Arm64);
+    let kaslr = match opts.nokaslr {
+        true => Edit::Remove("kaslr-seed"),
+        false => Edit::Set("kaslr-seed", &seeds.kaslr),
+    };
+    let edits = [
+        Edit::Set("bootargs", bootargs),
+        kaslr,
+        Edit::Set("rng-seed", &seeds.rng),
+    ];
+    let new_size = {
+        let old = fdt::Fdt::new(entered.fdt_blob).map_err(|e| Fail::Fdt(0, e))?;
+        edit::rebuild(&old, &edits, loaded.fdt).map_err(|e| Fail::Fdt(loaded.fdt_pa, e))?
+    };
+    drop(seeds);
+    // The firmware's copies of its seeds: wiped, since the old tree stays in RAM.
+    let (kaslr_at, rng_at) = entered.seed_offsets;
+    fdt::wipe_seeds(entered.fdt_blob, kaslr_at, rng_at);
+    if opts.verbose {
+        say!(
+            "device tree rebuilt at {:#x} ({new_size} bytes)",
+            loaded.fdt_pa
+        );
+    }
+    check_stack(opts.verbose)?;
+
+    // Right before the jump: the Image must be exactly what was packed.
+    let t0 = cpu::counter();
+    loaded.verify()?;
+    if opts.verbose {
+        let us = (cpu::counter() - t0).saturating_mul(1_000_000) / cpu::counter_frequency().max(1);
+        say!(
+            "timing verify={us}us; entering Linux at EL{}",
+            if entered.at_el2 { 2 } else { 1 }
+        );
+    }
+    cpu::clean_dcache_poc(loaded.image_pa, loaded.reserve);
+    cpu::clean_dcache_poc(loaded.fdt_pa, new_size as u64);
+    let old = entered.fdt_blob.as_ptr() as u64;
+    cpu::clean_dcache_poc(old, entered.fdt_blob.len() as u64);
+    console::flush();
+    // SAFETY: the Image is verified in its slot and, like the device tree, cleaned to
+    // the PoC; the shim runs identity-mapped; nothing on its stack is needed again.
+    unsafe { cpu::enter_linux(loaded.image_pa, loaded.fdt_pa, entered.at_el2) }
 }
 
 /// Memory and console for the shared boot sequence.
