@@ -115,3 +115,46 @@ pub fn bss() {
         }
     }
 }
+
+/// The kaslr-seed a residue test plants in the device tree it hands QEMU
+/// (`residue-scan` on the command line): the shim must leave no copy of it anywhere in
+/// RAM, in either byte order. Built at run time so this image holds no copy itself.
+#[cfg_attr(target_arch = "x86_64", allow(dead_code))]
+pub fn planted_seed() -> u64 {
+    black_box(0x5eed_c0de_a5a5_1234u64 ^ 0xffff_0000_ffff_0000) ^ 0xffff_0000_ffff_0000
+}
+
+/// Scans `[start, end)` (8-aligned, identity-mapped RAM) for `seed` at any byte
+/// offset, in either byte order; returns the first address it is found at.
+#[cfg_attr(target_arch = "x86_64", allow(dead_code))]
+pub fn find_seed(start: u64, end: u64, seed: u64) -> Option<u64> {
+    const LOW: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let patterns = [seed, seed.swap_bytes()];
+    // A word can hold the start of a copy only if one of its bytes is a first byte.
+    let firsts = patterns.map(|p| (p & 0xff) * LOW);
+    let has_zero_byte = |w: u64| w.wrapping_sub(LOW) & !w & HIGH != 0;
+    let mut at = start;
+    let mut next = 0;
+    while at + 8 <= end {
+        // SAFETY: the caller names identity-mapped RAM; `at` is 8-aligned.
+        let w = unsafe { read_volatile(at as *const u64) };
+        if firsts.iter().any(|&f| has_zero_byte(w ^ f)) {
+            if at + 16 <= end {
+                // SAFETY: as above, the next word is inside the range.
+                next = unsafe { read_volatile((at + 8) as *const u64) };
+            }
+            for shift in 0..8u32 {
+                let v = match shift {
+                    0 => w,
+                    s => (w >> (8 * s)) | (next << (64 - 8 * s)),
+                };
+                if patterns.contains(&v) {
+                    return Some(at + u64::from(shift));
+                }
+            }
+        }
+        at += 8;
+    }
+    None
+}

@@ -35,15 +35,31 @@ fn run(info_pa: u64, handoff_pa: u64) -> ! {
             raw.magic, raw.version, raw.size
         )),
     };
-    arch::check_handoff(handoff_pa);
+    let scanned = arch::check_handoff(handoff_pa, &info);
     checks::placement(&info);
     let ptrs = checks::pointers();
     checks::bss();
     line(format_args!(
-        "ok va={:#x} pa={:#x} ptrs={ptrs} sources={:x} bits={}",
-        info.virt_base, info.phys_base, info.entropy_sources, info.kaslr_bits
+        "ok va={:#x} pa={:#x} ptrs={ptrs} sources={:x} bits={}{}",
+        info.virt_base,
+        info.phys_base,
+        info.entropy_sources,
+        info.kaslr_bits,
+        Scanned(scanned)
     ));
     arch::power_off(true)
+}
+
+/// ` residue-scan=<MiB>` when the RAM was searched for a planted seed.
+struct Scanned(Option<u64>);
+
+impl fmt::Display for Scanned {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(mib) => write!(f, " residue-scan={mib}MiB"),
+            None => Ok(()),
+        }
+    }
 }
 
 /// Reads the block at `info_pa`; a bad one is returned as found, for the report.

@@ -3,12 +3,13 @@
 //! State lives in `.data` atomics with non-zero initial values, so nothing in `.bss`
 //! is written before the payload has checked that the loader zeroed it.
 
-use crate::run;
+use crate::{checks, run};
 use core::arch::asm;
 use core::fmt::{self, Write};
 use core::ptr::{read_volatile, write_volatile};
 use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering::Relaxed};
 use fdt::{node::FdtNode, Fdt};
+use shim_common::bootinfo::BootInfo;
 
 // Entry, at link address 0. x0 = FDT and x1 = BootInfo (physical, identity-mapped) are
 // left untouched for `payload_main`. The stack is found PC-relatively, valid at any VA.
@@ -138,24 +139,57 @@ pub fn power_off(ok: bool) -> ! {
     }
 }
 
-/// `init` parsed the FDT (or there would be no console). What chose our placement must
-/// not reach us: `/chosen/kaslr-seed` and `rng-seed`, where present, are zero.
-pub fn check_handoff(fdt_pa: u64) {
-    // SAFETY: the handoff ABI puts a device tree at `fdt_pa`, identity-mapped; `init`
-    // has already read its header from there.
-    let Ok(fdt) = (unsafe { Fdt::from_ptr(fdt_pa as usize as *const u8) }) else {
+/// What chose our placement must not reach us: `/chosen/kaslr-seed` and `rng-seed`,
+/// where present, are zero. With `residue-scan` in the bootargs, all RAM but our own
+/// image is searched for the seed the test planted; returns the MiB scanned. Read with
+/// shim-common's checked reader: the `fdt` crate (0.1.5) misses `/chosen` in the trees
+/// QEMU edits for `-dtb`.
+pub fn check_handoff(fdt_pa: u64, info: &BootInfo) -> Option<u64> {
+    use shim_common::fdt::{Fdt as Blob, Header, Machine};
+    // SAFETY: the handoff ABI puts a device tree at `fdt_pa`, identity-mapped; its
+    // header (40 bytes) is read first, then `totalsize` bytes (at most 2 MiB).
+    let blob = unsafe { core::slice::from_raw_parts(fdt_pa as usize as *const u8, 40) };
+    let size = Header::read(blob).map_or(0, |h| h.totalsize.min(2 << 20));
+    // SAFETY: as above, now `totalsize` bytes.
+    let blob = unsafe { core::slice::from_raw_parts(fdt_pa as usize as *const u8, size) };
+    let fdt = Blob::new(blob);
+    let Ok(m) = fdt.as_ref().map(Machine::read) else {
         crate::fail(format_args!("fdt at {fdt_pa:#x} no longer parses"));
     };
-    let Some(chosen) = fdt.find_node("/chosen") else {
-        return;
+    let Ok(m) = m else {
+        crate::fail(format_args!("fdt at {fdt_pa:#x} no longer reads"));
     };
-    for name in ["kaslr-seed", "rng-seed"] {
-        if let Some(p) = chosen.property(name) {
-            if p.value.iter().any(|&b| b != 0) {
-                crate::fail(format_args!("/chosen/{name} not wiped by the shim"));
+    if m.kaslr_seed.is_some_and(|(seed, _)| seed != 0) {
+        crate::fail(format_args!("/chosen/kaslr-seed not wiped by the shim"));
+    }
+    if m.rng_seed
+        .is_some_and(|(seed, _)| seed.iter().any(|&b| b != 0))
+    {
+        crate::fail(format_args!("/chosen/rng-seed not wiped by the shim"));
+    }
+    if !m
+        .bootargs
+        .split(|&b| b == b' ')
+        .any(|w| w == b"residue-scan")
+    {
+        return None;
+    }
+    let seed = checks::planted_seed();
+    let own = info.phys_base..info.phys_base + info.image_size.next_multiple_of(8);
+    let mut scanned = 0;
+    for region in m.ram.iter() {
+        let (start, end) = (region.start, region.end);
+        for (from, to) in [
+            (start, own.start.clamp(start, end)),
+            (own.end.clamp(start, end), end),
+        ] {
+            if let Some(at) = checks::find_seed(from, to, seed) {
+                crate::fail(format_args!("residue: the planted seed is at pa={at:#x}"));
             }
+            scanned += to - from;
         }
     }
+    Some(scanned >> 20)
 }
 
 /// Runtime address of a linker-script symbol, by `adrp`/`add`.

@@ -80,7 +80,8 @@ pub fn console() -> Option<impl Write> {
 }
 
 /// boot_params (the zero page) holds the setup header, whose `"HdrS"` is at 0x202.
-pub fn check_handoff(boot_params_pa: u64) {
+/// No residue scan on x86 yet: returns `None`.
+pub fn check_handoff(boot_params_pa: u64, _info: &shim_common::bootinfo::BootInfo) -> Option<u64> {
     const HDRS: u32 = u32::from_le_bytes(*b"HdrS");
     let magic = match boot_params_pa {
         0 => 0,
@@ -91,6 +92,7 @@ pub fn check_handoff(boot_params_pa: u64) {
     if magic != HDRS {
         fail(format_args!("boot_params at {boot_params_pa:#x}: no HdrS"));
     }
+    None
 }
 
 /// isa-debug-exit with 0x10 (QEMU exits 33) on success, 0x11 (exits 35) on failure,
