@@ -212,6 +212,9 @@ fn boot(
         Some(c) if c.pl011 => console::set(c.base),
         _ => {}
     }
+    if let Some(len) = machine.bad_kaslr_seed {
+        say!("/chosen/kaslr-seed is {len} bytes, not 8: ignored, as Linux does");
+    }
     let opts = cmdline::parse(machine.bootargs)?;
     // What Linux will see: the bootargs without our options (with room for the NUL).
     let mut args = [0u8; BOOTARGS_MAX];

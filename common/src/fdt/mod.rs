@@ -347,6 +347,9 @@ pub struct Machine<'a> {
     pub initrd: Option<Range>,
     /// `/chosen/kaslr-seed` (big-endian u64) and the blob offset of its value.
     pub kaslr_seed: Option<(u64, usize)>,
+    /// The length of a `/chosen/kaslr-seed` that is not 8 bytes: Linux ignores such a
+    /// seed, and so does the shim (it says so).
+    pub bad_kaslr_seed: Option<usize>,
     /// `/chosen/rng-seed` bytes and the blob offset of its value.
     pub rng_seed: Option<(&'a [u8], usize)>,
     pub console: Option<Console>,
@@ -371,6 +374,7 @@ impl<'a> Machine<'a> {
             bootargs: &[],
             initrd: None,
             kaslr_seed: None,
+            bad_kaslr_seed: None,
             rng_seed: None,
             console: None,
         };
@@ -422,11 +426,10 @@ impl<'a> Machine<'a> {
                     }
                     (Top::Chosen, 1, "kaslr-seed") => {
                         // arch/arm64/kernel/pi/kaslr_early.c reads exactly a u64.
-                        let seed = match value.len() {
-                            8 => number(value, "kaslr-seed")?,
-                            _ => return Err(FdtError::BadProperty("kaslr-seed")),
-                        };
-                        m.kaslr_seed = Some((seed, offset));
+                        match value.len() {
+                            8 => m.kaslr_seed = Some((number(value, "kaslr-seed")?, offset)),
+                            len => m.bad_kaslr_seed = Some(len),
+                        }
                     }
                     (Top::Chosen, 1, "rng-seed") => m.rng_seed = Some((value, offset)),
                     (Top::Aliases, 1, _) => {
@@ -750,6 +753,18 @@ mod tests {
                 let _ = Fdt::new(&b).and_then(|f| Machine::read(&f).map(|_| ()));
             }
         }
+    }
+
+    #[test]
+    fn a_kaslr_seed_of_the_wrong_length_is_ignored_not_fatal() {
+        let blob = dtb("virt-1G-smp1.dtb");
+        let fdt = Fdt::new(&blob).unwrap();
+        let short = edit::Edit::Set("kaslr-seed", &[1, 2, 3, 4]);
+        let mut out = vec![0; edit::rebuilt_size(&fdt, &[short])];
+        let n = edit::rebuild(&fdt, &[short], &mut out).unwrap();
+        let m = Machine::read(&Fdt::new(&out[..n]).unwrap()).unwrap();
+        assert_eq!((m.kaslr_seed, m.bad_kaslr_seed), (None, Some(4)));
+        assert!(m.rng_seed.is_some());
     }
 
     #[test]
