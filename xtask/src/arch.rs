@@ -46,7 +46,10 @@ pub struct Firmware {
     pub bios: &'static str,
     /// Where QEMU's generic loader puts the image before the firmware runs.
     pub load_addr: u64,
-    /// The firmware's boot command; `{addr}` becomes `load_addr` in hex.
+    /// Where QEMU's generic loader puts an initrd (U-Boot's `ramdisk_addr_r`).
+    pub initrd_addr: u64,
+    /// The firmware's boot command; `{addr}` becomes `load_addr` in hex, `{initrd}`
+    /// `<initrd_addr>:<size>` in hex, or `-` without an initrd.
     pub boot_cmd: &'static str,
 }
 
@@ -90,8 +93,10 @@ pub const AARCH64: Target = Target {
     qemu_args: &[],
     firmware: Firmware {
         bios: "/usr/lib/u-boot/qemu_arm64/u-boot.bin",
+        // U-Boot's qemu-arm environment: kernel_addr_r, ramdisk_addr_r.
         load_addr: 0x4040_0000,
-        boot_cmd: "booti {addr} - ${fdtcontroladdr}",
+        initrd_addr: 0x4400_0000,
+        boot_cmd: "booti {addr} {initrd} ${fdtcontroladdr}",
     },
     qemu_package: "qemu-system-arm",
     firmware_package: "u-boot-qemu",
@@ -123,6 +128,7 @@ pub const X86_64: Target = Target {
     firmware: Firmware {
         bios: "/usr/share/seabios/bios-256k.bin",
         load_addr: 0,
+        initrd_addr: 0,
         boot_cmd: "",
     },
     qemu_package: "qemu-system-x86",

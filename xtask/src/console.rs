@@ -1,5 +1,7 @@
 //! Reading the guest console: splitting the byte stream into lines and parsing the
-//! `shim: ` and `payload: ` lines that decide a boot's outcome. Pure; no QEMU here.
+//! `shim: ` and `payload: ` lines that decide a boot's outcome, the `linux-test: `
+//! lines of the Linux test initramfs (linux.rs) and the few kernel log lines the Linux
+//! cases check. Pure; no QEMU here.
 
 /// What one console line reports.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -16,31 +18,138 @@ pub enum Event {
     DigestMismatch(String),
     /// Any other `shim: ` line (progress or error; the text after the tag).
     Shim(String),
+    /// A `linux-test: ` line from the Linux test initramfs's /init.
+    LinuxTest(LinuxTest),
+    /// A kernel log line the Linux cases look for.
+    Kernel(Kernel),
 }
 
-/// The shim's own report of where it put the payload.
+/// The shim's own report of where it put the payload. An ELF payload's line has
+/// `va=`; a Linux Image's has `size=` (its image_size) and no `va=`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Placed {
     pub pa: u64,
-    pub va: u64,
+    pub va: Option<u64>,
+    pub size: Option<u64>,
     pub slots: Option<u64>,
     pub entropy: Option<String>,
     pub sources: Option<String>,
 }
 
+impl Placed {
+    /// `pa=0x.. va=0x..` or `pa=0x.. size=0x..`, for messages.
+    pub fn brief(&self) -> String {
+        let mut text = format!("pa={:#x}", self.pa);
+        if let Some(va) = self.va {
+            text.push_str(&format!(" va={va:#x}"));
+        }
+        if let Some(size) = self.size {
+            text.push_str(&format!(" size={size:#x}"));
+        }
+        text
+    }
+}
+
+/// What the Linux test initramfs's /init reports (linux.rs writes it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LinuxTest {
+    /// `linux-test: cmdline <contents of /proc/cmdline>`
+    Cmdline(String),
+    /// `linux-test: iomem <one line of /proc/iomem>`, parsed.
+    Iomem(Iomem),
+    /// `linux-test: sha256 <hex>` of its /data.bin.
+    Sha256(String),
+    /// `linux-test: done`: everything was printed; it powers off next.
+    Done,
+    /// Any other `linux-test: ` line.
+    Other(String),
+}
+
+/// One /proc/iomem line: `  40210000-40f5ffff : Kernel code`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Iomem {
+    pub start: u64,
+    /// Inclusive, as /proc/iomem prints it.
+    pub end: u64,
+    pub name: String,
+}
+
+/// Kernel log lines (arch/arm64/kernel/kaslr.c, smp.c, kernel/panic.c).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Kernel {
+    /// `KASLR enabled` (true) or `KASLR disabled ...` (false).
+    Kaslr(bool),
+    /// `CPU: All CPU(s) started at EL<n>`.
+    StartedAt(u8),
+    /// `Kernel panic - not syncing: ...` (the text from `Kernel panic`).
+    Panic(String),
+}
+
 const SHIM: &str = "shim: ";
 const PAYLOAD: &str = "payload: ";
+const LINUX_TEST: &str = "linux-test: ";
+const KERNEL_PANIC: &str = "Kernel panic - not syncing";
+const STARTED_AT: &str = "CPU: All CPU(s) started at EL";
 
 /// Parses one console line (without its line ending). The tag may follow other
-/// output on the same line; the leftmost tag wins.
+/// output on the same line; the leftmost tag wins. A line with no tag may be one of
+/// the kernel log lines in [`Kernel`].
 pub fn parse_line(line: &str) -> Option<Event> {
-    let shim = line.find(SHIM);
-    let payload = line.find(PAYLOAD);
-    match (shim, payload) {
-        (Some(s), p) if p.is_none_or(|p| s < p) => Some(parse_shim(line[s + SHIM.len()..].trim())),
-        (_, Some(p)) => Some(parse_payload(line[p + PAYLOAD.len()..].trim())),
-        _ => None,
+    let tags = [SHIM, PAYLOAD, LINUX_TEST];
+    let leftmost = tags
+        .iter()
+        .filter_map(|tag| line.find(tag).map(|at| (at, *tag)))
+        .min_by_key(|(at, _)| *at);
+    match leftmost {
+        Some((at, SHIM)) => Some(parse_shim(line[at + SHIM.len()..].trim())),
+        Some((at, PAYLOAD)) => Some(parse_payload(line[at + PAYLOAD.len()..].trim())),
+        Some((at, _)) => Some(Event::LinuxTest(parse_linux_test(
+            line[at + LINUX_TEST.len()..].trim_end(),
+        ))),
+        None => parse_kernel(line).map(Event::Kernel),
     }
+}
+
+fn parse_linux_test(text: &str) -> LinuxTest {
+    let (word, rest) = text.split_once(' ').unwrap_or((text, ""));
+    match word {
+        "cmdline" => LinuxTest::Cmdline(rest.trim().to_string()),
+        "sha256" => LinuxTest::Sha256(rest.trim().to_string()),
+        "done" if rest.trim().is_empty() => LinuxTest::Done,
+        "iomem" => match parse_iomem(rest) {
+            Some(iomem) => LinuxTest::Iomem(iomem),
+            None => LinuxTest::Other(text.to_string()),
+        },
+        _ => LinuxTest::Other(text.to_string()),
+    }
+}
+
+/// `<start>-<end> : <name>`, indented by nesting depth.
+pub fn parse_iomem(line: &str) -> Option<Iomem> {
+    let (range, name) = line.trim().split_once(" : ")?;
+    let (start, end) = range.split_once('-')?;
+    let start = u64::from_str_radix(start, 16).ok()?;
+    let end = u64::from_str_radix(end, 16).ok()?;
+    (start <= end).then(|| Iomem {
+        start,
+        end,
+        name: name.trim().to_string(),
+    })
+}
+
+fn parse_kernel(line: &str) -> Option<Kernel> {
+    if let Some(at) = line.find(KERNEL_PANIC) {
+        return Some(Kernel::Panic(line[at..].trim_end().to_string()));
+    }
+    if line.contains("KASLR enabled") {
+        return Some(Kernel::Kaslr(true));
+    }
+    if line.contains("KASLR disabled") {
+        return Some(Kernel::Kaslr(false));
+    }
+    let at = line.find(STARTED_AT)?;
+    let digit = line[at + STARTED_AT.len()..].chars().next()?.to_digit(10)?;
+    Some(Kernel::StartedAt(digit as u8))
 }
 
 fn parse_shim(text: &str) -> Event {
@@ -48,10 +157,11 @@ fn parse_shim(text: &str) -> Event {
         return Event::DigestMismatch(text.to_string());
     }
     if let Some(fields) = text.strip_prefix("placed ") {
-        if let (Some(pa), Some(va)) = (hex_field(fields, "pa"), hex_field(fields, "va")) {
+        if let Some(pa) = hex_field(fields, "pa") {
             return Event::ShimPlaced(Placed {
                 pa,
-                va,
+                va: hex_field(fields, "va"),
+                size: hex_field(fields, "size"),
                 slots: field(fields, "slots").and_then(|s| s.parse().ok()),
                 entropy: field(fields, "entropy").map(String::from),
                 sources: field(fields, "sources").map(String::from),
@@ -195,7 +305,8 @@ mod tests {
             parse_line(line),
             Some(Event::ShimPlaced(Placed {
                 pa: 0x7e60_0000,
-                va: 0xffff_ffc0_12a0_0000,
+                va: Some(0xffff_ffc0_12a0_0000),
+                size: None,
                 slots: Some(431),
                 entropy: Some("24".into()),
                 sources: Some("rndr,counter".into()),
@@ -254,5 +365,87 @@ mod tests {
         c.push(b"tail");
         assert_eq!(c.finish(), Some("tail".into()));
         assert_eq!(c.finish(), None);
+    }
+
+    #[test]
+    fn shim_placed_linux_has_size_and_no_va() {
+        let line = "shim: placed pa=0x5c600000 size=0x1ab0000 slots=482 entropy=8 sources=kaslr-seed,rng-seed,cpu-rng,counter";
+        let Some(Event::ShimPlaced(p)) = parse_line(line) else {
+            panic!("{:?}", parse_line(line))
+        };
+        assert_eq!((p.pa, p.va, p.size), (0x5c60_0000, None, Some(0x1ab_0000)));
+        assert_eq!(p.slots, Some(482));
+        assert_eq!(p.brief(), "pa=0x5c600000 size=0x1ab0000");
+    }
+
+    #[test]
+    fn linux_test_lines() {
+        let ev = |l: &str| match parse_line(l) {
+            Some(Event::LinuxTest(t)) => t,
+            other => panic!("{l}: {other:?}"),
+        };
+        assert_eq!(
+            ev("linux-test: cmdline console=ttyAMA0 panic=-1 "),
+            LinuxTest::Cmdline("console=ttyAMA0 panic=-1".into())
+        );
+        assert_eq!(
+            ev("linux-test: iomem   40210000-40f5ffff : Kernel code"),
+            LinuxTest::Iomem(Iomem {
+                start: 0x4021_0000,
+                end: 0x40f5_ffff,
+                name: "Kernel code".into()
+            })
+        );
+        assert_eq!(
+            ev("linux-test: iomem 09000000-09000fff : pl011@9000000"),
+            LinuxTest::Iomem(Iomem {
+                start: 0x900_0000,
+                end: 0x900_0fff,
+                name: "pl011@9000000".into()
+            })
+        );
+        assert_eq!(
+            ev("linux-test: iomem garbage"),
+            LinuxTest::Other("iomem garbage".into())
+        );
+        assert_eq!(
+            ev("linux-test: sha256 ab12 "),
+            LinuxTest::Sha256("ab12".into())
+        );
+        assert_eq!(ev("\u{1b}[0mlinux-test: done\r"), LinuxTest::Done);
+        assert_eq!(ev("linux-test: done?"), LinuxTest::Other("done?".into()));
+        // A kernel message in the middle of the line: the tag still counts.
+        assert_eq!(
+            ev("[    1.0] random: crng init done linux-test: done"),
+            LinuxTest::Done
+        );
+    }
+
+    #[test]
+    fn kernel_lines() {
+        let k = |l: &str| parse_line(l);
+        assert_eq!(
+            k("[    0.000000] KASLR enabled"),
+            Some(Event::Kernel(Kernel::Kaslr(true)))
+        );
+        assert_eq!(
+            k("[    0.000000] KASLR disabled due to lack of seed"),
+            Some(Event::Kernel(Kernel::Kaslr(false)))
+        );
+        assert_eq!(
+            k("[    0.101] CPU: All CPU(s) started at EL2"),
+            Some(Event::Kernel(Kernel::StartedAt(2)))
+        );
+        assert_eq!(
+            k("[    0.101] CPU: All CPU(s) started at EL1"),
+            Some(Event::Kernel(Kernel::StartedAt(1)))
+        );
+        assert_eq!(
+            k("[    2.5] Kernel panic - not syncing: Attempted to kill init!"),
+            Some(Event::Kernel(Kernel::Panic(
+                "Kernel panic - not syncing: Attempted to kill init!".into()
+            )))
+        );
+        assert_eq!(k("[    0.0] Booting Linux on physical CPU 0x0"), None);
     }
 }

@@ -216,7 +216,7 @@ fn os_codename() -> Option<String> {
 }
 
 /// Whether this process runs with effective uid 0.
-fn is_root() -> bool {
+pub fn is_root() -> bool {
     // The `Uid:` line lists the real, effective, saved and filesystem uids.
     fs::read_to_string("/proc/self/status").is_ok_and(|status| {
         status

@@ -1,15 +1,21 @@
 //! `cargo xtask build`: builds the shim and the payload, flattens the shim with
 //! llvm-objcopy and appends the payload container, giving `target/xtask/<arch>/shim.img`.
-//! The packing arithmetic (`assemble`, `corrupt_container`) is pure and unit-tested.
+//! The payload is an ELF64 file or a Linux arm64 Image (raw, or a gzip member kept as
+//! it is); `detect` tells which from its bytes. The packing arithmetic (`detect`,
+//! `container_for`, `assemble`, `corrupt_container`) is pure and unit-tested.
 
+use std::fmt;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{anyhow, bail, ensure, Context, Result};
 use clap::Args;
 use sha2::{Digest, Sha256};
-use shim_common::container::{self, Compression, Format, Header, HEADER_LEN, MAGIC};
+use shim_common::container::{
+    self, Compression, DecompressorOxide, Format, Header, HEADER_LEN, MAGIC,
+};
+use shim_common::image::{self, Arm64Image, ImageSize};
 
 use crate::arch::{Arch, ImageHeader, Packing, Target};
 use crate::{bzimage, capture, cargo, deps, exec, target_dir, workspace_root};
@@ -25,13 +31,18 @@ pub struct BuildArgs {
     /// The architecture to build for.
     #[arg(long, value_enum, default_value = "aarch64")]
     pub arch: Arch,
-    /// Pack this ELF instead of the demo payload.
-    #[arg(long, value_name = "ELF")]
+    /// Pack this payload instead of the demo one: an ELF64 file, or (aarch64) a Linux
+    /// arm64 Image, raw or gzip-compressed (Image.gz).
+    #[arg(long, value_name = "FILE")]
     pub payload: Option<PathBuf>,
     /// Pack the payload with one byte flipped under the original's digest (written to
     /// shim-corrupt.img): the shim must refuse it.
     #[arg(long)]
     pub corrupt_payload: bool,
+    /// Write the image here [default: target/xtask/<arch>/shim.img, or
+    /// shim-corrupt.img with --corrupt-payload].
+    #[arg(long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
     /// Build optimized (the default).
     #[arg(long, conflicts_with = "debug")]
     pub release: bool,
@@ -50,36 +61,47 @@ impl BuildArgs {
     }
 }
 
-/// Builds everything and writes the image; returns its path.
-pub fn build(args: &BuildArgs) -> Result<PathBuf> {
+/// A written image.
+#[derive(Debug)]
+pub struct Built {
+    pub path: PathBuf,
+    /// What its payload is.
+    pub kind: PayloadKind,
+}
+
+/// Builds everything and writes the image.
+pub fn build(args: &BuildArgs) -> Result<Built> {
     let target = args.arch.target();
     deps::ensure_toolchain(target)?;
 
     // A given payload is checked before anything is built.
-    let payload_elf = match &args.payload {
+    let payload_path = match &args.payload {
         Some(path) => path.clone(),
         None => cargo_build(target, target.payload_package, args)?,
     };
-    let payload = read(&payload_elf)?;
-    ensure!(
-        payload.starts_with(b"\x7fELF") && payload.get(4) == Some(&2),
-        "{} is not a 64-bit ELF file",
-        payload_elf.display()
-    );
+    let original = read(&payload_path)?;
+    let kind = detect(&original)
+        .and_then(|kind| kind.check_arch(args.arch).map(|()| kind))
+        .with_context(|| format!("payload {}", payload_path.display()))?;
     let shim_elf = cargo_build(target, target.shim_package, args)?;
 
     let out_dir = target_dir().join("xtask").join(target.name);
     fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
-    // The loader needs the program headers and the dynamic section, not the debug
-    // information (90% of a release build): pack the payload without it.
-    let stripped = out_dir.join("payload.elf");
-    exec(
-        Command::new(objcopy()?)
-            .arg("--strip-debug")
-            .arg(&payload_elf)
-            .arg(&stripped),
-    )?;
-    let payload = read(&stripped)?;
+    let payload = match kind {
+        // The loader needs the program headers and the dynamic section, not the debug
+        // information (90% of a release build): pack the payload without it.
+        PayloadKind::Elf64 { .. } => {
+            let stripped = out_dir.join("payload.elf");
+            exec(
+                Command::new(objcopy()?)
+                    .arg("--strip-debug")
+                    .arg(&payload_path)
+                    .arg(&stripped),
+            )?;
+            read(&stripped)?
+        }
+        _ => original,
+    };
     let flat_path = out_dir.join("shim.bin");
     exec(
         Command::new(objcopy()?)
@@ -89,11 +111,17 @@ pub fn build(args: &BuildArgs) -> Result<PathBuf> {
     )?;
     let flat = read(&flat_path)?;
 
-    let container = if args.corrupt_payload {
-        corrupt_container(&payload)?
-    } else {
-        pack(&payload)
-    };
+    let container = match kind {
+        PayloadKind::Elf64 { .. } => container_for(&kind, &payload, args.corrupt_payload),
+        // A kernel takes seconds to compress in an unoptimized xtask: once per input.
+        _ => cached_container(
+            &out_dir.join("containers"),
+            &kind,
+            &payload,
+            args.corrupt_payload,
+        ),
+    }
+    .with_context(|| format!("packing {}", payload_path.display()))?;
     let mut image = assemble(&target.header, &flat, &container)
         .with_context(|| format!("packing {}", shim_elf.display()))?;
     if let Packing::BzImage { setup_section } = target.packing {
@@ -111,19 +139,19 @@ pub fn build(args: &BuildArgs) -> Result<PathBuf> {
             .with_context(|| format!("making a bzImage of {}", shim_elf.display()))?;
     }
 
-    let name = if args.corrupt_payload {
-        "shim-corrupt.img"
-    } else {
-        "shim.img"
+    let path = match &args.output {
+        Some(path) => path.clone(),
+        None if args.corrupt_payload => out_dir.join("shim-corrupt.img"),
+        None => out_dir.join("shim.img"),
     };
-    let path = out_dir.join(name);
     fs::write(&path, &image).with_context(|| format!("writing {}", path.display()))?;
     eprintln!(
-        "xtask: {}: shim {} bytes + container {} bytes ({} byte payload{}) = {} bytes",
+        "xtask: {}: shim {} bytes + container {} bytes ({} byte {}{}) = {} bytes",
         path.display(),
         flat.len(),
         container.len(),
         payload.len(),
+        kind,
         if args.corrupt_payload {
             ", corrupted"
         } else {
@@ -131,7 +159,273 @@ pub fn build(args: &BuildArgs) -> Result<PathBuf> {
         },
         image.len()
     );
-    Ok(path)
+    Ok(Built { path, kind })
+}
+
+/// What a payload file is, as `detect` reads it from its bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PayloadKind {
+    /// An ELF64 file (`machine` is its `e_machine`); the shim loads an ET_DYN one.
+    Elf64 { machine: u16 },
+    /// A Linux arm64 Image: "ARM\x64" at 0x38.
+    Arm64Image(Arm64Image),
+    /// One gzip member that inflates to a Linux arm64 Image of `size` bytes.
+    Arm64ImageGz { header: Arm64Image, size: u64 },
+    /// An x86 bzImage: "HdrS" at 0x202.
+    BzImage,
+}
+
+/// `e_machine` values of the architectures the shim runs on.
+const EM_X86_64: u16 = 62;
+const EM_AARCH64: u16 = 183;
+/// Where an arm64 Image keeps its magic, and an x86 bzImage its setup header's.
+const ARM64_MAGIC_AT: usize = 0x38;
+const HDRS_AT: usize = 0x202;
+
+impl PayloadKind {
+    /// Whether the shim of `arch` can carry this payload; if not, why.
+    pub fn check_arch(&self, arch: Arch) -> Result<()> {
+        match (self, arch) {
+            (PayloadKind::Elf64 { machine }, _) => {
+                let want = match arch {
+                    Arch::Aarch64 => EM_AARCH64,
+                    Arch::X86_64 => EM_X86_64,
+                };
+                ensure!(
+                    *machine == want,
+                    "an ELF64 file for machine {machine} ({}), not {}",
+                    machine_name(*machine),
+                    arch.target().name
+                );
+                Ok(())
+            }
+            (PayloadKind::Arm64Image(_) | PayloadKind::Arm64ImageGz { .. }, Arch::Aarch64) => {
+                Ok(())
+            }
+            (PayloadKind::Arm64Image(_) | PayloadKind::Arm64ImageGz { .. }, Arch::X86_64) => {
+                bail!("a Linux arm64 Image: an x86_64 shim cannot carry it")
+            }
+            (PayloadKind::BzImage, Arch::X86_64) => {
+                bail!(
+                    "an x86 bzImage (HdrS at {HDRS_AT:#x}): bzImage payloads are not supported yet"
+                )
+            }
+            (PayloadKind::BzImage, Arch::Aarch64) => {
+                bail!("an x86 bzImage (HdrS at {HDRS_AT:#x}): not supported on aarch64 yet")
+            }
+        }
+    }
+}
+
+impl fmt::Display for PayloadKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let header = |f: &mut fmt::Formatter<'_>, h: &Arm64Image| {
+            let size = match h.image_size {
+                ImageSize::Known(size) => format!("{size:#x}"),
+                ImageSize::Unknown => "unknown".into(),
+            };
+            write!(
+                f,
+                "text_offset={:#x} image_size={size} flags={:#x}",
+                h.text_offset, h.flags
+            )
+        };
+        match self {
+            PayloadKind::Elf64 { machine } => write!(f, "ELF64 {}", machine_name(*machine)),
+            PayloadKind::Arm64Image(h) => {
+                f.write_str("Linux arm64 Image, ")?;
+                header(f, h)
+            }
+            PayloadKind::Arm64ImageGz { header: h, size } => {
+                write!(
+                    f,
+                    "gzip member kept as is, inflating to a {size} byte Linux arm64 Image, "
+                )?;
+                header(f, h)
+            }
+            PayloadKind::BzImage => f.write_str("x86 bzImage"),
+        }
+    }
+}
+
+fn machine_name(machine: u16) -> &'static str {
+    match machine {
+        EM_AARCH64 => "aarch64",
+        EM_X86_64 => "x86_64",
+        _ => "other",
+    }
+}
+
+/// Tells what a payload file is from its bytes: an ELF64 file, a Linux arm64 Image
+/// (its header checked), a gzip member that inflates to one, or an x86 bzImage.
+/// Anything else is one error naming what was found.
+pub fn detect(bytes: &[u8]) -> Result<PayloadKind> {
+    if bytes.starts_with(b"\x7fELF") {
+        return match bytes.get(4) {
+            Some(2) => {
+                let machine = bytes
+                    .get(18..20)
+                    .map(|b| u16::from_le_bytes([b[0], b[1]]))
+                    .context("an ELF64 file shorter than its header")?;
+                Ok(PayloadKind::Elf64 { machine })
+            }
+            Some(1) => bail!("a 32-bit ELF file (the shim loads ELF64)"),
+            class => bail!("an ELF file of unknown class {class:?}"),
+        };
+    }
+    if bytes.get(ARM64_MAGIC_AT..ARM64_MAGIC_AT + 4) == Some(b"ARM\x64") {
+        let header = image::parse_arm64(bytes).map_err(|e| anyhow!("a Linux arm64 Image: {e}"))?;
+        return Ok(PayloadKind::Arm64Image(header));
+    }
+    if bytes.starts_with(&[0x1f, 0x8b]) {
+        // The same checks the shim makes: one whole member, inflating to exactly the
+        // size the header will record.
+        let packed = container::pack_gzip(Format::LinuxArm64Image, bytes)
+            .map_err(|e| anyhow!("gzip data that does not unpack: {e}"))?;
+        let parsed = container::parse(&packed).map_err(|e| anyhow!("gzip data: {e}"))?;
+        let mut head = [0u8; 0x400];
+        let mut inflater = Box::<DecompressorOxide>::default();
+        let n = container::unpack_prefix(&parsed, &mut head, &mut inflater)
+            .map_err(|e| anyhow!("gzip data: {e}"))?;
+        let head = &head[..n];
+        if head.get(ARM64_MAGIC_AT..ARM64_MAGIC_AT + 4) != Some(b"ARM\x64") {
+            bail!(
+                "gzip data that inflates to something else than an arm64 Image: {}",
+                describe(head)
+            );
+        }
+        let header = image::parse_arm64(head)
+            .map_err(|e| anyhow!("gzip data inflating to a Linux arm64 Image: {e}"))?;
+        return Ok(PayloadKind::Arm64ImageGz {
+            header,
+            size: parsed.unpacked_size,
+        });
+    }
+    if bytes.get(HDRS_AT..HDRS_AT + 4) == Some(b"HdrS") {
+        return Ok(PayloadKind::BzImage);
+    }
+    bail!("{}", describe(bytes))
+}
+
+/// Names the kind of bytes that are no payload, for an error message.
+fn describe(bytes: &[u8]) -> String {
+    let starts = |magic: &[u8]| bytes.starts_with(magic);
+    if bytes.is_empty() {
+        return "an empty file".into();
+    }
+    if starts(b"MZ") {
+        // EFI zboot (Linux drivers/firmware/efi/libstub/zboot-header.S): "zimg" at 4,
+        // the compression's name at 0x18.
+        if bytes.get(4..8) == Some(b"zimg") {
+            let name = bytes
+                .get(0x18..0x20)
+                .map(|b| {
+                    String::from_utf8_lossy(b)
+                        .trim_end_matches('\0')
+                        .to_string()
+                })
+                .unwrap_or_default();
+            return format!(
+                "an EFI zboot image ({name}-compressed Image inside a PE/COFF file): \
+                 unpack its Image first"
+            );
+        }
+        return "a PE/COFF file without an arm64 Image header".into();
+    }
+    if bytes.get(HDRS_AT..HDRS_AT + 4) == Some(b"HdrS") {
+        return format!("an x86 bzImage (HdrS at {HDRS_AT:#x})");
+    }
+    let compressed = [
+        (&b"\x28\xb5\x2f\xfd"[..], "zstd"),
+        (b"\xfd7zXZ\0", "xz"),
+        (b"\x04\x22\x4d\x18", "lz4"),
+        (b"\x02\x21\x4c\x18", "lz4 (legacy)"),
+        (b"BZh", "bzip2"),
+        (b"\x89LZO", "lzo"),
+        (b"\x5d\x00\x00", "lzma"),
+        (b"\x1f\x8b", "gzip"),
+    ];
+    if let Some((_, name)) = compressed.iter().find(|(magic, _)| starts(magic)) {
+        return format!(
+            "{name} compressed data (only gzip is unpacked, and only around an arm64 Image)"
+        );
+    }
+    if starts(b"\x7fELF") {
+        return "an ELF file".into();
+    }
+    let first: Vec<String> = bytes.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    format!("unknown format (first bytes {})", first.join(" "))
+}
+
+/// The container for a payload of this kind: zlib for an ELF or a raw Image, a gzip
+/// member kept as it is. `corrupt` flips the middle byte of the unpacked payload
+/// under the original's digest (a gzip one is compressed afresh).
+pub fn container_for(kind: &PayloadKind, payload: &[u8], corrupt: bool) -> Result<Vec<u8>> {
+    match (kind, corrupt) {
+        (PayloadKind::Elf64 { .. }, false) => Ok(pack(payload)),
+        (PayloadKind::Elf64 { .. }, true) => {
+            corrupt_container(Format::Elf64Dyn, Compression::Zlib, payload)
+        }
+        (PayloadKind::Arm64Image(_), false) => Ok(container::pack(
+            Format::LinuxArm64Image,
+            Compression::Zlib,
+            payload,
+        )),
+        (PayloadKind::Arm64Image(_), true) => {
+            corrupt_container(Format::LinuxArm64Image, Compression::Zlib, payload)
+        }
+        (PayloadKind::Arm64ImageGz { .. }, false) => {
+            container::pack_gzip(Format::LinuxArm64Image, payload)
+                .map_err(|e| anyhow!("gzip member: {e}"))
+        }
+        (PayloadKind::Arm64ImageGz { .. }, true) => {
+            let inflated = gunzip(payload)?;
+            corrupt_container(Format::LinuxArm64Image, Compression::Gzip, &inflated)
+        }
+        (PayloadKind::BzImage, _) => bail!("bzImage payloads are not supported yet"),
+    }
+}
+
+/// `container_for`, kept in `dir` under the payload's SHA-256 (and whether it is
+/// corrupted): the container is a function of those alone.
+fn cached_container(
+    dir: &Path,
+    kind: &PayloadKind,
+    payload: &[u8],
+    corrupt: bool,
+) -> Result<Vec<u8>> {
+    let sum = Sha256::digest(payload);
+    let digest: String = sum.iter().map(|b| format!("{b:02x}")).collect();
+    let name = format!(
+        "{}{}.bin",
+        &digest[..32],
+        if corrupt { "-corrupt" } else { "" }
+    );
+    let path = dir.join(name);
+    if let Ok(cached) = fs::read(&path) {
+        // Only a container that still parses, and records this payload's digest.
+        let fits = container::parse(&cached).is_ok_and(|p| p.digest[..] == sum[..]);
+        if fits {
+            eprintln!("xtask: reusing {}", path.display());
+            return Ok(cached);
+        }
+    }
+    let packed = container_for(kind, payload, corrupt)?;
+    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    fs::write(&path, &packed).with_context(|| format!("writing {}", path.display()))?;
+    Ok(packed)
+}
+
+/// What a gzip member inflates to, through the container code the shim runs.
+pub fn gunzip(member: &[u8]) -> Result<Vec<u8>> {
+    let packed = container::pack_gzip(Format::LinuxArm64Image, member)
+        .map_err(|e| anyhow!("gzip member: {e}"))?;
+    let parsed = container::parse(&packed).map_err(|e| anyhow!("gzip member: {e}"))?;
+    let size = usize::try_from(parsed.unpacked_size)?;
+    let mut out = vec![0; size];
+    let mut inflater = Box::<DecompressorOxide>::default();
+    container::unpack(&parsed, &mut out, &mut inflater).map_err(|e| anyhow!("gzip member: {e}"))?;
+    Ok(out)
 }
 
 /// `cargo build -p <package> --target <rust_target> [--release]`; returns the ELF's path.
@@ -185,14 +479,18 @@ pub fn pack(payload: &[u8]) -> Vec<u8> {
 
 /// A container that decompresses fine but whose data is the payload with its middle
 /// byte flipped, under the digest of the unflipped payload.
-pub fn corrupt_container(payload: &[u8]) -> Result<Vec<u8>> {
+pub fn corrupt_container(
+    format: Format,
+    compression: Compression,
+    payload: &[u8],
+) -> Result<Vec<u8>> {
     ensure!(!payload.is_empty(), "empty payload");
     let mut flipped = payload.to_vec();
     let middle = flipped.len() / 2;
     if let Some(byte) = flipped.get_mut(middle) {
         *byte ^= 0xff;
     }
-    let mut packed = pack(&flipped);
+    let mut packed = container::pack(format, compression, &flipped);
     ensure!(
         packed.len() >= HEADER_LEN && packed.starts_with(&MAGIC),
         "container::pack did not produce a container header"
@@ -300,7 +598,7 @@ mod tests {
     fn corrupt_container_keeps_the_original_digest() {
         let payload: Vec<u8> = (0..10_000u32).map(|i| (i * 7 % 251) as u8).collect();
         let good = pack(&payload);
-        let bad = corrupt_container(&payload).unwrap();
+        let bad = corrupt_container(Format::Elf64Dyn, Compression::Zlib, &payload).unwrap();
         assert_eq!(good[..8], MAGIC);
         // Same digest field, different packed data.
         assert_eq!(&bad[32..64], &Sha256::digest(&payload)[..]);
@@ -328,5 +626,146 @@ mod tests {
         let parsed = container::parse(&good).unwrap();
         container::unpack(&parsed, &mut out, &mut inflater).unwrap();
         assert_eq!(container::verify(&parsed, &out), Ok(()));
+    }
+
+    /// A fake arm64 Image: a header (text_offset 0, image_size, flags LE 4K anywhere)
+    /// and `len` bytes in all.
+    fn arm64_image(len: usize) -> Vec<u8> {
+        let mut b: Vec<u8> = (0..len as u32).map(|i| (i * 13 % 251) as u8).collect();
+        b[0..2].copy_from_slice(b"MZ");
+        b[0x08..0x10].copy_from_slice(&0u64.to_le_bytes());
+        b[0x10..0x18].copy_from_slice(&0x1ab_0000u64.to_le_bytes());
+        b[0x18..0x20].copy_from_slice(&0xau64.to_le_bytes());
+        b[0x38..0x3c].copy_from_slice(b"ARM\x64");
+        b
+    }
+
+    /// A gzip member around `data`, made by the container's own packer.
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        container::pack(Format::LinuxArm64Image, Compression::Gzip, data)[HEADER_LEN..].to_vec()
+    }
+
+    fn error(bytes: &[u8]) -> String {
+        format!("{:#}", detect(bytes).unwrap_err())
+    }
+
+    #[test]
+    fn detects_elf64() {
+        let mut elf = vec![0; 64];
+        elf[..5].copy_from_slice(b"\x7fELF\x02");
+        elf[18..20].copy_from_slice(&183u16.to_le_bytes());
+        let kind = detect(&elf).unwrap();
+        assert_eq!(kind, PayloadKind::Elf64 { machine: 183 });
+        assert!(kind.check_arch(Arch::Aarch64).is_ok());
+        assert!(kind.check_arch(Arch::X86_64).is_err());
+        elf[4] = 1;
+        assert!(error(&elf).contains("32-bit ELF"));
+        assert!(error(b"\x7fELF\x02").contains("shorter"));
+    }
+
+    #[test]
+    fn detects_a_raw_arm64_image() {
+        let img = arm64_image(0x1000);
+        let kind = detect(&img).unwrap();
+        let PayloadKind::Arm64Image(h) = kind else {
+            panic!("{kind:?}")
+        };
+        assert_eq!(h.image_size, ImageSize::Known(0x1ab_0000));
+        assert_eq!((h.text_offset, h.flags), (0, 0xa));
+        assert!(kind.check_arch(Arch::Aarch64).is_ok());
+        assert!(kind.check_arch(Arch::X86_64).is_err());
+        assert_eq!(
+            kind.to_string(),
+            "Linux arm64 Image, text_offset=0x0 image_size=0x1ab0000 flags=0xa"
+        );
+        // Big-endian kernels are refused by the header check.
+        let mut be = img.clone();
+        be[0x18] |= 1;
+        assert!(error(&be).contains("big-endian"));
+    }
+
+    #[test]
+    fn detects_a_gzipped_arm64_image() {
+        let img = arm64_image(0x3000);
+        let kind = detect(&gzip(&img)).unwrap();
+        assert!(matches!(
+            kind,
+            PayloadKind::Arm64ImageGz { size: 0x3000, header } if header.flags == 0xa
+        ));
+        assert!(kind.check_arch(Arch::Aarch64).is_ok());
+        assert_eq!(gunzip(&gzip(&img)).unwrap(), img);
+        // gzip around something else, or broken gzip, is an error naming it.
+        let elf = gzip(b"\x7fELF\x02\x01\x01 and more bytes than that");
+        assert!(
+            error(&elf).contains("inflates to something else"),
+            "{}",
+            error(&elf)
+        );
+        assert!(error(&elf).contains("an ELF file"));
+        let mut cut = gzip(&img);
+        cut.truncate(cut.len() / 2);
+        assert!(error(&cut).contains("does not unpack"), "{}", error(&cut));
+    }
+
+    #[test]
+    fn names_what_it_refuses() {
+        let mut bz = vec![0; 0x300];
+        bz[0x202..0x206].copy_from_slice(b"HdrS");
+        let kind = detect(&bz).unwrap();
+        assert_eq!(kind, PayloadKind::BzImage);
+        let on_arm = format!("{:#}", kind.check_arch(Arch::Aarch64).unwrap_err());
+        assert_eq!(
+            on_arm,
+            "an x86 bzImage (HdrS at 0x202): not supported on aarch64 yet"
+        );
+        let on_x86 = format!("{:#}", kind.check_arch(Arch::X86_64).unwrap_err());
+        assert!(on_x86.contains("bzImage payloads are not supported yet"));
+
+        let mut pe = vec![0; 0x80];
+        pe[..2].copy_from_slice(b"MZ");
+        assert_eq!(error(&pe), "a PE/COFF file without an arm64 Image header");
+        pe[4..8].copy_from_slice(b"zimg");
+        pe[0x18..0x1c].copy_from_slice(b"zstd");
+        assert!(error(&pe).starts_with("an EFI zboot image (zstd-compressed"));
+
+        assert!(error(b"\x28\xb5\x2f\xfd\x00\x00").starts_with("zstd compressed data"));
+        assert!(error(b"\xfd7zXZ\0\0\0").starts_with("xz compressed data"));
+        assert!(error(b"\x04\x22\x4d\x18\0").starts_with("lz4 compressed data"));
+        assert_eq!(
+            error(b"\x01\x02\x03\x04\x05\x06\x07\x08\x09"),
+            "unknown format (first bytes 01 02 03 04 05 06 07 08)"
+        );
+        assert_eq!(error(b""), "an empty file");
+    }
+
+    #[test]
+    fn containers_by_kind() {
+        let img = arm64_image(0x2000);
+        let raw = container_for(&detect(&img).unwrap(), &img, false).unwrap();
+        let p = container::parse(&raw).unwrap();
+        assert_eq!(
+            (p.format, p.compression, p.unpacked_size),
+            (Format::LinuxArm64Image, Compression::Zlib, 0x2000)
+        );
+        let gz = gzip(&img);
+        let kept = container_for(&detect(&gz).unwrap(), &gz, false).unwrap();
+        let p = container::parse(&kept).unwrap();
+        assert_eq!((p.compression, p.packed), (Compression::Gzip, &gz[..]));
+        assert_eq!(&p.digest[..], &Sha256::digest(&img)[..]);
+
+        // Corrupt Linux payloads unpack fine and fail verification.
+        let mut inflater = Box::<container::DecompressorOxide>::default();
+        for (bytes, compression) in [(&img, Compression::Zlib), (&gz, Compression::Gzip)] {
+            let bad = container_for(&detect(bytes).unwrap(), bytes, true).unwrap();
+            let p = container::parse(&bad).unwrap();
+            assert_eq!(p.compression, compression);
+            let mut out = vec![0; img.len()];
+            container::unpack(&p, &mut out, &mut inflater).unwrap();
+            assert_eq!(out[0x1000], img[0x1000] ^ 0xff);
+            assert!(matches!(
+                container::verify(&p, &out),
+                Err(container::ContainerError::DigestMismatch { .. })
+            ));
+        }
     }
 }

@@ -10,6 +10,7 @@ mod deps;
 mod grub;
 mod image;
 mod kexec;
+mod linux;
 mod qemu;
 mod test;
 
@@ -52,8 +53,8 @@ fn main() -> ExitCode {
 fn dispatch(command: Cmd) -> Result<()> {
     match command {
         Cmd::Build(args) => {
-            let path = image::build(&args)?;
-            println!("{}", path.display());
+            let built = image::build(&args)?;
+            println!("{}", built.path.display());
             Ok(())
         }
         Cmd::Qemu(args) => qemu::run(&args),

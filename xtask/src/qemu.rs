@@ -1,6 +1,7 @@
 //! `cargo xtask qemu`: builds the image and boots it in QEMU, directly (`-kernel`) or
 //! through U-Boot's `booti` driven over QEMU's stdin, streaming the console, with a
-//! timeout per boot; judges each boot by what the shim and the payload printed.
+//! timeout per boot; judges each boot by what the shim and the payload printed (for a
+//! Linux payload: what the kernel and the test initramfs of linux.rs printed).
 
 use std::collections::{BTreeSet, VecDeque};
 use std::fmt;
@@ -15,10 +16,10 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 
 use crate::arch::Target;
-use crate::console::{parse_line, Console, Event, Placed};
-use crate::image::{self, BuildArgs};
+use crate::console::{parse_line, Console, Event, Kernel, LinuxTest, Placed};
+use crate::image::{self, BuildArgs, PayloadKind};
 use crate::{announce, deps};
-use crate::{grub, kexec};
+use crate::{grub, kexec, linux};
 
 /// How long the runner lets QEMU go on after a line that decides the boot...
 const GRACE: Duration = Duration::from_secs(2);
@@ -49,6 +50,13 @@ pub enum Expect {
     DigestMismatch,
     /// The shim stops with a `shim: error: ...` line and no payload runs.
     ShimError,
+    /// A Linux payload boots with the test initramfs (linux.rs): `linux-test: done`,
+    /// the kernel powers QEMU off, /data.bin's digest is right, no `shim.` option
+    /// reached /proc/cmdline, and "Kernel code" lies in the slot the shim reported.
+    Linux,
+    /// The same without the shim (the kernel booted by QEMU itself): every check but
+    /// the slot and the command line's `shim.` options.
+    LinuxNoShim,
 }
 
 #[derive(Args, Debug)]
@@ -68,13 +76,29 @@ pub struct QemuArgs {
     /// The kernel command line the shim sees.
     #[arg(long, default_value = "shim.verbose", allow_hyphen_values = true)]
     pub append: String,
+    /// An initrd: QEMU's -initrd (direct), or preloaded at the firmware's ramdisk
+    /// address and passed to `booti` (u-boot).
+    #[arg(long, value_name = "FILE")]
+    pub initrd: Option<PathBuf>,
+    /// The QEMU CPU model [default: the architecture's, `max`]. Linux under TCG boots
+    /// much faster with `max,pauth-impdef=on`.
+    #[arg(long, value_name = "NAME")]
+    pub cpu: Option<String>,
+    /// More machine options, appended to `-machine virt[,virtualization=on]`, e.g.
+    /// `dtb-randomness=off`.
+    #[arg(long, value_name = "A=B,C=D")]
+    pub machine_opts: Option<String>,
+    /// A device tree for QEMU's -dtb instead of the one QEMU generates.
+    #[arg(long, value_name = "FILE")]
+    pub dtb: Option<PathBuf>,
     /// How many times to boot the same image.
     #[arg(long, default_value_t = 1)]
     pub boots: u32,
     /// Seconds each boot may take before QEMU is killed and the boot failed.
     #[arg(long, default_value_t = 60)]
     pub timeout: u64,
-    /// What a passing boot shows [default: ok, or digest-mismatch with --corrupt-payload].
+    /// What a passing boot shows [default: ok, or linux for a Linux payload, or
+    /// digest-mismatch with --corrupt-payload].
     #[arg(long, value_enum)]
     pub expect: Option<Expect>,
     /// Boot this ready-made image instead of building one.
@@ -93,11 +117,18 @@ pub fn run(args: &QemuArgs) -> Result<()> {
     if matches!(args.loader, Loader::Grub | Loader::Kexec) && target.name != "x86_64" {
         bail!("--loader grub and --loader kexec are for x86_64 only");
     }
+    if args.initrd.is_some() && matches!(args.loader, Loader::Grub | Loader::Kexec) {
+        bail!("--initrd is for the direct and u-boot loaders");
+    }
     deps::ensure_qemu(target)?;
-    let image = match &args.image {
-        Some(image) => image.clone(),
-        None => image::build(&args.build)?,
+    let (image, kind) = match &args.image {
+        Some(image) => (image.clone(), None),
+        None => {
+            let built = image::build(&args.build)?;
+            (built.path, Some(built.kind))
+        }
     };
+    let initrd = args.initrd.as_deref().map(Initrd::of).transpose()?;
     let machine = Machine {
         target,
         loader: args.loader,
@@ -105,9 +136,19 @@ pub fn run(args: &QemuArgs) -> Result<()> {
         smp: args.smp,
         el2: args.el2,
         append: &args.append,
+        cpu: args.cpu.as_deref().unwrap_or(target.cpu),
+        machine_opts: args.machine_opts.as_deref().unwrap_or(""),
+        dtb: args.dtb.as_deref(),
+        initrd,
     };
+    let linux = matches!(
+        kind,
+        Some(PayloadKind::Arm64Image(_) | PayloadKind::Arm64ImageGz { .. })
+    );
     let expect = args.expect.unwrap_or(if args.build.corrupt_payload {
         Expect::DigestMismatch
+    } else if linux {
+        Expect::Linux
     } else {
         Expect::Ok
     });
@@ -125,6 +166,22 @@ pub fn run(args: &QemuArgs) -> Result<()> {
     Ok(())
 }
 
+/// An initrd file and its length (which `booti` needs).
+#[derive(Clone, Copy, Debug)]
+pub struct Initrd<'a> {
+    pub path: &'a Path,
+    pub size: u64,
+}
+
+impl<'a> Initrd<'a> {
+    pub fn of(path: &'a Path) -> Result<Self> {
+        let size = std::fs::metadata(path)
+            .with_context(|| format!("initrd {}", path.display()))?
+            .len();
+        Ok(Initrd { path, size })
+    }
+}
+
 /// One QEMU configuration.
 pub struct Machine<'a> {
     pub target: &'a Target,
@@ -133,6 +190,17 @@ pub struct Machine<'a> {
     pub smp: u32,
     pub el2: bool,
     pub append: &'a str,
+    /// The `-cpu` model.
+    pub cpu: &'a str,
+    /// Appended to `-machine` (after the EL2 option); empty for none.
+    pub machine_opts: &'a str,
+    pub dtb: Option<&'a Path>,
+    pub initrd: Option<Initrd<'a>>,
+}
+
+/// Commas in a QEMU option value are escaped by doubling them.
+fn qemu_value(path: &Path) -> String {
+    path.to_string_lossy().replace(',', ",,")
 }
 
 impl Machine<'_> {
@@ -144,27 +212,58 @@ impl Machine<'_> {
         if self.el2 {
             machine = format!("{machine},{}", t.el2_option);
         }
-        cmd.args(["-machine", &machine, "-cpu", t.cpu, "-m", self.mem])
+        if !self.machine_opts.is_empty() {
+            machine = format!("{machine},{}", self.machine_opts);
+        }
+        cmd.args(["-machine", &machine, "-cpu", self.cpu, "-m", self.mem])
             .args(["-smp", &self.smp.to_string()])
             .args(t.qemu_args)
             // The console is the serial port on stdio; no monitor, no window. A guest
             // reset ends QEMU like a power-off does.
             .args(["-display", "none", "-serial", "stdio", "-monitor", "none"])
             .arg("-no-reboot");
+        if let Some(dtb) = self.dtb {
+            cmd.arg("-dtb").arg(dtb);
+        }
         match self.loader {
             Loader::Direct => {
                 cmd.arg("-kernel").arg(image).args(["-append", self.append]);
+                if let Some(initrd) = &self.initrd {
+                    cmd.arg("-initrd").arg(initrd.path);
+                }
             }
             Loader::UBoot => {
-                // Commas in a QEMU option value are escaped by doubling them.
-                let file = image.to_string_lossy().replace(',', ",,");
-                cmd.args(["-bios", t.firmware.bios]).args([
+                let fw = &t.firmware;
+                cmd.args(["-bios", fw.bios]).args([
                     "-device",
                     &format!(
-                        "loader,file={file},addr={:#x},force-raw=on",
-                        t.firmware.load_addr
+                        "loader,file={},addr={:#x},force-raw=on",
+                        qemu_value(image),
+                        fw.load_addr
                     ),
                 ]);
+                if let Some(initrd) = &self.initrd {
+                    // The image must end before the initrd starts.
+                    if let Ok(meta) = std::fs::metadata(image) {
+                        let end = fw.load_addr.saturating_add(meta.len());
+                        if end > fw.initrd_addr {
+                            bail!(
+                                "the image ({:#x} bytes at {:#x}) overlaps the initrd at {:#x}",
+                                meta.len(),
+                                fw.load_addr,
+                                fw.initrd_addr
+                            );
+                        }
+                    }
+                    cmd.args([
+                        "-device",
+                        &format!(
+                            "loader,file={},addr={:#x},force-raw=on",
+                            qemu_value(initrd.path),
+                            fw.initrd_addr
+                        ),
+                    ]);
+                }
             }
             Loader::Grub => {
                 let iso = grub::iso(image, self.append)?;
@@ -188,9 +287,14 @@ impl Machine<'_> {
         } else {
             format!("setenv bootargs \"{}\"", self.append)
         };
+        let initrd = match &self.initrd {
+            Some(initrd) => format!("{:#x}:{:#x}", fw.initrd_addr, initrd.size),
+            None => "-".into(),
+        };
         let boot = fw
             .boot_cmd
-            .replace("{addr}", &format!("{:#x}", fw.load_addr));
+            .replace("{addr}", &format!("{:#x}", fw.load_addr))
+            .replace("{initrd}", &initrd);
         VecDeque::from([bootargs, boot])
     }
 }
@@ -228,7 +332,38 @@ pub struct Boot {
     /// The first `shim: error: ...` line, without `shim: `.
     pub shim_error: Option<String>,
     pub shim_lines: Vec<String>,
+    pub linux: LinuxBoot,
+    /// The last non-empty console line, for messages.
+    pub last_line: Option<String>,
     pub end: End,
+}
+
+/// What a Linux payload and the test initramfs showed.
+#[derive(Debug, Default)]
+pub struct LinuxBoot {
+    /// `linux-test: done` was printed.
+    pub done: bool,
+    /// /proc/cmdline.
+    pub cmdline: Option<String>,
+    /// /proc/iomem's "Kernel code" range (start, inclusive end).
+    pub kernel_code: Option<(u64, u64)>,
+    /// /data.bin's digest.
+    pub sha256: Option<String>,
+    /// `KASLR enabled` (true) or `KASLR disabled ...` (false) in the kernel log.
+    pub kaslr: Option<bool>,
+    /// N from `CPU: All CPU(s) started at ELN`.
+    pub started_at: Option<u8>,
+    /// `Kernel panic - not syncing: ...`.
+    pub panic: Option<String>,
+    /// How many `linux-test: ` lines.
+    pub lines: usize,
+}
+
+impl LinuxBoot {
+    /// Whether the kernel said all CPUs started at EL2.
+    pub fn started_at_el2(&self) -> bool {
+        self.started_at == Some(2)
+    }
 }
 
 impl Boot {
@@ -242,8 +377,92 @@ impl Boot {
             digest_mismatch: false,
             shim_error: None,
             shim_lines: Vec::new(),
+            linux: LinuxBoot::default(),
+            last_line: None,
             end,
         }
+    }
+
+    /// Takes one console line.
+    fn line(&mut self, line: &str) {
+        if !line.trim().is_empty() {
+            self.last_line = Some(line.trim_end().to_string());
+        }
+        if let Some(event) = parse_line(line) {
+            self.note(event);
+        }
+    }
+
+    /// Why this boot is not the Linux boot `expect` asks for, if it is not.
+    fn judge_linux(&self, with_shim: bool) -> std::result::Result<(), String> {
+        let l = &self.linux;
+        if self.digest_mismatch {
+            return Err("the shim refused the payload's digest".into());
+        }
+        if let Some(error) = &self.shim_error {
+            return Err(format!("shim: {error}"));
+        }
+        if self.payload_lines > 0 {
+            return Err("a demo payload ran instead of Linux".into());
+        }
+        if let Some(panic) = &l.panic {
+            return Err(panic.clone());
+        }
+        if !l.done {
+            let last = self.last_line.as_deref().unwrap_or("(no output)");
+            return Err(format!(
+                "no `linux-test: done` line ({}); last line: {last}",
+                self.end
+            ));
+        }
+        match self.end {
+            End::Exited(_) => {}
+            End::Stopped => {
+                return Err("QEMU did not exit after `linux-test: done` (no power-off)".into())
+            }
+            End::TimedOut => {
+                return Err("timed out: QEMU did not exit after `linux-test: done`".into())
+            }
+        }
+        let want = linux::data_sha256();
+        match &l.sha256 {
+            Some(sha) if *sha == want => {}
+            Some(sha) => return Err(format!("/data.bin sha256 is {sha}, want {want}")),
+            None => return Err("no `linux-test: sha256` line".into()),
+        }
+        let Some(cmdline) = &l.cmdline else {
+            return Err("no `linux-test: cmdline` line".into());
+        };
+        let Some((start, end)) = l.kernel_code else {
+            return Err("/proc/iomem has no Kernel code line".into());
+        };
+        if !with_shim {
+            return Ok(());
+        }
+        if let Some(option) = cmdline.split_whitespace().find(|w| w.starts_with("shim.")) {
+            return Err(format!(
+                "the shim left its option {option} in the kernel's command line: {cmdline}"
+            ));
+        }
+        let Some(placed) = &self.placed else {
+            return Err("no `shim: placed` line (is shim.verbose on the command line?)".into());
+        };
+        let Some(size) = placed.size else {
+            return Err(format!(
+                "the shim's placed line has no size= ({})",
+                placed.brief()
+            ));
+        };
+        let slot_end = placed.pa.saturating_add(size);
+        if start < placed.pa || end >= slot_end {
+            return Err(format!(
+                "Kernel code {start:#x}-{end:#x} is not inside the shim's slot \
+                 {:#x}-{:#x}",
+                placed.pa,
+                slot_end - 1
+            ));
+        }
+        Ok(())
     }
 
     /// `Ok` if the boot showed what `expect` asks for, else why not.
@@ -285,11 +504,13 @@ impl Boot {
                     Ok(())
                 }
             }
-            Expect::ShimError => match (&self.shim_error, self.payload_lines) {
+            Expect::ShimError => match (&self.shim_error, self.payload_lines + self.linux.lines) {
                 (_, 1..) => Err("a payload ran although the shim should have stopped".into()),
                 (None, _) => Err(format!("no `shim: error:` line ({})", self.end)),
                 (Some(_), _) => Ok(()),
             },
+            Expect::Linux => self.judge_linux(true),
+            Expect::LinuxNoShim => self.judge_linux(false),
         }
     }
 
@@ -310,8 +531,7 @@ impl Boot {
             }
             Event::Payload(_) => self.payload_lines += 1,
             Event::ShimPlaced(placed) => {
-                self.shim_lines
-                    .push(format!("placed pa={:#x} va={:#x}", placed.pa, placed.va));
+                self.shim_lines.push(format!("placed {}", placed.brief()));
                 self.placed.get_or_insert(placed);
             }
             Event::DigestMismatch(text) => {
@@ -319,6 +539,32 @@ impl Boot {
                 self.shim_lines.push(text);
             }
             Event::Shim(text) => self.shim_lines.push(text),
+            Event::LinuxTest(test) => {
+                let l = &mut self.linux;
+                l.lines += 1;
+                match test {
+                    LinuxTest::Done => l.done = true,
+                    LinuxTest::Cmdline(cmdline) => {
+                        l.cmdline.get_or_insert(cmdline);
+                    }
+                    LinuxTest::Sha256(sha) => {
+                        l.sha256.get_or_insert(sha);
+                    }
+                    LinuxTest::Iomem(iomem) if iomem.name == "Kernel code" => {
+                        l.kernel_code.get_or_insert((iomem.start, iomem.end));
+                    }
+                    LinuxTest::Iomem(_) | LinuxTest::Other(_) => {}
+                }
+            }
+            Event::Kernel(Kernel::Kaslr(on)) => {
+                self.linux.kaslr.get_or_insert(on);
+            }
+            Event::Kernel(Kernel::StartedAt(el)) => {
+                self.linux.started_at.get_or_insert(el);
+            }
+            Event::Kernel(Kernel::Panic(text)) => {
+                self.linux.panic.get_or_insert(text);
+            }
         }
     }
 
@@ -333,11 +579,19 @@ impl Boot {
         let settled = match expect {
             Expect::Ok => self.payload_fail.is_some() || self.digest_mismatch || shim_panicked,
             Expect::DigestMismatch => self.digest_mismatch || self.payload_lines > 0,
-            Expect::ShimError => self.shim_error.is_some() || self.payload_lines > 0,
+            Expect::ShimError => {
+                self.shim_error.is_some() || self.payload_lines > 0 || self.linux.lines > 0
+            }
+            Expect::Linux | Expect::LinuxNoShim => {
+                self.linux.panic.is_some()
+                    || self.digest_mismatch
+                    || shim_panicked
+                    || self.payload_lines > 0
+            }
         };
         if settled {
             Some(GRACE)
-        } else if self.payload_ok.is_some() {
+        } else if self.payload_ok.is_some() || self.linux.done {
             Some(POWEROFF_GRACE)
         } else {
             None
@@ -358,11 +612,21 @@ pub fn boot_many(
         eprintln!("xtask: boot {n}/{boots}");
         let result = boot(machine, image, expect, timeout)?;
         let verdict = result.judge(expect);
-        let placement = match (&result.payload_ok, &result.placed) {
+        let mut placement = match (&result.payload_ok, &result.placed) {
             (Some((va, pa)), _) => format!(" pa={pa:#x} va={va:#x}"),
-            (None, Some(p)) => format!(" (shim placed pa={:#x} va={:#x})", p.pa, p.va),
+            (None, Some(p)) => format!(" (shim placed {})", p.brief()),
             (None, None) => String::new(),
         };
+        let l = &result.linux;
+        if let Some((start, _)) = l.kernel_code {
+            placement.push_str(&format!(" Kernel code={start:#x}"));
+        }
+        if let Some(on) = l.kaslr {
+            placement.push_str(if on { " KASLR=on" } else { " KASLR=off" });
+        }
+        if let Some(el) = l.started_at {
+            placement.push_str(&format!(" EL{el}"));
+        }
         match &verdict {
             Ok(()) => eprintln!("xtask: boot {n}/{boots}: pass{placement}"),
             Err(why) => eprintln!("xtask: boot {n}/{boots}: FAIL{placement}: {why}"),
@@ -383,6 +647,12 @@ pub struct Summary {
     pub vas: BTreeSet<u64>,
     /// Every boot's `shim: error:` line.
     pub errors: Vec<String>,
+    /// Linux boots: distinct "Kernel code" start addresses, and how many boots logged
+    /// `KASLR enabled`, `KASLR disabled` and all CPUs started at EL2.
+    pub kernel_code: BTreeSet<u64>,
+    pub kaslr_enabled: u32,
+    pub kaslr_disabled: u32,
+    pub el2: u32,
 }
 
 impl Summary {
@@ -398,17 +668,39 @@ impl Summary {
             self.pas.insert(pa);
             self.vas.insert(va);
         }
+        let l = &boot.linux;
+        if let Some((start, _)) = l.kernel_code {
+            self.kernel_code.insert(start);
+        }
+        match l.kaslr {
+            Some(true) => self.kaslr_enabled += 1,
+            Some(false) => self.kaslr_disabled += 1,
+            None => {}
+        }
+        if l.started_at_el2() {
+            self.el2 += 1;
+        }
     }
 
     pub fn line(&self) -> String {
-        format!(
+        let mut line = format!(
             "boots: {} passed, {} failed; {} distinct (pa,va) pairs, {} distinct pa, {} distinct va",
             self.passed,
             self.failed,
             self.pairs.len(),
             self.pas.len(),
             self.vas.len()
-        )
+        );
+        if !self.kernel_code.is_empty() {
+            line.push_str(&format!(
+                "; {} distinct Kernel code, KASLR enabled {} / disabled {}, EL2 {}",
+                self.kernel_code.len(),
+                self.kaslr_enabled,
+                self.kaslr_disabled,
+                self.el2
+            ));
+        }
+        line
     }
 }
 
@@ -466,9 +758,7 @@ fn drive(machine: &Machine, expect: Expect, timeout: Duration, child: &mut Child
                 out.write_all(&chunk)?;
                 out.flush()?;
                 for line in console.push(&chunk) {
-                    if let Some(event) = parse_line(&line) {
-                        boot.note(event);
-                    }
+                    boot.line(&line);
                 }
                 if let Some(uboot) = &mut uboot {
                     uboot.step(&console, &mut stdin)?;
@@ -482,9 +772,7 @@ fn drive(machine: &Machine, expect: Expect, timeout: Duration, child: &mut Child
         }
     }
     if let Some(line) = console.finish() {
-        if let Some(event) = parse_line(&line) {
-            boot.note(event);
-        }
+        boot.line(&line);
     }
 
     // Its stdout closed: QEMU is exiting; give it until the deadline to do so.
@@ -579,6 +867,10 @@ mod tests {
             smp: 2,
             el2,
             append: "shim.verbose nokaslr",
+            cpu: "max",
+            machine_opts: "",
+            dtb: None,
+            initrd: None,
         }
     }
 
@@ -614,14 +906,199 @@ mod tests {
         );
     }
 
+    #[test]
+    fn initrd_cpu_machine_options_and_dtb() {
+        let initrd = Initrd {
+            path: Path::new("/t/initrd.cpio"),
+            size: 0x2a_1234,
+        };
+        let m = Machine {
+            cpu: "cortex-a72",
+            machine_opts: "dtb-randomness=off",
+            dtb: Some(Path::new("/t/virt.dtb")),
+            initrd: Some(initrd),
+            ..machine(Loader::Direct, false)
+        };
+        assert_eq!(
+            crate::display(&m.command(Path::new("/t/shim.img")).unwrap()),
+            "qemu-system-aarch64 -machine virt,dtb-randomness=off -cpu cortex-a72 -m 1G -smp 2 \
+             -display none -serial stdio -monitor none -no-reboot -dtb /t/virt.dtb \
+             -kernel /t/shim.img -append 'shim.verbose nokaslr' -initrd /t/initrd.cpio"
+        );
+        // EL2 comes first, then the extra options.
+        let m = Machine {
+            machine_opts: "a=b,c=d",
+            cpu: "max,pauth-impdef=on",
+            ..machine(Loader::Direct, true)
+        };
+        let text = crate::display(&m.command(Path::new("/t/shim.img")).unwrap());
+        assert!(text.starts_with(
+            "qemu-system-aarch64 -machine virt,virtualization=on,a=b,c=d -cpu max,pauth-impdef=on "
+        ));
+        assert!(!text.contains("-initrd") && !text.contains("-dtb"));
+    }
+
+    #[test]
+    fn uboot_preloads_the_initrd_and_passes_it_to_booti() {
+        let m = Machine {
+            initrd: Some(Initrd {
+                path: Path::new("/t/a,b.cpio"),
+                size: 0x2a_1234,
+            }),
+            ..machine(Loader::UBoot, true)
+        };
+        let text = crate::display(&m.command(Path::new("/t/shim.img")).unwrap());
+        assert!(text.ends_with(
+            "-device loader,file=/t/shim.img,addr=0x40400000,force-raw=on \
+             -device loader,file=/t/a,,b.cpio,addr=0x44000000,force-raw=on"
+        ));
+        assert!(!text.contains("-initrd"));
+        assert_eq!(
+            m.uboot_commands(),
+            [
+                "setenv bootargs \"shim.verbose nokaslr\"",
+                "booti 0x40400000 0x44000000:0x2a1234 ${fdtcontroladdr}"
+            ]
+        );
+    }
+
     fn boot_of(lines: &[&str], end: End) -> Boot {
         let mut boot = Boot::new(end);
         for line in lines {
-            if let Some(e) = parse_line(line) {
-                boot.note(e);
-            }
+            boot.line(line);
         }
         boot
+    }
+
+    /// The console of a good Linux boot through the shim, shortened.
+    fn linux_console(sha: &str) -> Vec<String> {
+        [
+            "shim: placed pa=0x5c600000 size=0x1ab0000 slots=482 entropy=8 sources=kaslr-seed,counter",
+            "[    0.000000] Booting Linux on physical CPU 0x0000000000 [0x000f0510]",
+            "[    0.000000] KASLR enabled",
+            "[    0.112233] CPU: All CPU(s) started at EL2",
+            "linux-test: start 6.1.0-56-cloud-arm64 aarch64",
+            "linux-test: cmdline console=ttyAMA0 panic=-1",
+            "linux-test: iomem 40000000-7fffffff : System RAM",
+            "linux-test: iomem   5c610000-5d2dffff : Kernel code",
+            "linux-test: iomem   5d2e0000-5d7fffff : reserved",
+            &format!("linux-test: sha256 {sha}"),
+            "linux-test: done",
+            "[   20.5] reboot: Power down",
+        ]
+        .map(String::from)
+        .to_vec()
+    }
+
+    fn linux_boot(lines: &[String], end: End) -> Boot {
+        let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+        boot_of(&lines, end)
+    }
+
+    #[test]
+    fn judging_linux() {
+        let good = linux_console(&linux::data_sha256());
+        let boot = linux_boot(&good, exited());
+        assert_eq!(boot.judge(Expect::Linux), Ok(()));
+        assert_eq!(boot.judge(Expect::LinuxNoShim), Ok(()));
+        assert!(boot.judge(Expect::Ok).is_err());
+        let l = &boot.linux;
+        assert_eq!(l.kernel_code, Some((0x5c61_0000, 0x5d2d_ffff)));
+        assert_eq!((l.kaslr, l.started_at_el2()), (Some(true), true));
+        assert_eq!(boot.placed.as_ref().and_then(|p| p.size), Some(0x1ab_0000));
+        assert_eq!(boot.decided(Expect::Linux), Some(POWEROFF_GRACE));
+
+        let judge = |lines: &[String], end| linux_boot(lines, end).judge(Expect::Linux);
+        // QEMU must exit by itself after `done`.
+        assert!(judge(&good, End::Stopped)
+            .unwrap_err()
+            .contains("did not exit"));
+        assert!(judge(&good, End::TimedOut).is_err());
+        // Wrong digest.
+        let bad_sha = linux_console(&"0".repeat(64));
+        assert!(judge(&bad_sha, exited()).unwrap_err().contains("sha256"));
+        // A shim. option reached the kernel.
+        let leaked: Vec<String> = good
+            .iter()
+            .map(|l| l.replace("cmdline console", "cmdline shim.verbose console"))
+            .collect();
+        assert!(judge(&leaked, exited())
+            .unwrap_err()
+            .contains("shim.verbose"));
+        // Kernel code outside the reported slot (it ends at 0x5e0affff).
+        for code in ["5c400000-5c50ffff", "5d000000-5e0b0000"] {
+            let moved: Vec<String> = good
+                .iter()
+                .map(|l| l.replace("5c610000-5d2dffff", code))
+                .collect();
+            let why = judge(&moved, exited()).unwrap_err();
+            assert!(why.contains("not inside the shim's slot"), "{why}");
+            assert_eq!(
+                linux_boot(&moved, exited()).judge(Expect::LinuxNoShim),
+                Ok(())
+            );
+        }
+        // Exactly the slot is fine.
+        let edge: Vec<String> = good
+            .iter()
+            .map(|l| l.replace("5c610000-5d2dffff", "5c600000-5e0affff"))
+            .collect();
+        assert_eq!(judge(&edge, exited()), Ok(()));
+        // No placed line, or one without size=.
+        let unplaced: Vec<String> = good[1..].to_vec();
+        assert!(judge(&unplaced, exited())
+            .unwrap_err()
+            .contains("no `shim: placed`"));
+        assert_eq!(
+            linux_boot(&unplaced, exited()).judge(Expect::LinuxNoShim),
+            Ok(())
+        );
+        let mut sizeless = good.clone();
+        sizeless[0] = "shim: placed pa=0x5c600000 slots=482".into();
+        assert!(judge(&sizeless, exited()).unwrap_err().contains("no size="));
+        // No done line: the last line is named.
+        let cut = good[..6].to_vec();
+        let why = judge(&cut, End::TimedOut).unwrap_err();
+        assert!(
+            why.contains("no `linux-test: done`") && why.contains("cmdline"),
+            "{why}"
+        );
+        // Missing pieces.
+        let no_iomem: Vec<String> = good
+            .iter()
+            .filter(|l| !l.contains("Kernel code"))
+            .cloned()
+            .collect();
+        assert!(judge(&no_iomem, exited())
+            .unwrap_err()
+            .contains("Kernel code"));
+    }
+
+    #[test]
+    fn linux_failures_decide_early() {
+        let panic = linux_boot(
+            &[
+                "[    2.0] Kernel panic - not syncing: VFS: Unable to mount root fs".to_string(),
+                "[    2.0] ---[ end Kernel panic - not syncing: VFS ]---".to_string(),
+            ],
+            exited(),
+        );
+        assert_eq!(panic.decided(Expect::Linux), Some(GRACE));
+        let why = panic.judge(Expect::Linux).unwrap_err();
+        assert!(why.starts_with("Kernel panic - not syncing: VFS"), "{why}");
+        let refused = boot_of(
+            &["shim: error: payload format LinuxArm64Image not supported yet"],
+            End::Stopped,
+        );
+        assert_eq!(refused.decided(Expect::Linux), Some(GRACE));
+        assert!(refused
+            .judge(Expect::Linux)
+            .unwrap_err()
+            .contains("not supported yet"));
+        assert_eq!(
+            boot_of(&["[ 0.0] Booting Linux"], End::TimedOut).decided(Expect::Linux),
+            None
+        );
     }
 
     fn exited() -> End {
@@ -639,6 +1116,10 @@ mod tests {
         assert_eq!(boot.judge(Expect::Ok), Ok(()));
         assert_eq!(boot.payload_ok, Some((0xffff_8000_0000_0000, 0x4800_0000)));
         assert_eq!(boot.placed.as_ref().map(|p| p.slots), Some(Some(9)));
+        assert_eq!(
+            boot.placed.as_ref().map(|p| p.va),
+            Some(Some(0xffff_8000_0000_0000))
+        );
         assert!(boot.judge(Expect::DigestMismatch).is_err());
         assert!(boot_of(&ok, End::TimedOut).judge(Expect::Ok).is_err());
         assert!(boot_of(&ok, End::Stopped).judge(Expect::Ok).is_err());
@@ -676,5 +1157,29 @@ mod tests {
         s.add(&boot_of(&[], End::TimedOut), false);
         assert_eq!((s.passed, s.failed), (4, 1));
         assert_eq!((s.pairs.len(), s.pas.len(), s.vas.len()), (3, 2, 3));
+        assert!(s.kernel_code.is_empty());
+        assert!(!s.line().contains("Kernel code"));
+    }
+
+    #[test]
+    fn summary_counts_linux_boots() {
+        let mut s = Summary::default();
+        for (code, kaslr, el) in [
+            ("40210000", "enabled", 2),
+            ("5c610000", "enabled", 1),
+            ("40210000", "disabled on command line", 2),
+        ] {
+            let lines = [
+                format!("[ 0.0] KASLR {kaslr}"),
+                format!("[ 0.1] CPU: All CPU(s) started at EL{el}"),
+                format!("linux-test: iomem   {code}-5fffffff : Kernel code"),
+            ];
+            s.add(&linux_boot(&lines, exited()), true);
+        }
+        assert_eq!(s.kernel_code.len(), 2);
+        assert_eq!((s.kaslr_enabled, s.kaslr_disabled, s.el2), (2, 1, 2));
+        assert!(s
+            .line()
+            .ends_with("2 distinct Kernel code, KASLR enabled 2 / disabled 1, EL2 2"));
     }
 }

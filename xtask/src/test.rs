@@ -1,18 +1,19 @@
 //! `cargo xtask test`: the host tests, then the QEMU boot matrix of each architecture,
 //! printing `case <name>: pass|FAIL` per case and `N passed, M failed` at the end.
-//! The matrix is one table per architecture.
+//! The matrix is one table per architecture; on arm64 it includes Debian's kernel as
+//! the payload (linux.rs), booted with the test initramfs.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{bail, Result};
+use anyhow::{anyhow, bail, Result};
 use clap::{Args, ValueEnum};
 
 use crate::arch::Arch;
 use crate::image::{self, BuildArgs};
-use crate::qemu::{self, Expect, Loader, Machine, Summary};
-use crate::{cargo, deps, exec};
+use crate::qemu::{self, Expect, Initrd, Loader, Machine, Summary};
+use crate::{cargo, deps, exec, linux, target_dir};
 
 #[derive(Args, Debug)]
 pub struct TestArgs {
@@ -25,9 +26,32 @@ pub struct TestArgs {
     /// Only this architecture's matrix [default: all].
     #[arg(long, value_enum)]
     pub arch: Option<Arch>,
-    /// Seconds each boot may take.
-    #[arg(long, default_value_t = 60)]
-    pub timeout: u64,
+    /// Seconds each boot may take [default: the case's own, 60 or 180 for Linux].
+    #[arg(long)]
+    pub timeout: Option<u64>,
+    /// Only the cases named this, or whose name contains it (names are
+    /// `<arch>/<case>` and `host-tests`); may be given more than once.
+    #[arg(long = "case", value_name = "NAME")]
+    pub cases: Vec<String>,
+}
+
+/// Seconds a boot may take unless its case says otherwise.
+const DEFAULT_TIMEOUT: u64 = 60;
+/// Linux under TCG reaches userspace in tens of seconds; U-Boot adds a few.
+const LINUX_TIMEOUT: u64 = 180;
+/// `-cpu max` emulates pointer authentication slowly (QARMA); QEMU's own
+/// implementation-defined algorithm is much faster for a kernel that uses it.
+const LINUX_CPU: &str = "max,pauth-impdef=on";
+
+/// What a case packs after the shim.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Payload {
+    /// The demo payload (tests/payload), an ELF.
+    Demo,
+    /// Debian's arm64 kernel as a raw Image (zlib in the container).
+    LinuxImage,
+    /// The same as Image.gz, the gzip member kept in the container as it is.
+    LinuxImageGz,
 }
 
 /// What a case asks of its boots, beyond each passing its expectation.
@@ -46,6 +70,17 @@ enum Check {
     Placed { pa: u64, va: u64 },
     /// The shim stops every boot with a `shim: error:` line containing this.
     Error(&'static str),
+    /// Every boot runs Linux to the test initramfs's `linux-test: done`, checked as
+    /// `Expect::Linux` says.
+    Linux,
+    /// As `Linux`, and every kernel says all CPUs started at EL2.
+    LinuxEl2,
+    /// As `Linux`, with at least this many distinct "Kernel code" addresses.
+    LinuxDistinct(usize),
+    /// As `Linux`, all at one "Kernel code" address, with KASLR disabled.
+    LinuxSame,
+    /// As `Linux`, and every kernel says `KASLR enabled`.
+    LinuxKaslr,
 }
 
 /// One row of the boot matrix.
@@ -58,6 +93,15 @@ struct Case {
     boots: u32,
     corrupt: bool,
     check: Check,
+    payload: Payload,
+    /// Boot with the Linux test initramfs (linux.rs) as the initrd.
+    initrd: bool,
+    /// `-cpu` [default: the architecture's].
+    cpu: Option<&'static str>,
+    /// Appended to `-machine`.
+    machine_opts: &'static str,
+    /// Seconds each boot may take [default: DEFAULT_TIMEOUT].
+    timeout: Option<u64>,
 }
 
 const fn case(name: &'static str, check: Check) -> Case {
@@ -70,6 +114,23 @@ const fn case(name: &'static str, check: Check) -> Case {
         boots: 1,
         corrupt: false,
         check,
+        payload: Payload::Demo,
+        initrd: false,
+        cpu: None,
+        machine_opts: "",
+        timeout: None,
+    }
+}
+
+/// A Linux case: Debian's kernel as a raw Image with the test initramfs.
+const fn linux_case(name: &'static str, check: Check) -> Case {
+    Case {
+        append: linux::APPEND,
+        payload: Payload::LinuxImage,
+        initrd: true,
+        cpu: Some(LINUX_CPU),
+        timeout: Some(LINUX_TIMEOUT),
+        ..case(name, check)
     }
 }
 
@@ -129,6 +190,48 @@ const AARCH64_CASES: &[Case] = &[
         append: "shim.verbose shim.bogus",
         ..case("unknown-shim-option", Check::Error("bad command line"))
     },
+    // Debian's cloud kernel as the payload, with an initramfs around Debian's busybox
+    // that prints /proc/cmdline, /proc/iomem and a digest, then powers off.
+    linux_case("linux-direct-image", Check::Linux),
+    Case {
+        payload: Payload::LinuxImageGz,
+        ..linux_case("linux-direct-gz", Check::Linux)
+    },
+    Case {
+        el2: true,
+        ..linux_case("linux-direct-el2", Check::LinuxEl2)
+    },
+    Case {
+        loader: Loader::UBoot,
+        ..linux_case("linux-u-boot", Check::Linux)
+    },
+    Case {
+        loader: Loader::UBoot,
+        el2: true,
+        ..linux_case("linux-u-boot-el2", Check::LinuxEl2)
+    },
+    // Five draws from some 480 slots of 1 GiB: two collisions have odds near 1 in 5000.
+    Case {
+        boots: 5,
+        ..linux_case("linux-kaslr-5-boots", Check::LinuxDistinct(4))
+    },
+    Case {
+        boots: 2,
+        append: "console=ttyAMA0 shim.verbose panic=-1 nokaslr",
+        ..linux_case("linux-nokaslr", Check::LinuxSame)
+    },
+    // No kaslr-seed from QEMU (dtb-randomness=off) and no RNDR (cortex-a72): only the
+    // seed the shim hands over can make Linux randomize itself.
+    Case {
+        cpu: Some("cortex-a72"),
+        machine_opts: "dtb-randomness=off",
+        ..linux_case("linux-no-seed", Check::LinuxKaslr)
+    },
+    Case {
+        payload: Payload::LinuxImageGz,
+        corrupt: true,
+        ..linux_case("linux-corrupt-gz", Check::Refused)
+    },
 ];
 
 /// x86_64: the payload exits QEMU through isa-debug-exit (status 33 after `payload: ok`).
@@ -187,6 +290,14 @@ fn matrix(arch: Arch) -> &'static [Case] {
     }
 }
 
+/// Whether `name` is selected by the `--case` filters (all are without filters).
+fn selected(filters: &[String], name: &str) -> bool {
+    filters.is_empty()
+        || filters
+            .iter()
+            .any(|f| name == f || name.contains(f.as_str()))
+}
+
 pub fn run(args: &TestArgs) -> Result<()> {
     let mut results: Vec<(String, bool)> = Vec::new();
     let mut record = |name: String, outcome: Result<()>| {
@@ -200,8 +311,9 @@ pub fn run(args: &TestArgs) -> Result<()> {
         println!("case {name}: {}", if pass { "pass" } else { "FAIL" });
         results.push((name, pass));
     };
+    let filters = &args.cases;
 
-    if !args.qemu_only {
+    if !args.qemu_only && selected(filters, "host-tests") {
         let mut cmd = cargo();
         cmd.args(["test", "-p", "shim-common", "-p", "xtask"]);
         record("host-tests".into(), exec(&mut cmd));
@@ -211,36 +323,60 @@ pub fn run(args: &TestArgs) -> Result<()> {
             Some(arch) => vec![arch],
             None => Arch::value_variants().to_vec(),
         };
+        // Downloaded and built once, for every Linux case.
+        let mut linux_inputs: Option<Result<linux::Inputs, String>> = None;
         for arch in arches {
             let target = arch.target();
+            let cases: Vec<&Case> = matrix(arch)
+                .iter()
+                .filter(|c| selected(filters, &format!("{}/{}", target.name, c.name)))
+                .collect();
+            if cases.is_empty() {
+                continue;
+            }
             if let Err(why) = deps::ensure_qemu(target) {
                 record(format!("{}/deps", target.name), Err(why));
                 continue;
             }
             // Each image is built once, for every case that boots it.
-            let mut images: HashMap<bool, Result<PathBuf, String>> = HashMap::new();
-            for case in matrix(arch) {
+            let mut images: HashMap<(Payload, bool), Result<PathBuf, String>> = HashMap::new();
+            for case in cases {
                 let name = format!("{}/{}", target.name, case.name);
                 eprintln!("\nxtask: ===== case {name} =====");
-                let image = images.entry(case.corrupt).or_insert_with(|| {
-                    let build = BuildArgs {
-                        arch,
-                        payload: None,
-                        corrupt_payload: case.corrupt,
-                        release: true,
-                        debug: false,
-                    };
-                    image::build(&build).map_err(|e| format!("{e:#}"))
-                });
+                let linux = if case.payload == Payload::Demo && !case.initrd {
+                    None
+                } else {
+                    Some(
+                        linux_inputs
+                            .get_or_insert_with(|| linux::inputs().map_err(|e| format!("{e:#}")))
+                            .as_ref()
+                            .map_err(|why| anyhow!("preparing the Linux inputs failed: {why}")),
+                    )
+                };
+                let linux = match linux.transpose() {
+                    Ok(linux) => linux,
+                    Err(why) => {
+                        record(name, Err(why));
+                        continue;
+                    }
+                };
+                let image = images
+                    .entry((case.payload, case.corrupt))
+                    .or_insert_with(|| build_image(arch, case, linux));
+                let timeout =
+                    Duration::from_secs(args.timeout.or(case.timeout).unwrap_or(DEFAULT_TIMEOUT));
                 let outcome = match image {
-                    Ok(image) => run_case(arch, case, image, Duration::from_secs(args.timeout)),
-                    Err(why) => Err(anyhow::anyhow!("building the image failed: {why}")),
+                    Ok(image) => run_case(arch, case, image, linux, timeout),
+                    Err(why) => Err(anyhow!("building the image failed: {why}")),
                 };
                 record(name, outcome);
             }
         }
     }
 
+    if results.is_empty() {
+        bail!("no case matches --case {}", filters.join(" --case "));
+    }
     let passed = results.iter().filter(|(_, pass)| *pass).count();
     let failed = results.len() - passed;
     println!("{passed} passed, {failed} failed");
@@ -250,19 +386,70 @@ pub fn run(args: &TestArgs) -> Result<()> {
     Ok(())
 }
 
-fn run_case(arch: Arch, case: &Case, image: &Path, timeout: Duration) -> Result<()> {
+/// Builds the image a case boots: the demo payload, or Debian's kernel.
+fn build_image(arch: Arch, case: &Case, linux: Option<&linux::Inputs>) -> Result<PathBuf, String> {
+    let (payload, stem) = match (case.payload, linux) {
+        (Payload::Demo, _) => (None, None),
+        (Payload::LinuxImage, Some(l)) => (Some(l.image.clone()), Some("shim-linux-image")),
+        (Payload::LinuxImageGz, Some(l)) => (Some(l.image_gz.clone()), Some("shim-linux-gz")),
+        (_, None) => return Err("no Linux inputs".into()),
+    };
+    let output = stem.map(|stem| {
+        let corrupt = if case.corrupt { "-corrupt" } else { "" };
+        target_dir()
+            .join("xtask")
+            .join(arch.target().name)
+            .join(format!("{stem}{corrupt}.img"))
+    });
+    let build = BuildArgs {
+        arch,
+        payload,
+        corrupt_payload: case.corrupt,
+        output,
+        release: true,
+        debug: false,
+    };
+    image::build(&build)
+        .map(|built| built.path)
+        .map_err(|e| format!("{e:#}"))
+}
+
+fn run_case(
+    arch: Arch,
+    case: &Case,
+    image: &Path,
+    linux: Option<&linux::Inputs>,
+    timeout: Duration,
+) -> Result<()> {
+    let target = arch.target();
+    let initrd = match (case.initrd, linux) {
+        (true, Some(l)) => Some(Initrd::of(&l.initrd)?),
+        (true, None) => bail!("the case needs the Linux test initramfs"),
+        (false, _) => None,
+    };
     let machine = Machine {
-        target: arch.target(),
+        target,
         loader: case.loader,
         mem: case.mem,
         smp: 1,
         el2: case.el2,
         append: case.append,
+        cpu: case.cpu.unwrap_or(target.cpu),
+        machine_opts: case.machine_opts,
+        dtb: None,
+        initrd,
     };
     let expect = match case.check {
         Check::Refused => Expect::DigestMismatch,
         Check::Error(_) => Expect::ShimError,
-        _ => Expect::Ok,
+        Check::Linux
+        | Check::LinuxEl2
+        | Check::LinuxDistinct(_)
+        | Check::LinuxSame
+        | Check::LinuxKaslr => Expect::Linux,
+        Check::Ok | Check::SamePlacement | Check::Distinct { .. } | Check::Placed { .. } => {
+            Expect::Ok
+        }
     };
     let summary = qemu::boot_many(&machine, image, expect, case.boots, timeout)?;
     eprintln!("xtask: {}", summary.line());
@@ -275,7 +462,54 @@ fn check(check: Check, s: &Summary) -> Result<()> {
         bail!("{} of {} boots failed", s.failed, s.failed + s.passed);
     }
     match check {
-        Check::Ok | Check::Refused => Ok(()),
+        Check::Ok | Check::Refused | Check::Linux => Ok(()),
+        Check::LinuxEl2 => {
+            if s.el2 != s.passed {
+                bail!(
+                    "expected every kernel to start at EL2, {} of {} did",
+                    s.el2,
+                    s.passed
+                );
+            }
+            Ok(())
+        }
+        Check::LinuxDistinct(want) => {
+            if s.kernel_code.len() < want {
+                bail!(
+                    "expected at least {want} distinct Kernel code addresses, saw {}: {}",
+                    s.kernel_code.len(),
+                    kernel_code(s)
+                );
+            }
+            Ok(())
+        }
+        Check::LinuxSame => {
+            if s.kernel_code.len() != 1 {
+                bail!(
+                    "expected one Kernel code address, saw {}: {}",
+                    s.kernel_code.len(),
+                    kernel_code(s)
+                );
+            }
+            if s.kaslr_disabled != s.passed {
+                bail!(
+                    "expected every kernel to say `KASLR disabled`, {} of {} did",
+                    s.kaslr_disabled,
+                    s.passed
+                );
+            }
+            Ok(())
+        }
+        Check::LinuxKaslr => {
+            if s.kaslr_enabled != s.passed {
+                bail!(
+                    "expected every kernel to say `KASLR enabled`, {} of {} did",
+                    s.kaslr_enabled,
+                    s.passed
+                );
+            }
+            Ok(())
+        }
         Check::Error(text) => {
             if s.errors.len() as u32 != s.passed || !s.errors.iter().all(|e| e.contains(text)) {
                 bail!(
@@ -319,6 +553,14 @@ fn check(check: Check, s: &Summary) -> Result<()> {
     }
 }
 
+fn kernel_code(s: &Summary) -> String {
+    s.kernel_code
+        .iter()
+        .map(|a| format!("{a:#x}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 fn pairs(s: &Summary) -> String {
     s.pairs
         .iter()
@@ -354,6 +596,65 @@ mod tests {
         let distinct = Check::Distinct { pairs: 3, pas: 3 };
         assert!(check(distinct, &summary(&[(1, 1), (2, 1), (3, 1)], 0)).is_ok());
         assert!(check(distinct, &summary(&[(1, 1), (1, 2), (3, 3)], 0)).is_err());
+    }
+
+    #[test]
+    fn linux_checks() {
+        let linux = |codes: &[u64], kaslr: (u32, u32), el2: u32| {
+            let mut s = summary(&[], 0);
+            s.passed = codes.len() as u32;
+            s.kernel_code.extend(codes);
+            (s.kaslr_enabled, s.kaslr_disabled) = kaslr;
+            s.el2 = el2;
+            s
+        };
+        assert!(check(Check::Linux, &linux(&[1], (1, 0), 0)).is_ok());
+        assert!(check(Check::LinuxEl2, &linux(&[1], (1, 0), 1)).is_ok());
+        assert!(check(Check::LinuxEl2, &linux(&[1], (1, 0), 0)).is_err());
+        let five = [1, 2, 3, 4, 4];
+        assert!(check(Check::LinuxDistinct(4), &linux(&five, (5, 0), 0)).is_ok());
+        assert!(check(Check::LinuxDistinct(4), &linux(&[1, 2, 3, 3, 3], (5, 0), 0)).is_err());
+        assert!(check(Check::LinuxSame, &linux(&[7, 7], (0, 2), 0)).is_ok());
+        assert!(check(Check::LinuxSame, &linux(&[7, 8], (0, 2), 0)).is_err());
+        assert!(check(Check::LinuxSame, &linux(&[7, 7], (1, 1), 0)).is_err());
+        assert!(check(Check::LinuxKaslr, &linux(&[7], (1, 0), 0)).is_ok());
+        assert!(check(Check::LinuxKaslr, &linux(&[7], (0, 1), 0)).is_err());
+        // A failed boot fails every check.
+        let mut failed = linux(&[1], (1, 0), 1);
+        failed.failed = 1;
+        assert!(check(Check::Linux, &failed).is_err());
+    }
+
+    #[test]
+    fn case_filters() {
+        assert!(selected(&[], "aarch64/linux-direct-image"));
+        let f = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(selected(&f(&["linux"]), "aarch64/linux-nokaslr"));
+        assert!(!selected(&f(&["linux"]), "aarch64/nokaslr-3-boots"));
+        assert!(selected(
+            &f(&["aarch64/nokaslr-3-boots"]),
+            "aarch64/nokaslr-3-boots"
+        ));
+        assert!(selected(&f(&["x", "host-tests"]), "host-tests"));
+        let linux_cases: Vec<_> = AARCH64_CASES
+            .iter()
+            .filter(|c| selected(&f(&["linux-u-boot"]), &format!("aarch64/{}", c.name)))
+            .map(|c| c.name)
+            .collect();
+        assert_eq!(linux_cases, ["linux-u-boot", "linux-u-boot-el2"]);
+    }
+
+    #[test]
+    fn linux_cases_have_their_inputs() {
+        for case in AARCH64_CASES.iter().filter(|c| c.payload != Payload::Demo) {
+            assert!(case.initrd, "{}", case.name);
+            assert!(case.append.contains("console=ttyAMA0"), "{}", case.name);
+            assert!(case.append.contains("panic=-1"), "{}", case.name);
+            assert!(case.timeout.is_some(), "{}", case.name);
+        }
+        assert!(X86_64_CASES
+            .iter()
+            .all(|c| c.payload == Payload::Demo && !c.initrd));
     }
 
     #[test]
