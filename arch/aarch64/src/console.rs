@@ -1,39 +1,61 @@
-//! The shim's console: one line per event, each prefixed `shim: `, on the PL011 the
-//! device tree names (or the board's early UART before that). Silent if there is none.
+//! The shim's console: one line per event, each prefixed `shim: `, on the UART the
+//! device tree names (or the board's early UART before that). Silent if there is none,
+//! or once a UART stops taking bytes.
 
 use core::fmt::{self, Write};
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use crate::pl011::Pl011;
+use shim_common::fdt::Uart;
 
-/// Physical base of the console UART; 0 = none yet. Relaxed accesses compile to plain
+use shim_uart::Mmio;
+
+/// Physical base of the console UART; 0 = none. Relaxed accesses compile to plain
 /// loads and stores, safe before the MMU is on.
-static UART: AtomicU64 = AtomicU64::new(0);
+static BASE: AtomicU64 = AtomicU64::new(0);
+/// The UART kind: 0 PL011, 1 8250 (shift and width in bits 8-15 and 16-23), 2 i.MX.
+static KIND: AtomicU64 = AtomicU64::new(0);
 
-pub fn set(base: u64) {
-    UART.store(base, Ordering::Relaxed);
+pub fn set(base: u64, uart: Uart) {
+    let kind = match uart {
+        Uart::Pl011 => 0,
+        Uart::Ns16550 {
+            reg_shift,
+            reg_io_width,
+        } => 1 | u64::from(reg_shift) << 8 | u64::from(reg_io_width) << 16,
+        Uart::Imx => 2,
+    };
+    KIND.store(kind, Ordering::Relaxed);
+    BASE.store(base, Ordering::Relaxed);
+}
+
+fn uart() -> Option<Mmio> {
+    let base = BASE.load(Ordering::Relaxed);
+    let kind = KIND.load(Ordering::Relaxed);
+    let uart = match kind & 0xff {
+        0 => Uart::Pl011,
+        1 => Uart::Ns16550 {
+            reg_shift: (kind >> 8) as u8,
+            reg_io_width: (kind >> 16) as u8,
+        },
+        _ => Uart::Imx,
+    };
+    // SAFETY: only UARTs the device tree (or board facts) name are stored, and the
+    // identity map covers them as Device memory.
+    (base != 0).then(|| unsafe { Mmio::new(base, uart) })
 }
 
 /// Writes to the console UART, if any.
 pub struct Console;
 
-impl Console {
-    fn uart() -> Option<Pl011> {
-        match UART.load(Ordering::Relaxed) {
-            0 => None,
-            // SAFETY: only addresses of PL011s (from the device tree or board facts)
-            // are stored, and the identity map covers them as device memory.
-            base => Some(unsafe { Pl011::new(base) }),
-        }
-    }
-}
-
 impl Write for Console {
     fn write_str(&mut self, s: &str) -> fmt::Result {
-        match Self::uart() {
-            Some(mut uart) => uart.write_str(s),
-            None => Ok(()),
+        if let Some(mut uart) = uart() {
+            if uart.write_str(s).is_err() {
+                // A UART that never drains: go quiet rather than hang.
+                BASE.store(0, Ordering::Relaxed);
+            }
         }
+        Ok(())
     }
 }
 
@@ -42,7 +64,7 @@ pub fn line(args: fmt::Arguments<'_>) {
 }
 
 pub fn flush() {
-    if let Some(uart) = Console::uart() {
+    if let Some(uart) = uart() {
         uart.flush();
     }
 }

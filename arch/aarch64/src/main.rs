@@ -8,7 +8,6 @@
 mod console;
 mod cpu;
 mod mmu;
-mod pl011;
 
 use core::fmt;
 
@@ -136,7 +135,7 @@ extern "C" fn shim_main(fdt_pa: u64, image_offset: u64, base: u64, entered_el: u
         Err(e) => fail(e),
     }
     if let Some(uart) = shim_boards::SELECTED.early_pl011 {
-        console::set(uart);
+        console::set(uart, shim_common::fdt::Uart::Pl011);
     }
     let fdt_size = match fdt_size {
         Ok(size) => size,
@@ -209,8 +208,9 @@ fn boot(
         (m, offsets)
     };
     match machine.console {
-        Some(c) if c.pl011 => console::set(c.base),
-        _ => {}
+        Some(c) => console::set(c.base, c.uart),
+        // The early UART was a guess: without a console the tree names, stay quiet.
+        None => console::set(0, shim_common::fdt::Uart::Pl011),
     }
     if let Some(len) = machine.bad_kaslr_seed {
         say!("/chosen/kaslr-seed is {len} bytes, not 8: ignored, as Linux does");

@@ -4,7 +4,10 @@
 
 use crate::memmap::{Avoid, MemError, MemoryMap, Range};
 
+mod console;
 pub mod edit;
+
+pub use console::{stdout, Console, Uart};
 
 /// `0xd00dfeed`, big-endian at offset 0.
 pub const MAGIC: u32 = 0xd00d_feed;
@@ -152,8 +155,10 @@ impl Header {
 /// One step of the walk over the structure block.
 #[derive(Clone, Copy, Debug)]
 enum Event<'a> {
+    /// `cells` are the parent's: what this node's own `reg` is read with.
     Begin {
         name: &'a str,
+        cells: Cells,
     },
     /// `cells` are the parent's `#address-cells`/`#size-cells`: what this node's
     /// `reg` is read with.
@@ -255,7 +260,14 @@ impl<'a> Fdt<'a> {
                     if depth >= MAX_DEPTH {
                         return Err(FdtError::TooDeep);
                     }
-                    f(depth, Event::Begin { name })?;
+                    let node_cells = cells.get(depth).copied().unwrap_or_default();
+                    f(
+                        depth,
+                        Event::Begin {
+                            name,
+                            cells: node_cells,
+                        },
+                    )?;
                     depth += 1;
                     seen_root = true;
                     if let Some(c) = cells.get_mut(depth) {
@@ -322,14 +334,6 @@ impl<'a> Fdt<'a> {
     }
 }
 
-/// The UART the firmware named in `/chosen/stdout-path`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Console {
-    pub base: u64,
-    /// True if the node is compatible with "arm,pl011".
-    pub pl011: bool,
-}
-
 /// Everything the shim reads from the device tree.
 #[derive(Debug)]
 pub struct Machine<'a> {
@@ -361,7 +365,6 @@ enum Top {
     Other,
     Reserved,
     Chosen,
-    Aliases,
 }
 
 impl<'a> Machine<'a> {
@@ -385,16 +388,13 @@ impl<'a> Machine<'a> {
         let (mut res_reg, mut res_cells, mut no_map) = (&[][..], Cells::default(), false);
         let (mut initrd_start, mut initrd_end) = (None, None);
         let mut stdout: &[u8] = &[];
-        let mut aliases = [("", &[][..]); 8];
-        let mut n_aliases = 0;
 
         fdt.walk(|depth, event| {
             match event {
-                Event::Begin { name } if depth == 1 => {
+                Event::Begin { name, .. } if depth == 1 => {
                     top = match name.split('@').next().unwrap_or(name) {
                         "reserved-memory" => Top::Reserved,
                         "chosen" => Top::Chosen,
-                        "aliases" => Top::Aliases,
                         _ => Top::Other,
                     };
                     (mem_reg, is_memory) = (&[], false);
@@ -432,12 +432,6 @@ impl<'a> Machine<'a> {
                         }
                     }
                     (Top::Chosen, 1, "rng-seed") => m.rng_seed = Some((value, offset)),
-                    (Top::Aliases, 1, _) => {
-                        if let Some(slot) = aliases.get_mut(n_aliases) {
-                            *slot = (name, value);
-                            n_aliases += 1;
-                        }
-                    }
                     _ => {}
                 },
                 Event::End if depth == 1 => {
@@ -473,24 +467,7 @@ impl<'a> Machine<'a> {
             (None, None) => None,
             _ => return Err(FdtError::BadProperty("linux,initrd-end")),
         };
-        // stdout-path = "serial0:115200n8" or "/pl011@9000000": an alias or a path,
-        // with optional options after ':'.
-        let stdout = stdout
-            .split(|&b| b == 0 || b == b':')
-            .next()
-            .unwrap_or_default();
-        let path = match stdout.first() {
-            Some(b'/') | None => stdout,
-            Some(_) => aliases
-                .iter()
-                .take(n_aliases)
-                .find(|(name, _)| name.as_bytes() == stdout)
-                .map(|(_, path)| path.split(|&b| b == 0).next().unwrap_or_default())
-                .unwrap_or_default(),
-        };
-        if !path.is_empty() {
-            m.console = find_console(fdt, path)?;
-        }
+        m.console = console::from_stdout_path(fdt, stdout)?;
         Ok(m)
     }
 }
@@ -535,59 +512,6 @@ fn regs<'v>(
             }
         }
     })
-}
-
-/// A path component names a node with or without its unit address.
-fn node_matches(name: &str, component: &[u8]) -> bool {
-    let name = name.as_bytes();
-    name == component
-        || (name.len() > component.len()
-            && name.starts_with(component)
-            && name.get(component.len()) == Some(&b'@'))
-}
-
-/// Finds the node at `path` and reads the first `reg` address and `compatible`.
-fn find_console(fdt: &Fdt<'_>, path: &[u8]) -> Result<Option<Console>, FdtError> {
-    let mut want: [&[u8]; MAX_DEPTH] = [&[]; MAX_DEPTH];
-    let mut n_want = 0;
-    for part in path.split(|&b| b == b'/').filter(|p| !p.is_empty()) {
-        *want.get_mut(n_want).ok_or(FdtError::TooDeep)? = part;
-        n_want += 1;
-    }
-    // How many leading path components the nodes currently open match.
-    let mut matched = 0usize;
-    let (mut base, mut pl011) = (None, false);
-    fdt.walk(|depth, event| {
-        let target = n_want > 0 && depth == n_want && matched == n_want;
-        match event {
-            Event::Begin { name } => {
-                // Depth d (d >= 1) matches want[d - 1] when its parents matched.
-                let component = depth.checked_sub(1).and_then(|i| want.get(i));
-                if matched + 1 == depth && component.is_some_and(|c| node_matches(name, c)) {
-                    matched = depth;
-                }
-            }
-            Event::Prop {
-                name: "reg",
-                value,
-                cells: sizes,
-                ..
-            } if target => base = cells(value, sizes.address).map(|(a, _)| a),
-            Event::Prop {
-                name: "compatible",
-                value,
-                ..
-            } if target => pl011 = value.split(|&b| b == 0).any(|c| c == b"arm,pl011"),
-            Event::Prop { .. } => {}
-            Event::End => {
-                if depth >= 1 && matched >= depth {
-                    matched = depth - 1;
-                }
-            }
-        }
-        Ok(())
-    })?;
-    Ok(base.map(|base| Console { base, pl011 }))
 }
 
 /// Zeroes the values of `/chosen/kaslr-seed` and `/chosen/rng-seed` in place, as Linux
@@ -636,7 +560,7 @@ mod tests {
                 m.console,
                 Some(Console {
                     base: 0x0900_0000,
-                    pl011: true
+                    uart: Uart::Pl011
                 }),
                 "{file}"
             );
@@ -711,7 +635,7 @@ mod tests {
             m.console,
             Some(Console {
                 base: 0x0900_0000,
-                pl011: true
+                uart: Uart::Pl011
             })
         );
     }
