@@ -74,9 +74,11 @@ pub struct Iomem {
     pub name: String,
 }
 
-/// Kernel log lines (arch/arm64/kernel/kaslr.c, smp.c, kernel/panic.c).
+/// Kernel log lines (init/main.c, arch/arm64/kernel/kaslr.c, smp.c, kernel/panic.c).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Kernel {
+    /// `Booting Linux on physical CPU ...`: a kernel runs.
+    Booting,
     /// `KASLR enabled` (true) or `KASLR disabled ...` (false).
     Kaslr(bool),
     /// `CPU: All CPU(s) started at EL<n>`.
@@ -140,6 +142,9 @@ pub fn parse_iomem(line: &str) -> Option<Iomem> {
 fn parse_kernel(line: &str) -> Option<Kernel> {
     if let Some(at) = line.find(KERNEL_PANIC) {
         return Some(Kernel::Panic(line[at..].trim_end().to_string()));
+    }
+    if line.contains("Booting Linux on physical CPU") {
+        return Some(Kernel::Booting);
     }
     if line.contains("KASLR enabled") {
         return Some(Kernel::Kaslr(true));
@@ -446,6 +451,10 @@ mod tests {
                 "Kernel panic - not syncing: Attempted to kill init!".into()
             )))
         );
-        assert_eq!(k("[    0.0] Booting Linux on physical CPU 0x0"), None);
+        assert_eq!(
+            k("[    0.0] Booting Linux on physical CPU 0x0"),
+            Some(Event::Kernel(Kernel::Booting))
+        );
+        assert_eq!(k("[    0.0] Linux version 6.1.0"), None);
     }
 }

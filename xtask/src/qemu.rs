@@ -357,9 +357,20 @@ pub struct LinuxBoot {
     pub panic: Option<String>,
     /// How many `linux-test: ` lines.
     pub lines: usize,
+    /// `Booting Linux on physical CPU ...`.
+    pub booting: bool,
 }
 
 impl LinuxBoot {
+    /// Whether anything shows that a Linux kernel ran.
+    pub fn ran(&self) -> bool {
+        self.booting
+            || self.lines > 0
+            || self.kaslr.is_some()
+            || self.started_at.is_some()
+            || self.panic.is_some()
+    }
+
     /// Whether the kernel said all CPUs started at EL2.
     pub fn started_at_el2(&self) -> bool {
         self.started_at == Some(2)
@@ -493,7 +504,7 @@ impl Boot {
                 }
             }
             Expect::DigestMismatch => {
-                if self.payload_lines > 0 {
+                if self.payload_lines > 0 || self.linux.ran() {
                     Err("a payload ran although its digest was wrong".into())
                 } else if !self.digest_mismatch {
                     Err(format!(
@@ -504,11 +515,14 @@ impl Boot {
                     Ok(())
                 }
             }
-            Expect::ShimError => match (&self.shim_error, self.payload_lines + self.linux.lines) {
-                (_, 1..) => Err("a payload ran although the shim should have stopped".into()),
-                (None, _) => Err(format!("no `shim: error:` line ({})", self.end)),
-                (Some(_), _) => Ok(()),
-            },
+            Expect::ShimError => {
+                let ran = self.payload_lines > 0 || self.linux.ran();
+                match (&self.shim_error, ran) {
+                    (_, true) => Err("a payload ran although the shim should have stopped".into()),
+                    (None, false) => Err(format!("no `shim: error:` line ({})", self.end)),
+                    (Some(_), false) => Ok(()),
+                }
+            }
             Expect::Linux => self.judge_linux(true),
             Expect::LinuxNoShim => self.judge_linux(false),
         }
@@ -565,6 +579,7 @@ impl Boot {
             Event::Kernel(Kernel::Panic(text)) => {
                 self.linux.panic.get_or_insert(text);
             }
+            Event::Kernel(Kernel::Booting) => self.linux.booting = true,
         }
     }
 
@@ -578,9 +593,11 @@ impl Boot {
             .any(|l| l.starts_with("panic") || l.starts_with("error:"));
         let settled = match expect {
             Expect::Ok => self.payload_fail.is_some() || self.digest_mismatch || shim_panicked,
-            Expect::DigestMismatch => self.digest_mismatch || self.payload_lines > 0,
+            Expect::DigestMismatch => {
+                self.digest_mismatch || self.payload_lines > 0 || self.linux.ran()
+            }
             Expect::ShimError => {
-                self.shim_error.is_some() || self.payload_lines > 0 || self.linux.lines > 0
+                self.shim_error.is_some() || self.payload_lines > 0 || self.linux.ran()
             }
             Expect::Linux | Expect::LinuxNoShim => {
                 self.linux.panic.is_some()
@@ -610,7 +627,9 @@ pub fn boot_many(
     let mut summary = Summary::default();
     for n in 1..=boots {
         eprintln!("xtask: boot {n}/{boots}");
+        let started = Instant::now();
         let result = boot(machine, image, expect, timeout)?;
+        let seconds = started.elapsed().as_secs_f64();
         let verdict = result.judge(expect);
         let mut placement = match (&result.payload_ok, &result.placed) {
             (Some((va, pa)), _) => format!(" pa={pa:#x} va={va:#x}"),
@@ -628,8 +647,10 @@ pub fn boot_many(
             placement.push_str(&format!(" EL{el}"));
         }
         match &verdict {
-            Ok(()) => eprintln!("xtask: boot {n}/{boots}: pass{placement}"),
-            Err(why) => eprintln!("xtask: boot {n}/{boots}: FAIL{placement}: {why}"),
+            Ok(()) => eprintln!("xtask: boot {n}/{boots}: pass in {seconds:.1}s{placement}"),
+            Err(why) => {
+                eprintln!("xtask: boot {n}/{boots}: FAIL in {seconds:.1}s{placement}: {why}")
+            }
         }
         summary.add(&result, verdict.is_ok());
     }
@@ -1145,6 +1166,23 @@ mod tests {
         assert!(boot_of(&[], End::TimedOut)
             .judge(Expect::DigestMismatch)
             .is_err());
+        // A kernel that starts after the mismatch line is a failure too.
+        let linux_ran = boot_of(
+            &[
+                "shim: payload digest mismatch",
+                "[    0.000000] Booting Linux on physical CPU 0x0000000000 [0x000f0510]",
+            ],
+            exited(),
+        );
+        assert!(linux_ran.judge(Expect::DigestMismatch).is_err());
+        let stopped = boot_of(
+            &[
+                "shim: error: cannot place payload",
+                "[    0.1] KASLR enabled",
+            ],
+            exited(),
+        );
+        assert!(stopped.judge(Expect::ShimError).is_err());
     }
 
     #[test]
