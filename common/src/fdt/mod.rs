@@ -514,6 +514,40 @@ fn regs<'v>(
     })
 }
 
+/// How PSCI calls reach the firmware (`/psci` `method`, DTSpec bindings arm/psci.yaml).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PsciConduit {
+    Hvc,
+    Smc,
+}
+
+/// The PSCI conduit `/psci` names; `None` when there is no `/psci` (spin-table boards
+/// such as the Raspberry Pi 4) or its method is neither "hvc" nor "smc".
+pub fn psci(fdt: &Fdt<'_>) -> Result<Option<PsciConduit>, FdtError> {
+    let (mut in_psci, mut conduit) = (false, None);
+    fdt.walk(|depth, event| {
+        match event {
+            Event::Begin { name, .. } if depth == 1 => {
+                in_psci = name.split('@').next() == Some("psci");
+            }
+            Event::Prop {
+                name: "method",
+                value,
+                ..
+            } if depth == 1 && in_psci => {
+                conduit = match value.split(|&b| b == 0).next() {
+                    Some(b"hvc") => Some(PsciConduit::Hvc),
+                    Some(b"smc") => Some(PsciConduit::Smc),
+                    _ => None,
+                };
+            }
+            _ => {}
+        }
+        Ok(())
+    })?;
+    Ok(conduit)
+}
+
 /// Zeroes the values of `/chosen/kaslr-seed` and `/chosen/rng-seed` in place, as Linux
 /// does after consuming them, so the next stage cannot read what chose our placement.
 pub fn wipe_seeds(blob: &mut [u8], kaslr_seed: Option<usize>, rng_seed: Option<(usize, usize)>) {
@@ -689,6 +723,18 @@ mod tests {
         let m = Machine::read(&Fdt::new(&out[..n]).unwrap()).unwrap();
         assert_eq!((m.kaslr_seed, m.bad_kaslr_seed), (None, Some(4)));
         assert!(m.rng_seed.is_some());
+    }
+
+    #[test]
+    fn psci_conduit() {
+        let blob = dtb("virt-1G-smp1.dtb");
+        assert_eq!(psci(&Fdt::new(&blob).unwrap()), Ok(Some(PsciConduit::Hvc)));
+        let blob = dtb("virt-el2-2G-smp2.dtb");
+        assert_eq!(psci(&Fdt::new(&blob).unwrap()), Ok(Some(PsciConduit::Smc)));
+        let mut none = dtb("virt-1G-smp1.dtb");
+        let at = none.windows(5).position(|w| w == b"psci\0").unwrap();
+        none[at] = b'x';
+        assert_eq!(psci(&Fdt::new(&none).unwrap()), Ok(None));
     }
 
     #[test]

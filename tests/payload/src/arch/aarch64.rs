@@ -1,15 +1,16 @@
-//! arm64: the entry, the board as the device tree describes it (the PL011 console and
-//! the PSCI conduit), and the address primitives the checks use (`adrp`, `AT S1E1R`).
+//! arm64: the entry, the board as the device tree describes it (its console UART and
+//! the PSCI conduit, if any), and the address primitives the checks use (`adrp`,
+//! `AT S1E1R`).
 //! State lives in `.data` atomics with non-zero initial values, so nothing in `.bss`
 //! is written before the payload has checked that the loader zeroed it.
 
 use crate::{checks, run};
 use core::arch::asm;
 use core::fmt::{self, Write};
-use core::ptr::{read_volatile, write_volatile};
-use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering::Relaxed};
-use fdt::{node::FdtNode, Fdt};
+use core::sync::atomic::{AtomicU64, AtomicU8, Ordering::Relaxed};
 use shim_common::bootinfo::BootInfo;
+use shim_common::fdt::{self, Fdt as Blob, Header, Machine, PsciConduit, Uart};
+use shim_uart::Mmio;
 
 // Entry, at link address 0. x0 = FDT and x1 = BootInfo (physical, identity-mapped) are
 // left untouched for `payload_main`. The stack is found PC-relatively, valid at any VA.
@@ -32,105 +33,99 @@ extern "C" fn payload_main(fdt_pa: u64, info_pa: u64) -> ! {
     run(info_pa, fdt_pa)
 }
 
-const NO_UART: usize = usize::MAX;
+/// The console's base and kind, as `init` found them (non-zero initial values keep
+/// them in `.data`).
+const NO_UART: u64 = u64::MAX;
+static UART_BASE: AtomicU64 = AtomicU64::new(NO_UART);
+static UART_KIND: AtomicU64 = AtomicU64::new(u64::MAX);
+const NO_PSCI: u8 = 3;
 const HVC: u8 = 1;
 const SMC: u8 = 2;
-/// PL011 base address, or `NO_UART`.
-static UART: AtomicUsize = AtomicUsize::new(NO_UART);
-/// PSCI conduit; `hvc` until the FDT says otherwise.
-static CONDUIT: AtomicU8 = AtomicU8::new(HVC);
-
-/// PL011 registers: data, flags; flag bits: busy, transmit FIFO full.
-const UARTDR: usize = 0x00;
-const UARTFR: usize = 0x18;
-const FR_BUSY: u32 = 1 << 3;
-const FR_TXFF: u32 = 1 << 5;
+/// PSCI conduit: none until the FDT names one.
+static CONDUIT: AtomicU8 = AtomicU8::new(NO_PSCI);
 
 const PSCI_SYSTEM_OFF: u64 = 0x8400_0008;
 const PSCI_SYSTEM_RESET: u64 = 0x8400_0009;
 
-/// Finds the console and the PSCI conduit. Without a parsable FDT there is no console:
-/// power off with failure.
+/// The device tree at `fdt_pa`, read with shim-common's checked reader.
+fn device_tree(fdt_pa: u64) -> Option<Blob<'static>> {
+    // SAFETY: the handoff ABI puts a device tree at `fdt_pa`, identity-mapped; its
+    // header (40 bytes) is read first, then `totalsize` bytes (at most 2 MiB).
+    let head = unsafe { core::slice::from_raw_parts(fdt_pa as usize as *const u8, 40) };
+    let size = Header::read(head).ok()?.totalsize.min(2 << 20);
+    // SAFETY: as above, now `totalsize` bytes.
+    let blob = unsafe { core::slice::from_raw_parts(fdt_pa as usize as *const u8, size) };
+    Blob::new(blob).ok()
+}
+
+/// Finds the console (`/chosen/stdout-path`, any UART shim-uart drives) and the PSCI
+/// conduit. Without a parsable FDT or a console there is nothing to report on: stop.
 pub fn init(fdt_pa: u64) {
-    // SAFETY: x0 held the FDT's physical address, in identity-mapped RAM; `from_ptr`
-    // rejects null, reads the header and then `totalsize` bytes.
-    let Ok(fdt) = (unsafe { Fdt::from_ptr(fdt_pa as usize as *const u8) }) else {
+    let Some(fdt) = device_tree(fdt_pa) else {
         power_off(false)
     };
-    let psci = fdt.find_node("/psci");
-    if psci.and_then(|n| n.property("method")?.as_str()) == Some("smc") {
-        CONDUIT.store(SMC, Relaxed);
-    }
-    let uart = stdout(&fdt)
-        .or_else(|| fdt.find_compatible(&["arm,pl011"]))
-        .and_then(|n| n.reg()?.next());
-    match uart {
-        Some(reg) => UART.store(reg.starting_address as usize, Relaxed),
-        None => power_off(false),
-    }
-}
-
-/// `/chosen/stdout-path` without its `:options`, aliases resolved, if it is a PL011.
-fn stdout<'b, 'a>(fdt: &'b Fdt<'a>) -> Option<FdtNode<'b, 'a>> {
-    let path = fdt
-        .find_node("/chosen")?
-        .property("stdout-path")?
-        .as_str()?;
-    let node = fdt.find_node(path.split(':').next()?)?;
-    node.compatible()?
-        .all()
-        .any(|c| c == "arm,pl011")
-        .then_some(node)
-}
-
-struct Pl011(usize);
-
-impl Pl011 {
-    fn wait(&self, mask: u32) {
-        // SAFETY: `self.0` is the PL011 base from the FDT, Device memory in the shim's
-        // identity map; UARTFR is a 32-bit read-only register without side effects.
-        while unsafe { read_volatile((self.0 + UARTFR) as *const u32) } & mask != 0 {
-            core::hint::spin_loop();
+    let conduit = match fdt::psci(&fdt) {
+        Ok(Some(PsciConduit::Smc)) => SMC,
+        Ok(Some(PsciConduit::Hvc)) => HVC,
+        _ => NO_PSCI,
+    };
+    CONDUIT.store(conduit, Relaxed);
+    match fdt::stdout(&fdt) {
+        Ok(Some(c)) => {
+            let kind = match c.uart {
+                Uart::Pl011 => 0,
+                Uart::Ns16550 {
+                    reg_shift,
+                    reg_io_width,
+                } => 1 | u64::from(reg_shift) << 8 | u64::from(reg_io_width) << 16,
+                Uart::Imx => 2,
+            };
+            UART_KIND.store(kind, Relaxed);
+            UART_BASE.store(c.base, Relaxed);
         }
+        _ => power_off(false),
     }
 }
 
-impl Write for Pl011 {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        for b in s.bytes() {
-            self.wait(FR_TXFF);
-            // SAFETY: as in `wait`; UARTDR takes one byte per 32-bit write.
-            unsafe { write_volatile((self.0 + UARTDR) as *mut u32, b.into()) };
-        }
-        Ok(())
-    }
-}
-
-/// The PL011, once `init` found it.
-pub fn console() -> Option<impl Write> {
-    let base = UART.load(Relaxed);
-    (base != NO_UART).then_some(Pl011(base))
+/// The console UART, once `init` found it.
+pub fn console() -> Option<Mmio> {
+    let base = UART_BASE.load(Relaxed);
+    let kind = UART_KIND.load(Relaxed);
+    let uart = match kind & 0xff {
+        0 => Uart::Pl011,
+        1 => Uart::Ns16550 {
+            reg_shift: (kind >> 8) as u8,
+            reg_io_width: (kind >> 16) as u8,
+        },
+        _ => Uart::Imx,
+    };
+    // SAFETY: `init` stored the UART the device tree names; the shim's identity map
+    // covers it as Device memory.
+    (base != NO_UART).then(|| unsafe { Mmio::new(base, uart) })
 }
 
 /// PSCI SYSTEM_OFF on success, SYSTEM_RESET on failure (QEMU `-no-reboot` exits
-/// either way, distinguishably). Spins if the call returns.
+/// either way, distinguishably). Without PSCI (spin-table boards), says so and parks.
 pub fn power_off(ok: bool) -> ! {
-    let base = UART.load(Relaxed);
-    if base != NO_UART {
-        Pl011(base).wait(FR_BUSY);
-    }
     let id = if ok {
         PSCI_SYSTEM_OFF
     } else {
         PSCI_SYSTEM_RESET
     };
+    let conduit = CONDUIT.load(Relaxed);
+    if let Some(mut c) = console() {
+        if conduit == NO_PSCI {
+            let _ = writeln!(c, "payload: no /psci in the device tree: parking");
+        }
+        c.flush();
+    }
     // SAFETY: SYSTEM_OFF/SYSTEM_RESET take no arguments and do not return on success;
     // the conduit is the one the FDT names; SMCCC may clobber the caller-saved registers.
     unsafe {
-        if CONDUIT.load(Relaxed) == SMC {
-            asm!("smc #0", inout("x0") id => _, clobber_abi("C"), options(nostack));
-        } else {
-            asm!("hvc #0", inout("x0") id => _, clobber_abi("C"), options(nostack));
+        match conduit {
+            SMC => asm!("smc #0", inout("x0") id => _, clobber_abi("C"), options(nostack)),
+            HVC => asm!("hvc #0", inout("x0") id => _, clobber_abi("C"), options(nostack)),
+            _ => {}
         }
     }
     loop {
@@ -145,18 +140,10 @@ pub fn power_off(ok: bool) -> ! {
 /// shim-common's checked reader: the `fdt` crate (0.1.5) misses `/chosen` in the trees
 /// QEMU edits for `-dtb`.
 pub fn check_handoff(fdt_pa: u64, info: &BootInfo) -> Option<u64> {
-    use shim_common::fdt::{Fdt as Blob, Header, Machine};
-    // SAFETY: the handoff ABI puts a device tree at `fdt_pa`, identity-mapped; its
-    // header (40 bytes) is read first, then `totalsize` bytes (at most 2 MiB).
-    let blob = unsafe { core::slice::from_raw_parts(fdt_pa as usize as *const u8, 40) };
-    let size = Header::read(blob).map_or(0, |h| h.totalsize.min(2 << 20));
-    // SAFETY: as above, now `totalsize` bytes.
-    let blob = unsafe { core::slice::from_raw_parts(fdt_pa as usize as *const u8, size) };
-    let fdt = Blob::new(blob);
-    let Ok(m) = fdt.as_ref().map(Machine::read) else {
+    let Some(fdt) = device_tree(fdt_pa) else {
         crate::fail(format_args!("fdt at {fdt_pa:#x} no longer parses"));
     };
-    let Ok(m) = m else {
+    let Ok(m) = Machine::read(&fdt) else {
         crate::fail(format_args!("fdt at {fdt_pa:#x} no longer reads"));
     };
     if m.kaslr_seed.is_some_and(|(seed, _)| seed != 0) {
