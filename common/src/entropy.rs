@@ -59,6 +59,55 @@ impl Source {
     }
 }
 
+/// Samples a CPU RNG gives for its health check, and how many consecutive pairs of
+/// them must differ: Linux's `x86_init_rdrand` (SAMPLES 8, MIN_CHANGE 5), which
+/// catches an RNG stuck on one value (all-ones, say) while reporting success.
+pub const HEALTH_SAMPLES: usize = 8;
+const MIN_CHANGE: usize = 5;
+
+/// The verdict on a CPU RNG's samples.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Health {
+    /// No sample: the CPU has no such instruction.
+    Absent,
+    /// Every read succeeded and enough consecutive values differ.
+    Good,
+    /// Some reads failed (and some succeeded).
+    ReadFailed,
+    /// Only `changes` of the consecutive pairs differ.
+    Stuck { changes: usize },
+}
+
+impl core::fmt::Display for Health {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Health::Absent => f.write_str("absent"),
+            Health::Good => f.write_str("good"),
+            Health::ReadFailed => f.write_str("some reads failed"),
+            Health::Stuck { changes } => write!(
+                f,
+                "only {changes} of {} consecutive samples differ (at least {MIN_CHANGE} must)",
+                HEALTH_SAMPLES - 1
+            ),
+        }
+    }
+}
+
+/// Judges a CPU RNG by `HEALTH_SAMPLES` reads (`None` = the read failed).
+pub fn health(samples: &[Option<u64>; HEALTH_SAMPLES]) -> Health {
+    if samples.iter().all(Option::is_none) {
+        return Health::Absent;
+    }
+    if samples.iter().any(Option::is_none) {
+        return Health::ReadFailed;
+    }
+    let changes = samples.windows(2).filter(|w| w.first() != w.get(1)).count();
+    match changes >= MIN_CHANGE {
+        true => Health::Good,
+        false => Health::Stuck { changes },
+    }
+}
+
 /// Bits of the sources that count as strong.
 const STRONG: u32 = source::KASLR_SEED | source::RNG_SEED | source::CPU_RNG | source::CPU_SEED;
 
@@ -93,6 +142,22 @@ impl Mixer {
         self.hash.update((bytes.len() as u64).to_le_bytes());
         self.hash.update(bytes);
         self.sources |= source.bit();
+    }
+
+    /// Mixes in a CPU RNG's samples if they pass [`health`]; returns the verdict, so
+    /// the caller can say why a present source was not counted.
+    pub fn add_checked(
+        &mut self,
+        source: Source,
+        samples: &[Option<u64>; HEALTH_SAMPLES],
+    ) -> Health {
+        let verdict = health(samples);
+        if verdict == Health::Good {
+            for v in samples.iter().flatten() {
+                self.add(source, &v.to_le_bytes());
+            }
+        }
+        verdict
     }
 
     /// Bitmask of the sources that contributed (see [`Source::bit`]).
@@ -288,6 +353,35 @@ mod tests {
         }
         // 5 degrees of freedom: P(chi2 > 20.5) = 0.001.
         assert!(chi_square(&counts, draws) < 20.5, "{counts:?}");
+    }
+
+    #[test]
+    fn a_stuck_cpu_rng_is_not_counted() {
+        let good = [1, 2, 3, 4, 5, 6, 7, 8].map(Some);
+        let mut m = Mixer::new();
+        assert_eq!(m.add_checked(Source::CpuRng, &good), Health::Good);
+        assert!(m.strong());
+        // AMD's all-ones RDRAND, with the success flag set.
+        let ones = [Some(u64::MAX); HEALTH_SAMPLES];
+        let mut m = Mixer::new();
+        assert_eq!(
+            m.add_checked(Source::CpuRng, &ones),
+            Health::Stuck { changes: 0 }
+        );
+        assert!(!m.strong() && m.sources() == 0);
+        // A value repeated often enough, a failed read, and no instruction at all.
+        let mut rep = good;
+        rep[1] = rep[0];
+        rep[3] = rep[2];
+        rep[5] = rep[4];
+        assert_eq!(health(&rep), Health::Stuck { changes: 4 });
+        let mut failed = good;
+        failed[7] = None;
+        assert_eq!(health(&failed), Health::ReadFailed);
+        assert_eq!(health(&[None; HEALTH_SAMPLES]), Health::Absent);
+        assert!(Health::Stuck { changes: 2 }
+            .to_string()
+            .contains("only 2 of 7"));
     }
 
     #[test]

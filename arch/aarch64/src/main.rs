@@ -15,7 +15,7 @@ use shim_common::boot::{self, BootError, Perm, Platform};
 use shim_common::cmdline::{self, CmdlineError, Options};
 use shim_common::container::Format;
 use shim_common::elf;
-use shim_common::entropy::{Mixer, Source};
+use shim_common::entropy::{self, Health, Mixer, Source};
 use shim_common::fdt::edit::{self, Edit};
 use shim_common::fdt::{self, FdtError, Machine};
 use shim_common::memmap::{Avoid, MemError, MemoryMap, Range};
@@ -251,10 +251,10 @@ fn boot(
     if let Some((seed, _)) = machine.rng_seed {
         entropy.add(Source::RngSeed, seed);
     }
-    for _ in 0..4 {
-        if let Some(r) = cpu::rndr() {
-            entropy.add(Source::CpuRng, &r.to_le_bytes());
-        }
+    let samples = [(); entropy::HEALTH_SAMPLES].map(|()| cpu::rndr());
+    match entropy.add_checked(Source::CpuRng, &samples) {
+        Health::Absent | Health::Good => {}
+        bad => say!("RNDR failed its health check ({bad}): not counted"),
     }
     entropy.add(Source::Counter, &cpu::counter().to_le_bytes());
 

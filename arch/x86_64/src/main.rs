@@ -18,7 +18,7 @@ use shim_common::boot::{self, BootError, Platform};
 use shim_common::bootparams::{self, BootParams, BootParamsError, ZERO_PAGE_SIZE};
 use shim_common::cmdline::{self, CmdlineError};
 use shim_common::elf;
-use shim_common::entropy::{Mixer, Source};
+use shim_common::entropy::{self, Health, Mixer, Source};
 use shim_common::memmap::{MemError, MemoryMap, Range};
 use shim_common::plan::X86_64_WINDOW;
 
@@ -217,12 +217,26 @@ fn boot(image: &Image, bp_pa: u64) -> Result<Never, Fail> {
     let verbose = opts.verbose;
 
     // Entropy: the CPU's seed and RNG instructions where CPUID has them, the TSC.
-    for _ in 0..4 {
-        if let Some(v) = cpu::rdseed(&features) {
-            entropy.add(Source::CpuSeed, &v.to_le_bytes());
-        }
-        if let Some(v) = cpu::rdrand() {
-            entropy.add(Source::CpuRng, &v.to_le_bytes());
+    // Each is health-checked as Linux's x86_init_rdrand does; a failing one is not
+    // counted. A read is retried up to 10 times, as Intel's DRNG guide advises.
+    let retried = |read: &dyn Fn() -> Option<u64>| (0..10).find_map(|_| read());
+    let seed = || retried(&|| cpu::rdseed(&features));
+    let rand = || retried(&cpu::rdrand);
+    for (source, name, samples) in [
+        (
+            Source::CpuSeed,
+            "RDSEED",
+            [(); entropy::HEALTH_SAMPLES].map(|()| seed()),
+        ),
+        (
+            Source::CpuRng,
+            "RDRAND",
+            [(); entropy::HEALTH_SAMPLES].map(|()| rand()),
+        ),
+    ] {
+        match entropy.add_checked(source, &samples) {
+            Health::Absent | Health::Good => {}
+            bad => say!("{name} failed its health check ({bad}): not counted"),
         }
     }
     entropy.add(Source::Counter, &cpu::rdtsc().to_le_bytes());
