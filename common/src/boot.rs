@@ -179,7 +179,11 @@ pub fn load(
 
     // Unpack into the lowest free range and check the digest before anything parses it.
     let free = plan::usable(&inputs.ram, &inputs.avoid, &inputs.opts)?;
-    let scratch_len = payload.unpacked_size.next_multiple_of(4096);
+    // A corrupt header's size may not round up: then it fits nowhere.
+    let scratch_len = payload
+        .unpacked_size
+        .checked_next_multiple_of(4096)
+        .ok_or(SlotError::NoSlot)?;
     let req = slot::Request {
         size: scratch_len,
         align: 4096,
