@@ -10,6 +10,7 @@ mod cpu;
 mod mmu;
 
 use core::fmt;
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use shim_common::boot::{self, BootError, Perm, Platform};
 use shim_common::cmdline::{self, CmdlineError, Options};
@@ -38,6 +39,15 @@ const BOOTARGS_MAX: usize = 4096;
 extern "C" {
     /// End of the shim's own image (bss and stack included): the container starts here.
     static __image_end: u8;
+}
+
+/// The counter when the shim was entered: the start of the `total=` it reports.
+static ENTRY_TICKS: AtomicU64 = AtomicU64::new(0);
+
+/// Microseconds since the shim was entered.
+fn since_entry_us() -> u64 {
+    let ticks = cpu::counter().wrapping_sub(ENTRY_TICKS.load(Ordering::Relaxed));
+    ticks.saturating_mul(1_000_000) / cpu::counter_frequency().max(1)
 }
 
 /// Why the shim stopped.
@@ -99,6 +109,7 @@ struct Image {
 /// Called by entry.S at EL1, MMU off, relocated, with a stack and zeroed bss.
 #[no_mangle]
 extern "C" fn shim_main(fdt_pa: u64, image_offset: u64, base: u64, entered_el: u64) -> ! {
+    ENTRY_TICKS.store(cpu::counter(), Ordering::Relaxed);
     // Only the address of the linker symbol is taken (relocated: a runtime address).
     let end = core::ptr::addr_of!(__image_end) as u64 - base;
     // SAFETY: the header's image_size field is at offset 0x10 of our own image.
@@ -323,6 +334,9 @@ fn boot_elf(
     cpu::clean_dcache_pou(phys, span);
     cpu::invalidate_icache();
     mmu::enter_ttbr1(root);
+    if verbose {
+        say!("timing total={}us", since_entry_us());
+    }
     console::flush();
     let fdt_pa = entered.fdt_blob.as_ptr() as u64;
     // SAFETY: the payload is verified, loaded, relocated for its virtual base and
@@ -382,12 +396,13 @@ fn boot_linux(inputs: boot::Inputs<'_>, entered: Entered<'_>) -> Result<Never, F
     check_stack(opts.verbose)?;
 
     // Right before the jump: the Image must be exactly what was packed.
-    let t0 = cpu::counter();
+    let t0 = since_entry_us();
     loaded.verify()?;
     if opts.verbose {
-        let us = (cpu::counter() - t0).saturating_mul(1_000_000) / cpu::counter_frequency().max(1);
+        let total = since_entry_us();
         say!(
-            "timing verify={us}us; entering Linux at EL{}",
+            "timing verify={}us total={total}us; entering Linux at EL{}",
+            total - t0,
             if entered.at_el2 { 2 } else { 1 }
         );
     }
