@@ -353,6 +353,9 @@ fn describe(bytes: &[u8]) -> String {
     if starts(b"\x7fELF") {
         return "an ELF file".into();
     }
+    if starts(b"070701") || starts(b"070702") {
+        return "a cpio archive (an initramfs, not a kernel)".into();
+    }
     let first: Vec<String> = bytes.iter().take(8).map(|b| format!("{b:02x}")).collect();
     format!("unknown format (first bytes {})", first.join(" "))
 }
@@ -736,6 +739,10 @@ mod tests {
             "unknown format (first bytes 01 02 03 04 05 06 07 08)"
         );
         assert_eq!(error(b""), "an empty file");
+        assert_eq!(
+            error(b"07070100000001"),
+            "a cpio archive (an initramfs, not a kernel)"
+        );
     }
 
     #[test]

@@ -704,14 +704,16 @@ impl Summary {
     }
 
     pub fn line(&self) -> String {
-        let mut line = format!(
-            "boots: {} passed, {} failed; {} distinct (pa,va) pairs, {} distinct pa, {} distinct va",
-            self.passed,
-            self.failed,
-            self.pairs.len(),
-            self.pas.len(),
-            self.vas.len()
-        );
+        let mut line = format!("boots: {} passed, {} failed", self.passed, self.failed);
+        // Linux boots have no (pa, va): their figures replace those.
+        if self.kernel_code.is_empty() || !self.pairs.is_empty() {
+            line.push_str(&format!(
+                "; {} distinct (pa,va) pairs, {} distinct pa, {} distinct va",
+                self.pairs.len(),
+                self.pas.len(),
+                self.vas.len()
+            ));
+        }
         if !self.kernel_code.is_empty() {
             line.push_str(&format!(
                 "; {} distinct Kernel code, KASLR enabled {} / disabled {}, EL2 {}",
