@@ -239,9 +239,12 @@ fn check_static_arm64(elf: &[u8]) -> Result<()> {
         u16_at(0x38).context("ELF header truncated")?,
     );
     for i in 0..usize::from(count) {
-        let at = usize::try_from(phoff)? + i * usize::from(entsize);
+        let at = usize::try_from(phoff)
+            .ok()
+            .and_then(|off| off.checked_add(i * usize::from(entsize)))
+            .context("program header table out of range")?;
         let kind = elf
-            .get(at..at + 4)
+            .get(at..at.saturating_add(4))
             .and_then(|b| <[u8; 4]>::try_from(b).ok())
             .map(u32::from_le_bytes)
             .context("program header table truncated")?;
@@ -427,6 +430,9 @@ mod tests {
         elf[0x40 + 56] = 3; // PT_INTERP
         assert!(check_static_arm64(&elf).is_err());
         elf[18] = 62;
+        assert!(check_static_arm64(&elf).is_err());
+        elf[18] = 183;
+        elf[0x20..0x28].copy_from_slice(&u64::MAX.to_le_bytes());
         assert!(check_static_arm64(&elf).is_err());
     }
 }
