@@ -432,7 +432,7 @@ pub fn gunzip(member: &[u8]) -> Result<Vec<u8>> {
 }
 
 /// `cargo build -p <package> --target <rust_target> [--release]`; returns the ELF's path.
-fn cargo_build(target: &Target, package: &str, args: &BuildArgs) -> Result<PathBuf> {
+pub fn cargo_build(target: &Target, package: &str, args: &BuildArgs) -> Result<PathBuf> {
     let mut cmd = cargo();
     cmd.args(["build", "-p", package, "--target", target.rust_target]);
     if !args.debug {
@@ -446,7 +446,7 @@ fn cargo_build(target: &Target, package: &str, args: &BuildArgs) -> Result<PathB
 }
 
 /// The toolchain's llvm-objcopy (from the `llvm-tools` component).
-fn objcopy() -> Result<PathBuf> {
+pub fn objcopy() -> Result<PathBuf> {
     let root = workspace_root();
     let sysroot = capture(
         Command::new("rustc")

@@ -12,6 +12,7 @@ mod image;
 mod kexec;
 mod linux;
 mod qemu;
+mod residue;
 mod test;
 
 use std::ffi::OsStr;

@@ -333,6 +333,8 @@ pub struct Boot {
     pub shim_error: Option<String>,
     pub shim_lines: Vec<String>,
     pub linux: LinuxBoot,
+    /// `payload: ok` said it searched RAM for the planted seed (`residue-scan=`).
+    pub residue_scanned: bool,
     /// The last non-empty console line, for messages.
     pub last_line: Option<String>,
     pub end: End,
@@ -389,6 +391,7 @@ impl Boot {
             shim_error: None,
             shim_lines: Vec::new(),
             linux: LinuxBoot::default(),
+            residue_scanned: false,
             last_line: None,
             end,
         }
@@ -535,9 +538,12 @@ impl Boot {
             }
         }
         match event {
-            Event::PayloadOk { va, pa, .. } => {
+            Event::PayloadOk { va, pa, rest } => {
                 self.payload_lines += 1;
                 self.payload_ok.get_or_insert((va, pa));
+                self.residue_scanned |= rest
+                    .split_whitespace()
+                    .any(|f| f.starts_with("residue-scan="));
             }
             Event::PayloadFail(why) => {
                 self.payload_lines += 1;
@@ -674,6 +680,8 @@ pub struct Summary {
     pub kaslr_enabled: u32,
     pub kaslr_disabled: u32,
     pub el2: u32,
+    /// Boots whose payload searched RAM for the planted seed and found none.
+    pub residue_scans: u32,
 }
 
 impl Summary {
@@ -700,6 +708,9 @@ impl Summary {
         }
         if l.started_at_el2() {
             self.el2 += 1;
+        }
+        if pass && boot.residue_scanned {
+            self.residue_scans += 1;
         }
     }
 

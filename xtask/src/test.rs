@@ -13,7 +13,7 @@ use clap::{Args, ValueEnum};
 use crate::arch::Arch;
 use crate::image::{self, BuildArgs};
 use crate::qemu::{self, Expect, Initrd, Loader, Machine, Summary};
-use crate::{cargo, deps, exec, linux, target_dir};
+use crate::{cargo, deps, exec, linux, residue, target_dir};
 
 #[derive(Args, Debug)]
 pub struct TestArgs {
@@ -52,6 +52,8 @@ enum Payload {
     LinuxImage,
     /// The same as Image.gz, the gzip member kept in the container as it is.
     LinuxImageGz,
+    /// tests/residue: a Linux-protocol Image that searches RAM for the planted seed.
+    ResidueScanner,
 }
 
 /// What a case asks of its boots, beyond each passing its expectation.
@@ -81,6 +83,9 @@ enum Check {
     LinuxSame,
     /// As `Linux`, and every kernel says `KASLR enabled`.
     LinuxKaslr,
+    /// Every boot reaches `payload: ok` having searched all RAM for the seed planted in
+    /// the device tree (`residue-scan=`) without finding it.
+    Residue,
 }
 
 /// One row of the boot matrix.
@@ -102,6 +107,8 @@ struct Case {
     machine_opts: &'static str,
     /// Seconds each boot may take [default: DEFAULT_TIMEOUT].
     timeout: Option<u64>,
+    /// Boot with QEMU virt's tree carrying a planted kaslr-seed (residue.rs).
+    planted_dtb: bool,
 }
 
 const fn case(name: &'static str, check: Check) -> Case {
@@ -119,6 +126,20 @@ const fn case(name: &'static str, check: Check) -> Case {
         cpu: None,
         machine_opts: "",
         timeout: None,
+        planted_dtb: false,
+    }
+}
+
+/// A residue case: the tree with a planted kaslr-seed, given as it is (no QEMU seeds),
+/// 512 MiB of RAM, and a payload that searches all of it for the seed.
+const fn residue_case(name: &'static str, payload: Payload) -> Case {
+    Case {
+        mem: residue::MEM,
+        append: "shim.verbose residue-scan",
+        machine_opts: "dtb-randomness=off",
+        planted_dtb: true,
+        payload,
+        ..case(name, Check::Residue)
     }
 }
 
@@ -232,6 +253,15 @@ const AARCH64_CASES: &[Case] = &[
         corrupt: true,
         ..linux_case("linux-corrupt-gz", Check::Refused)
     },
+    // Nothing secret left behind: the firmware's kaslr-seed, planted in the tree, has
+    // no copy anywhere in RAM when an ELF payload runs, nor when a kernel is entered
+    // (MMU off: what memory holds, not what the caches do), at EL1 and at EL2.
+    residue_case("residue-elf", Payload::Demo),
+    residue_case("residue-linux-el1", Payload::ResidueScanner),
+    Case {
+        el2: true,
+        ..residue_case("residue-linux-el2", Payload::ResidueScanner)
+    },
 ];
 
 /// x86_64: the payload exits QEMU through isa-debug-exit (status 33 after `payload: ok`).
@@ -343,7 +373,9 @@ pub fn run(args: &TestArgs) -> Result<()> {
             for case in cases {
                 let name = format!("{}/{}", target.name, case.name);
                 eprintln!("\nxtask: ===== case {name} =====");
-                let linux = if case.payload == Payload::Demo && !case.initrd {
+                let linux = if matches!(case.payload, Payload::Demo | Payload::ResidueScanner)
+                    && !case.initrd
+                {
                     None
                 } else {
                     Some(
@@ -390,6 +422,10 @@ pub fn run(args: &TestArgs) -> Result<()> {
 fn build_image(arch: Arch, case: &Case, linux: Option<&linux::Inputs>) -> Result<PathBuf, String> {
     let (payload, stem) = match (case.payload, linux) {
         (Payload::Demo, _) => (None, None),
+        (Payload::ResidueScanner, _) => (
+            Some(residue::scanner_image().map_err(|e| format!("{e:#}"))?),
+            Some("shim-residue"),
+        ),
         (Payload::LinuxImage, Some(l)) => (Some(l.image.clone()), Some("shim-linux-image")),
         (Payload::LinuxImageGz, Some(l)) => (Some(l.image_gz.clone()), Some("shim-linux-gz")),
         (_, None) => return Err("no Linux inputs".into()),
@@ -427,6 +463,10 @@ fn run_case(
         (true, None) => bail!("the case needs the Linux test initramfs"),
         (false, _) => None,
     };
+    let planted = match case.planted_dtb {
+        true => Some(residue::planted_dtb()?),
+        false => None,
+    };
     let machine = Machine {
         target,
         loader: case.loader,
@@ -436,7 +476,7 @@ fn run_case(
         append: case.append,
         cpu: case.cpu.unwrap_or(target.cpu),
         machine_opts: case.machine_opts,
-        dtb: None,
+        dtb: planted.as_deref(),
         initrd,
     };
     let expect = match case.check {
@@ -447,9 +487,11 @@ fn run_case(
         | Check::LinuxDistinct(_)
         | Check::LinuxSame
         | Check::LinuxKaslr => Expect::Linux,
-        Check::Ok | Check::SamePlacement | Check::Distinct { .. } | Check::Placed { .. } => {
-            Expect::Ok
-        }
+        Check::Ok
+        | Check::SamePlacement
+        | Check::Distinct { .. }
+        | Check::Placed { .. }
+        | Check::Residue => Expect::Ok,
     };
     let summary = qemu::boot_many(&machine, image, expect, case.boots, timeout)?;
     eprintln!("xtask: {}", summary.line());
@@ -463,6 +505,16 @@ fn check(check: Check, s: &Summary) -> Result<()> {
     }
     match check {
         Check::Ok | Check::Refused | Check::Linux => Ok(()),
+        Check::Residue => {
+            if s.residue_scans != s.passed {
+                bail!(
+                    "expected every payload to search RAM (residue-scan=), {} of {} did",
+                    s.residue_scans,
+                    s.passed
+                );
+            }
+            Ok(())
+        }
         Check::LinuxEl2 => {
             if s.el2 != s.passed {
                 bail!(

@@ -1,0 +1,71 @@
+//! The residue test's inputs: a device tree with a known kaslr-seed planted in it
+//! (QEMU virt's own tree, dumped and rebuilt with shim-common's editor), and the
+//! Linux-protocol scanner Image (tests/residue). The shim must leave no copy of the
+//! planted seed anywhere a payload or a kernel can read.
+
+use std::fs;
+use std::path::PathBuf;
+use std::process::Command;
+
+use anyhow::{Context, Result};
+use shim_common::fdt::edit::{self, Edit};
+use shim_common::fdt::Fdt;
+
+use crate::arch::AARCH64;
+use crate::image::{self, BuildArgs};
+use crate::{exec, target_dir};
+
+/// The planted kaslr-seed; tests/payload (`checks::planted_seed`) and tests/residue
+/// (`scan.S`) build the same value from immediates.
+pub const PLANTED_SEED: u64 = 0x5eed_c0de_a5a5_1234;
+/// The scanners search the first 512 MiB of RAM: boot with this much.
+pub const MEM: &str = "512M";
+
+/// QEMU virt's device tree for `-m 512M`, with `PLANTED_SEED` as `/chosen/kaslr-seed`
+/// (rebuilt compactly: QEMU's own dump is padded to 1 MiB and QEMU pads it again).
+pub fn planted_dtb() -> Result<PathBuf> {
+    let dir = target_dir().join("xtask").join("residue");
+    fs::create_dir_all(&dir)?;
+    let dumped = dir.join("virt.dtb");
+    exec(Command::new(AARCH64.qemu).args([
+        "-machine",
+        &format!("virt,dtb-randomness=off,dumpdtb={}", dumped.display()),
+        "-cpu",
+        "max",
+        "-m",
+        MEM,
+        "-display",
+        "none",
+    ]))?;
+    let blob = fs::read(&dumped).with_context(|| format!("reading {}", dumped.display()))?;
+    let fdt = Fdt::new(&blob).map_err(|e| anyhow::anyhow!("QEMU's dumped tree: {e}"))?;
+    let seed = PLANTED_SEED.to_be_bytes();
+    let edits = [Edit::Set("kaslr-seed", &seed)];
+    let mut out = vec![0; edit::rebuilt_size(&fdt, &edits)];
+    let n = edit::rebuild(&fdt, &edits, &mut out).map_err(|e| anyhow::anyhow!("{e}"))?;
+    out.truncate(n);
+    let planted = dir.join("planted.dtb");
+    fs::write(&planted, &out).with_context(|| format!("writing {}", planted.display()))?;
+    Ok(planted)
+}
+
+/// tests/residue as a flat arm64 Image (its own header, no relocations).
+pub fn scanner_image() -> Result<PathBuf> {
+    let args = BuildArgs {
+        arch: crate::arch::Arch::Aarch64,
+        payload: None,
+        corrupt_payload: false,
+        output: None,
+        release: true,
+        debug: false,
+    };
+    let elf = image::cargo_build(&AARCH64, "residue-image", &args)?;
+    let out = target_dir().join("xtask").join("residue").join("Image");
+    exec(
+        Command::new(image::objcopy()?)
+            .args(["-O", "binary"])
+            .arg(&elf)
+            .arg(&out),
+    )?;
+    Ok(out)
+}
