@@ -130,6 +130,12 @@ const fn case(name: &'static str, check: Check) -> Case {
     }
 }
 
+impl Case {
+    fn check_is_residue(&self) -> bool {
+        matches!(self.check, Check::Residue)
+    }
+}
+
 /// A residue case: the tree with a planted kaslr-seed, given as it is (no QEMU seeds),
 /// 512 MiB of RAM, and a payload that searches all of it for the seed.
 const fn residue_case(name: &'static str, payload: Payload) -> Case {
@@ -698,7 +704,8 @@ mod tests {
 
     #[test]
     fn linux_cases_have_their_inputs() {
-        for case in AARCH64_CASES.iter().filter(|c| c.payload != Payload::Demo) {
+        let linux = |c: &&Case| matches!(c.payload, Payload::LinuxImage | Payload::LinuxImageGz);
+        for case in AARCH64_CASES.iter().filter(linux) {
             assert!(case.initrd, "{}", case.name);
             assert!(case.append.contains("console=ttyAMA0"), "{}", case.name);
             assert!(case.append.contains("panic=-1"), "{}", case.name);
@@ -707,6 +714,13 @@ mod tests {
         assert!(X86_64_CASES
             .iter()
             .all(|c| c.payload == Payload::Demo && !c.initrd));
+        for case in AARCH64_CASES.iter().filter(|c| c.check_is_residue()) {
+            assert!(
+                case.planted_dtb && case.mem == residue::MEM,
+                "{}",
+                case.name
+            );
+        }
     }
 
     #[test]
