@@ -130,12 +130,6 @@ const fn case(name: &'static str, check: Check) -> Case {
     }
 }
 
-impl Case {
-    fn check_is_residue(&self) -> bool {
-        matches!(self.check, Check::Residue)
-    }
-}
-
 /// A residue case: the tree with a planted kaslr-seed, given as it is (no QEMU seeds),
 /// 512 MiB of RAM, and a payload that searches all of it for the seed.
 const fn residue_case(name: &'static str, payload: Payload) -> Case {
@@ -714,7 +708,10 @@ mod tests {
         assert!(X86_64_CASES
             .iter()
             .all(|c| c.payload == Payload::Demo && !c.initrd));
-        for case in AARCH64_CASES.iter().filter(|c| c.check_is_residue()) {
+        for case in AARCH64_CASES
+            .iter()
+            .filter(|c| matches!(c.check, Check::Residue))
+        {
             assert!(
                 case.planted_dtb && case.mem == residue::MEM,
                 "{}",
