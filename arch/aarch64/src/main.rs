@@ -145,9 +145,6 @@ extern "C" fn shim_main(fdt_pa: u64, image_offset: u64, base: u64, entered_el: u
         Ok(ttbr0) => unsafe { mmu::enable(ttbr0, written) },
         Err(e) => fail(e),
     }
-    if let Some(uart) = shim_boards::SELECTED.early_pl011 {
-        console::set(uart, shim_common::fdt::Uart::Pl011);
-    }
     let fdt_size = match fdt_size {
         Ok(size) => size,
         Err(e) => fail(Fail::Fdt(fdt_pa, e)),
@@ -211,6 +208,10 @@ fn boot(
     let fdt_blob = unsafe { phys(fdt_pa, fdt_size) };
     let (machine, seed_offsets) = {
         let fdt = fdt::Fdt::new(fdt_blob).map_err(|e| Fail::Fdt(fdt_pa, e))?;
+        // The console first, so that what is wrong with the rest of the tree is said.
+        if let Ok(Some(c)) = fdt::stdout(&fdt) {
+            console::set(c.base, c.uart);
+        }
         let m = Machine::read(&fdt).map_err(|e| Fail::Fdt(fdt_pa, e))?;
         let offsets = (
             m.kaslr_seed.map(|s| s.1),
@@ -218,11 +219,6 @@ fn boot(
         );
         (m, offsets)
     };
-    match machine.console {
-        Some(c) => console::set(c.base, c.uart),
-        // The early UART was a guess: without a console the tree names, stay quiet.
-        None => console::set(0, shim_common::fdt::Uart::Pl011),
-    }
     if let Some(len) = machine.bad_kaslr_seed {
         say!("/chosen/kaslr-seed is {len} bytes, not 8: ignored, as Linux does");
     }

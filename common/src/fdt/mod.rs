@@ -1,5 +1,6 @@
 //! Reads a flattened device tree (Devicetree Specification v0.4, chapter 5) into the
-//! facts the shim needs: RAM, what must not be overwritten, `/chosen` and the console.
+//! facts the shim needs: RAM, what must not be overwritten and `/chosen`; `console`
+//! finds the UART `stdout-path` names, `edit` rebuilds the tree for the next stage.
 //! A small checked walker of its own: the `fdt` crate (0.1.5) panics on malformed blobs.
 
 use crate::memmap::{Avoid, MemError, MemoryMap, Range};
@@ -356,7 +357,6 @@ pub struct Machine<'a> {
     pub bad_kaslr_seed: Option<usize>,
     /// `/chosen/rng-seed` bytes and the blob offset of its value.
     pub rng_seed: Option<(&'a [u8], usize)>,
-    pub console: Option<Console>,
 }
 
 /// The top-level node whose properties the walk is in.
@@ -379,7 +379,6 @@ impl<'a> Machine<'a> {
             kaslr_seed: None,
             bad_kaslr_seed: None,
             rng_seed: None,
-            console: None,
         };
         let mut top = Top::Other;
         // Memory nodes: `device_type` may come after `reg`, so keep `reg` until the end.
@@ -387,7 +386,6 @@ impl<'a> Machine<'a> {
         // A /reserved-memory child's `no-map` may come after its `reg`, likewise.
         let (mut res_reg, mut res_cells, mut no_map) = (&[][..], Cells::default(), false);
         let (mut initrd_start, mut initrd_end) = (None, None);
-        let mut stdout: &[u8] = &[];
 
         fdt.walk(|depth, event| {
             match event {
@@ -417,7 +415,6 @@ impl<'a> Machine<'a> {
                     (Top::Chosen, 1, "bootargs") => {
                         m.bootargs = value.split(|&b| b == 0).next().unwrap_or_default()
                     }
-                    (Top::Chosen, 1, "stdout-path") => stdout = value,
                     (Top::Chosen, 1, "linux,initrd-start") => {
                         initrd_start = Some(number(value, "linux,initrd-start")?)
                     }
@@ -467,7 +464,6 @@ impl<'a> Machine<'a> {
             (None, None) => None,
             _ => return Err(FdtError::BadProperty("linux,initrd-end")),
         };
-        m.console = console::from_stdout_path(fdt, stdout)?;
         Ok(m)
     }
 }
@@ -591,11 +587,11 @@ mod tests {
             let m = Machine::read(&fdt).unwrap();
             assert_eq!(ram(&m), vec![(0x4000_0000, 0x4000_0000 + size)], "{file}");
             assert_eq!(
-                m.console,
-                Some(Console {
+                stdout(&fdt),
+                Ok(Some(Console {
                     base: 0x0900_0000,
                     uart: Uart::Pl011
-                }),
+                })),
                 "{file}"
             );
             assert!(m.kaslr_seed.is_some() && m.rng_seed.is_some(), "{file}");
@@ -666,11 +662,11 @@ mod tests {
         assert_eq!(m.kaslr_seed.map(|s| s.0), Some(0x0123_4567_89ab_cdef));
         assert_eq!(m.rng_seed.map(|s| s.0.len()), Some(16));
         assert_eq!(
-            m.console,
-            Some(Console {
+            stdout(&Fdt::new(&blob).unwrap()),
+            Ok(Some(Console {
                 base: 0x0900_0000,
                 uart: Uart::Pl011
-            })
+            }))
         );
     }
 
