@@ -224,12 +224,13 @@ pub fn load(
         0 => inputs.opts.image_offset.unwrap_or(0),
         x1 => x1,
     };
+    let fixed = inputs.opts.nokaslr || weak_fixed(&inputs.opts, strong);
     let placed = plan::place(
         &free,
         dram_base,
         span,
         &inputs.window,
-        inputs.opts.nokaslr,
+        fixed,
         loader_offset,
         &mut rng,
     )
@@ -243,27 +244,15 @@ pub fn load(
             &free,
         )
     })?;
-    if let Some((offset, why)) = placed.refused_offset {
-        platform.say(format_args!(
-            "image offset {offset:#x} refused: {why}; choosing a slot instead"
-        ));
-    }
-    match placed.mode {
-        Mode::Lowest => platform.say(format_args!("nokaslr: payload at the lowest slot")),
-        Mode::Loader => platform.say(format_args!("payload at the loader's image offset")),
-        Mode::Random if !strong => platform.say(format_args!(
-            "warning: no strong entropy source, only the counter"
-        )),
-        Mode::Random => {}
-    }
+    say_mode(platform, &placed, &inputs.opts, strong, "payload");
+    let bits = Bits::of(&placed, inputs.window.disp_bits, strong);
     let t3 = platform.ticks();
     if inputs.opts.verbose {
         platform.say(format_args!(
-            "placed pa={:#x} va={:#x} slots={} entropy={} sources={}",
+            "placed pa={:#x} va={:#x} slots={} {bits} sources={}",
             placed.phys,
             placed.virt,
             placed.phys_slots,
-            placed.bits,
             SourceNames(sources)
         ));
     }
@@ -303,9 +292,11 @@ pub fn load(
         entropy_sources: sources,
         entropy_strong: u32::from(strong),
         phys_slots: placed.phys_slots,
-        kaslr_bits: placed.bits,
+        kaslr_bits: bits.credited,
         fixed: u32::from(placed.mode != Mode::Random),
         seed,
+        phys_bits: bits.phys,
+        virt_bits: bits.virt,
     };
     let entry = placed
         .virt
@@ -428,7 +419,7 @@ pub fn load_linux_arm64<'a>(
         0 => inputs.opts.image_offset.unwrap_or(0),
         x1 => x1,
     };
-    let lowest = inputs.opts.nokaslr || !layout.anywhere;
+    let lowest = inputs.opts.nokaslr || !layout.anywhere || weak_fixed(&inputs.opts, strong);
     let placed = plan::place_request(
         &free,
         &req,
@@ -448,29 +439,17 @@ pub fn load_linux_arm64<'a>(
             &free,
         )
     })?;
-    if let Some((offset, why)) = placed.refused_offset {
-        platform.say(format_args!(
-            "image offset {offset:#x} refused: {why}; choosing a slot instead"
-        ));
-    }
-    match placed.mode {
-        Mode::Lowest if inputs.opts.nokaslr => {
-            platform.say(format_args!("nokaslr: kernel at the lowest slot"))
-        }
-        Mode::Loader => platform.say(format_args!("kernel at the loader's image offset")),
-        Mode::Random if !strong => platform.say(format_args!(
-            "warning: no strong entropy source, only the counter"
-        )),
-        _ => {}
+    if layout.anywhere || placed.mode != Mode::Lowest {
+        say_mode(platform, &placed, &inputs.opts, strong, "kernel");
     }
     let slot = Range::from_base_size(placed.phys, req.size)?;
     let image_pa = placed.phys + layout.text_offset;
     if inputs.opts.verbose {
         platform.say(format_args!(
-            "placed pa={image_pa:#x} size={:#x} slots={} entropy={} sources={}",
+            "placed pa={image_pa:#x} size={:#x} slots={} {} sources={}",
             layout.reserve,
             placed.phys_slots,
-            placed.bits,
+            Bits::of(&placed, 0, strong),
             SourceNames(sources)
         ));
     }
@@ -525,6 +504,77 @@ pub fn load_linux_arm64<'a>(
         fdt_pa,
         rng,
     })
+}
+
+/// `shim.weak=fixed` and nothing but the counter to draw from: do not randomize.
+fn weak_fixed(opts: &Options, strong: bool) -> bool {
+    opts.weak_fixed && !strong
+}
+
+/// Says how the placement was decided: always, not only with `shim.verbose`, since a
+/// fixed or weakly drawn placement must never pass unnoticed (seeds/001: loaders in
+/// the wild leave junk in x1).
+fn say_mode(
+    platform: &mut impl Platform,
+    placed: &Placement,
+    opts: &Options,
+    strong: bool,
+    what: &str,
+) {
+    if let Some((offset, why)) = placed.refused_offset {
+        platform.say(format_args!(
+            "image offset {offset:#x} refused: {why}; choosing a slot instead"
+        ));
+    }
+    match placed.mode {
+        Mode::Lowest if opts.nokaslr => {
+            platform.say(format_args!("nokaslr: {what} at the lowest slot"))
+        }
+        Mode::Lowest => platform.say(format_args!(
+            "shim.weak=fixed and no strong entropy source: {what} at the lowest slot, not randomized"
+        )),
+        Mode::Loader => platform.say(format_args!(
+            "{what} at the loader's image offset: not randomized"
+        )),
+        Mode::Random if !strong => platform.say(format_args!(
+            "warning: no strong entropy source, only the counter: a weak placement (shim.weak=fixed refuses it)"
+        )),
+        Mode::Random => {}
+    }
+}
+
+/// The bits a placement had: what the layout allowed, physical and virtual, and what
+/// the sources back (0 with only the counter, which is guessable).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Bits {
+    pub phys: u32,
+    pub virt: u32,
+    pub credited: u32,
+}
+
+impl Bits {
+    pub fn of(placed: &Placement, disp_bits: u32, strong: bool) -> Bits {
+        let (phys, virt) = match placed.mode {
+            Mode::Random => (placed.phys_slots.ilog2(), disp_bits),
+            _ => (0, 0),
+        };
+        let credited = if strong { phys + virt } else { 0 };
+        Bits {
+            phys,
+            virt,
+            credited,
+        }
+    }
+}
+
+impl fmt::Display for Bits {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "phys_bits={} virt_bits={} entropy={}",
+            self.phys, self.virt, self.credited
+        )
+    }
 }
 
 /// Says why nothing fits: what was needed, then RAM, the avoid list and what is free.
@@ -960,5 +1010,58 @@ mod tests {
         assert_ne!(a.kaslr, b.kaslr);
         assert_ne!(a.rng, b.rng);
         assert!(!a.rng.windows(8).any(|w| w == a.kaslr));
+    }
+
+    #[test]
+    fn counter_only_entropy_is_weak_in_words_and_numbers() {
+        let elf = payload();
+        let c = container(&elf, &elf);
+        let counter_only = |cmdline: &[u8]| {
+            let mut i = inputs(&c, cmdline, 1);
+            i.entropy = Mixer::new();
+            i.entropy.add(Source::Counter, &12345u64.to_le_bytes());
+            i
+        };
+        let mut fake = Fake::new();
+        let loaded = load(
+            &mut fake,
+            counter_only(b"shim.verbose"),
+            &mut DecompressorOxide::new(),
+        )
+        .unwrap();
+        let info = loaded.info;
+        assert_eq!((info.entropy_strong, info.kaslr_bits), (0, 0));
+        assert_eq!(info.virt_bits, 25);
+        assert!(info.phys_bits > 0 && info.fixed == 0);
+        assert!(fake
+            .lines
+            .iter()
+            .any(|l| l.starts_with("warning: no strong entropy")));
+        assert!(fake
+            .lines
+            .iter()
+            .any(|l| l.contains("entropy=0 sources=counter")));
+        // shim.weak=fixed: no randomization at all on such a boot...
+        let mut fake = Fake::new();
+        let loaded = load(
+            &mut fake,
+            counter_only(b"shim.weak=fixed"),
+            &mut DecompressorOxide::new(),
+        )
+        .unwrap();
+        assert_eq!((loaded.placed.mode, loaded.info.fixed), (Mode::Lowest, 1));
+        assert!(fake
+            .lines
+            .iter()
+            .any(|l| l.starts_with("shim.weak=fixed and no strong entropy")));
+        // ...but a strong source still randomizes under it.
+        let loaded = load(
+            &mut Fake::new(),
+            inputs(&c, b"shim.weak=fixed", 1),
+            &mut DecompressorOxide::new(),
+        )
+        .unwrap();
+        assert_eq!(loaded.placed.mode, Mode::Random);
+        assert_eq!(loaded.info.kaslr_bits, loaded.info.phys_bits + 25);
     }
 }

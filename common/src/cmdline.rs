@@ -40,6 +40,10 @@ pub struct Options {
     pub verbose: bool,
     /// `shim.offset=nn`: acts as a loader-passed image offset.
     pub image_offset: Option<u64>,
+    /// `shim.weak=fixed`: with no strong entropy source (only the counter), do not
+    /// randomize at all; `shim.weak=random` (the default) randomizes anyway and says
+    /// the placement is weak.
+    pub weak_fixed: bool,
     /// `memmap=` entries in command line order (comma-separated ones included); the
     /// first `memmap_count` are `Some`. Stricter than x86 Linux, which counts only the
     /// avoided regions towards its limit of 4: here every entry counts.
@@ -338,6 +342,22 @@ pub fn parse(cmdline: &[u8]) -> Result<Options, CmdlineError> {
                 opts.verbose = true;
             }
             b"shim.offset" => opts.image_offset = Some(size_value(value, "shim.offset")?),
+            b"shim.weak" => {
+                opts.weak_fixed = match value {
+                    Some(b"fixed") => true,
+                    Some(b"random") => false,
+                    Some(_) => {
+                        return Err(CmdlineError::BadValue {
+                            option: "shim.weak",
+                        })
+                    }
+                    None => {
+                        return Err(CmdlineError::MissingValue {
+                            option: "shim.weak",
+                        })
+                    }
+                }
+            }
             p if p.starts_with(b"shim.") => {
                 return Err(CmdlineError::UnknownShimOption(Name::new(p)))
             }
@@ -483,6 +503,13 @@ mod tests {
         assert!(!o.nokaslr && o.verbose);
         assert_eq!(o.mem_limit, Some(2 << 30));
         assert_eq!(o.image_offset, Some(0x20_0000));
+        assert!(parse(b"shim.weak=fixed").unwrap().weak_fixed);
+        assert!(
+            !parse(b"shim.weak=fixed shim.weak=random")
+                .unwrap()
+                .weak_fixed
+        );
+        assert!(parse(b"shim.weak=maybe").is_err() && parse(b"shim.weak").is_err());
         assert!(parse(b"kaslr nokaslr").unwrap().nokaslr);
         assert_eq!(
             parse(b"mem=\"1G\" -- nokaslr shim.bogus")

@@ -433,6 +433,14 @@ impl Platform for Arm64 {
     fn ticks_per_second(&self) -> u64 {
         cpu::counter_frequency()
     }
+
+    fn fresh_entropy(&mut self) -> [u64; 3] {
+        [
+            cpu::rndr().unwrap_or(0),
+            cpu::rndr().unwrap_or(0),
+            cpu::counter(),
+        ]
+    }
 }
 
 /// An overflow of our stack is an error, not a silent corruption of the bss below

@@ -300,6 +300,15 @@ impl Platform for X86 {
     fn ticks_per_second(&self) -> u64 {
         cpu::tsc_frequency()
     }
+
+    fn fresh_entropy(&mut self) -> [u64; 3] {
+        let features = cpu::Features::read();
+        [
+            cpu::rdseed(&features).unwrap_or(0),
+            cpu::rdrand().unwrap_or(0),
+            cpu::rdtsc(),
+        ]
+    }
 }
 
 /// An overflow of our stack is an error, not a silent corruption of the bss below
