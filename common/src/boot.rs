@@ -45,6 +45,9 @@ pub struct Inputs<'a> {
     /// What must survive until the payload runs: the shim and its container, the
     /// device tree or boot_params, the command line, the initrd, reserved memory.
     pub avoid: Avoid,
+    /// What the placer may hand out (`layout::compose`): RAM within the command
+    /// line's limits, clear of `avoid`, normal memory in the identity map.
+    pub usable: MemoryMap,
     pub opts: Options,
     /// The container xtask appended to the shim.
     pub container: &'a [u8],
@@ -178,7 +181,7 @@ pub fn load(
     }
 
     // Unpack into the lowest free range and check the digest before anything parses it.
-    let free = plan::usable(&inputs.ram, &inputs.avoid, &inputs.opts)?;
+    let free = inputs.usable;
     // A corrupt header's size may not round up: then it fits nowhere.
     let scratch_len = payload
         .unpacked_size
@@ -215,7 +218,8 @@ pub fn load(
     inputs.avoid.push(scratch, "scratch")?;
 
     // Choose the slot and the virtual base.
-    let free = plan::usable(&inputs.ram, &inputs.avoid, &inputs.opts)?;
+    let mut free = inputs.usable;
+    free.remove(scratch)?;
     let span = elf.span();
     // The origin of image offsets, 2 MiB aligned so that an aligned slot gives an
     // aligned virtual base even when RAM starts unaligned (kexec-tools' e820 at 0x400).
@@ -414,7 +418,7 @@ pub fn load_linux_arm64<'a>(
     }
 
     let t0 = platform.ticks();
-    let free = plan::usable(&inputs.ram, &inputs.avoid, &inputs.opts)?;
+    let free = inputs.usable;
     let loader_offset = match inputs.loader_offset {
         0 => inputs.opts.image_offset.unwrap_or(0),
         x1 => x1,
@@ -719,10 +723,17 @@ mod tests {
         let mut entropy = Mixer::new();
         // A zero kaslr-seed means "no seed": never pass one.
         entropy.add(Source::KaslrSeed, &[seed | 0x80; 8]);
+        let opts = crate::cmdline::parse(cmdline).unwrap();
+        let mut ram_limited = ram;
+        if let Some(limit) = opts.memory_limit() {
+            ram_limited.truncate_above(limit);
+        }
+        let usable = crate::memmap::free_memory(&ram_limited, &avoid()).unwrap();
         Inputs {
             ram,
             avoid: avoid(),
-            opts: crate::cmdline::parse(cmdline).unwrap(),
+            usable,
+            opts,
             container,
             arch: elf::Machine::Aarch64,
             window: plan::ARM64_WINDOW,

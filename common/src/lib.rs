@@ -26,6 +26,7 @@ pub mod elf;
 pub mod entropy;
 pub mod fdt;
 pub mod image;
+pub mod layout;
 pub mod memmap;
 pub mod plan;
 pub mod slot;

@@ -202,9 +202,10 @@ const AARCH64_CASES: &[Case] = &[
         append: "shim.verbose shim.offset=0x10001000",
         ..case("bad-loader-offset", Check::Ok)
     },
-    // mem= leaves 2 MiB beside the shim: no room to unpack, and one clear line.
+    // mem= (an amount of memory on arm64) keeps RAM's first 3 MiB: 1 MiB beside the
+    // shim at 2 MiB, no room to unpack, and one clear line.
     Case {
-        append: "shim.verbose mem=0x40300000",
+        append: "shim.verbose mem=3M",
         ..case("no-room", Check::Error("cannot place payload"))
     },
     Case {

@@ -19,7 +19,8 @@ use shim_common::elf;
 use shim_common::entropy::{self, Health, Mixer, Source};
 use shim_common::fdt::edit::{self, Edit};
 use shim_common::fdt::{self, FdtError, Machine};
-use shim_common::memmap::{Avoid, MemError, MemoryMap, Range};
+use shim_common::layout::{self, MemLimit};
+use shim_common::memmap::{MemError, MemoryMap, Range};
 use shim_common::plan::ARM64_WINDOW;
 
 use crate::mmu::{Attr, MmuError, Pool};
@@ -31,7 +32,6 @@ core::arch::global_asm!(include_str!("handoff.S"));
 /// booting.rst: "The device tree blob (dtb) must be placed on an 8-byte boundary and
 /// must not exceed 2 megabytes in size."
 const FDT_MAX: u64 = 2 << 20;
-const MIB2: u64 = 2 << 20;
 /// The longest bootargs the shim hands on (with their NUL): arm64 Linux's
 /// COMMAND_LINE_SIZE is 2048 (4096 since v6.2).
 const BOOTARGS_MAX: usize = 4096;
@@ -126,7 +126,7 @@ extern "C" fn shim_main(fdt_pa: u64, image_offset: u64, base: u64, entered_el: u
     // anything else, map ourselves and the device tree as normal memory.
     let fdt_size = early_fdt_size(fdt_pa);
     let mut normal = MemoryMap::new();
-    let shim = round_2m(image.base, image.size);
+    let shim = pages(image.base, image.size);
     let written = Range {
         start: image.base,
         end: image.base + image.end,
@@ -134,7 +134,7 @@ extern "C" fn shim_main(fdt_pa: u64, image_offset: u64, base: u64, entered_el: u
     let early = normal
         .insert(shim)
         .and_then(|()| match fdt_size {
-            Ok(size) => normal.insert(round_2m(fdt_pa, size)),
+            Ok(size) => normal.insert(pages(fdt_pa, size)),
             Err(_) => Ok(()),
         })
         .map_err(Fail::Memory)
@@ -179,11 +179,12 @@ fn early_fdt_size(fdt_pa: u64) -> Result<u64, FdtError> {
     }
 }
 
-fn round_2m(start: u64, len: u64) -> Range {
-    let end = start.saturating_add(len).saturating_add(MIB2 - 1) & !(MIB2 - 1);
+/// The pages `[start, start + len)` touches.
+fn pages(start: u64, len: u64) -> Range {
+    let page = layout::PAGE;
     Range {
-        start: start & !(MIB2 - 1),
-        end,
+        start: start & !(page - 1),
+        end: start.saturating_add(len).saturating_add(page - 1) & !(page - 1),
     }
 }
 
@@ -229,26 +230,29 @@ fn boot(
         .map(|len| &args[..len + 1])
         .ok_or(machine.bootargs.len());
 
-    // Everything that must survive until the payload runs.
-    let mut avoid = Avoid::new();
-    avoid.push(Range::from_base_size(image.base, image.size)?, "shim")?;
-    avoid.push(Range::from_base_size(fdt_pa, fdt_size)?, "fdt")?;
-    if let Some(initrd) = machine.initrd {
-        avoid.push(initrd, "initrd")?;
+    // What must survive, what the identity map makes normal, what may be handed out:
+    // one answer from common::layout. RAM beyond the identity map's reach is clipped.
+    let layout = layout::compose(
+        &layout::Machine {
+            ram: &machine.ram,
+            reserved: &machine.reserved,
+            no_map: &machine.no_map,
+            shim: Range::from_base_size(image.base, image.size)?,
+            handoff: Range::from_base_size(fdt_pa, fdt_size)?,
+            initrd: machine.initrd,
+            mapped_limit: mmu::IDENTITY_LIMIT,
+            mem_limit: MemLimit::Amount,
+        },
+        &opts,
+    )?;
+    if layout.clipped > 0 {
+        say!(
+            "{:#x} bytes of RAM above the {} GiB the identity map covers are left unused",
+            layout.clipped,
+            mmu::IDENTITY_LIMIT >> 30
+        );
     }
-    for (range, label) in machine.reserved.iter() {
-        avoid.push(range, label)?;
-    }
-
-    // The final identity map: all RAM (and the early ranges) normal memory.
-    // no-map reserved memory stays out of it (device memory: never speculated into).
-    let mut normal = machine.ram;
-    for r in machine.no_map.iter() {
-        normal.remove(r)?;
-    }
-    normal.insert(round_2m(image.base, image.size))?;
-    normal.insert(round_2m(fdt_pa, fdt_size))?;
-    mmu::switch_ttbr0(pool.identity(&normal)?);
+    mmu::switch_ttbr0(pool.identity(&layout.normal)?);
 
     // Entropy: firmware seeds, the CPU's RNG, the counter.
     let mut entropy = Mixer::new();
@@ -269,7 +273,8 @@ fn boot(
     let container = unsafe { phys(image.base + image.end, image.size - image.end) };
     let inputs = boot::Inputs {
         ram: machine.ram,
-        avoid,
+        avoid: layout.avoid,
+        usable: layout.usable,
         opts,
         container,
         arch: elf::Machine::Aarch64,
