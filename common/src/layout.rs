@@ -62,10 +62,7 @@ pub struct Layout {
 fn pages_out(r: Range) -> Range {
     Range {
         start: r.start & !(PAGE - 1),
-        end: r
-            .end
-            .checked_next_multiple_of(PAGE)
-            .unwrap_or(!(PAGE - 1)),
+        end: r.end.checked_next_multiple_of(PAGE).unwrap_or(!(PAGE - 1)),
     }
 }
 

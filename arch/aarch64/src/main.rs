@@ -394,6 +394,10 @@ fn boot_linux(inputs: boot::Inputs<'_>, entered: Entered<'_>) -> Result<Never, F
         edit::rebuild(&old, &edits, loaded.fdt).map_err(|e| Fail::Fdt(loaded.fdt_pa, e))?
     };
     drop(seeds);
+    // booting.rst: "must not exceed 2 megabytes in size".
+    if new_size as u64 > FDT_MAX {
+        return Err(Fail::Fdt(loaded.fdt_pa, FdtError::BadHeader("totalsize")));
+    }
     // The firmware's copies of its seeds: wiped, since the old tree stays in RAM.
     let (kaslr_at, rng_at) = entered.seed_offsets;
     fdt::wipe_seeds(entered.fdt_blob, kaslr_at, rng_at);

@@ -28,6 +28,7 @@ use crate::paging::{Caps, PagingError, Pool};
 core::arch::global_asm!(include_str!("entry.S"), options(att_syntax));
 core::arch::global_asm!(include_str!("setup.S"), options(att_syntax));
 core::arch::global_asm!(include_str!("vectors.S"), options(att_syntax));
+core::arch::global_asm!(include_str!("handoff.S"), options(att_syntax));
 
 const GIB: u64 = 1 << 30;
 /// The identity map reaches at least this far: the 32-bit protocol's whole space, where
