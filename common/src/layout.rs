@@ -57,6 +57,33 @@ pub struct Layout {
     pub usable: MemoryMap,
     /// Bytes of RAM above `mapped_limit`, left unused.
     pub clipped: u64,
+    pub mapped_limit: u64,
+}
+
+impl Layout {
+    /// The console line owed when RAM was clipped.
+    pub fn clipped_note(&self) -> Option<impl core::fmt::Display> {
+        (self.clipped > 0).then_some(Clipped {
+            bytes: self.clipped,
+            limit: self.mapped_limit,
+        })
+    }
+}
+
+struct Clipped {
+    bytes: u64,
+    limit: u64,
+}
+
+impl core::fmt::Display for Clipped {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(
+            f,
+            "{:#x} bytes of RAM above the {} GiB the identity map covers are left unused",
+            self.bytes,
+            self.limit >> 30
+        )
+    }
 }
 
 fn pages_out(r: Range) -> Range {
@@ -111,6 +138,7 @@ pub fn compose(m: &Machine<'_>, opts: &Options) -> Result<Layout, MemError> {
         normal,
         usable,
         clipped,
+        mapped_limit: m.mapped_limit,
     })
 }
 
@@ -186,6 +214,10 @@ mod tests {
         let (reserved, no_map) = (Avoid::new(), MemoryMap::new());
         let l = compose(&machine(&ram, &reserved, &no_map), &Options::default()).unwrap();
         assert_eq!(l.clipped, 2 * GIB);
+        assert_eq!(
+            l.clipped_note().unwrap().to_string(),
+            "0x80000000 bytes of RAM above the 512 GiB the identity map covers are left unused"
+        );
         assert_eq!(l.usable.last().unwrap().end, 512 * GIB);
         assert_eq!(l.normal.last().unwrap().end, 512 * GIB);
     }

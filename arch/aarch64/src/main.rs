@@ -254,12 +254,8 @@ fn boot(
         },
         &opts,
     )?;
-    if layout.clipped > 0 {
-        say!(
-            "{:#x} bytes of RAM above the {} GiB the identity map covers are left unused",
-            layout.clipped,
-            mmu::IDENTITY_LIMIT >> 30
-        );
+    if let Some(note) = layout.clipped_note() {
+        say!("{note}");
     }
     mmu::switch_ttbr0(pool.identity(&layout.normal)?);
 

@@ -260,12 +260,8 @@ fn boot(image: &Image, bp_pa: u64) -> Result<Never, Fail> {
         },
         &opts,
     )?;
-    if layout.clipped > 0 {
-        say!(
-            "{:#x} bytes of RAM above the {} GiB the identity map covers are left unused",
-            layout.clipped,
-            paging::IDENTITY_LIMIT >> 30
-        );
+    if let Some(note) = layout.clipped_note() {
+        say!("{note}");
     }
 
     // SAFETY: the container (image.end..image.size) lies inside our own image, mapped.
