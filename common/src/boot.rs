@@ -115,6 +115,10 @@ impl From<SlotError> for BootError {
     }
 }
 
+/// How much of an ELF payload is unpacked first, for its headers: ELF files put
+/// their program headers right after the 64-byte ELF header.
+const HEADERS_PREFIX: usize = 8192;
+
 /// A payload ready to map and enter.
 pub struct Loaded {
     pub placed: Placement,
@@ -180,47 +184,27 @@ pub fn load(
         return Err(BootError::Format(payload.format));
     }
 
-    // Unpack into the lowest free range and check the digest before anything parses it.
-    let free = inputs.usable;
-    // A corrupt header's size may not round up: then it fits nowhere.
-    let scratch_len = payload
-        .unpacked_size
-        .checked_next_multiple_of(4096)
-        .ok_or(SlotError::NoSlot)?;
-    let req = slot::Request {
-        size: scratch_len,
-        align: 4096,
-        min_addr: 0,
-        max_end: u64::MAX,
-    };
-    let scratch = slot::lowest(&free, &req)
-        .ok_or(SlotError::NoSlot)
-        .inspect_err(|_| {
-            report(
-                platform,
-                "unpacking",
-                scratch_len,
-                &inputs.ram,
-                &inputs.avoid,
-                &free,
-            )
-        })?;
-    let scratch = Range::from_base_size(scratch, scratch_len)?;
-    let scratch_mem = platform.memory(scratch);
+    // The slot first, from the ELF and program headers at the start of the payload:
+    // the unpack scratch then goes elsewhere and can never take the only room there
+    // is. (Only the slot is decided on unverified bytes; nothing runs from them.)
     let t0 = platform.ticks();
-    let n = container::unpack(&payload, scratch_mem, inflater)?;
-    let scratch_mem: &'static [u8] = scratch_mem;
-    let unpacked = scratch_mem.get(..n).unwrap_or_default();
-    let t1 = platform.ticks();
-    container::verify(&payload, unpacked)?;
-    let t2 = platform.ticks();
-    let elf = Elf::parse(unpacked, inputs.arch)?;
-    inputs.avoid.push(scratch, "scratch")?;
-
-    // Choose the slot and the virtual base.
-    let mut free = inputs.usable;
-    free.remove(scratch)?;
-    let span = elf.span();
+    let mut head = [0u8; HEADERS_PREFIX];
+    let n = container::unpack_prefix(&payload, &mut head, inflater)?;
+    let headers = match Elf::headers(
+        head.get(..n).unwrap_or_default(),
+        payload.unpacked_size,
+        inputs.arch,
+    ) {
+        Ok(headers) => headers,
+        // Unreadable headers: a corrupt payload is reported as such (its digest), a
+        // sound one by what is wrong with its headers.
+        Err(e) => {
+            let map = (&inputs.ram, &inputs.avoid);
+            unpack_verified(platform, map, &payload, &inputs.usable, inflater)?;
+            return Err(BootError::Elf(e));
+        }
+    };
+    let span = headers.span;
     // The origin of image offsets, 2 MiB aligned so that an aligned slot gives an
     // aligned virtual base even when RAM starts unaligned (kexec-tools' e820 at 0x400).
     let dram_base = inputs.ram.first().map_or(0, |r| r.start) & !(plan::SLOT_ALIGN - 1);
@@ -230,7 +214,7 @@ pub fn load(
     };
     let fixed = inputs.opts.nokaslr || weak_fixed(&inputs.opts, strong);
     let placed = plan::place(
-        &free,
+        &inputs.usable,
         dram_base,
         span,
         &inputs.window,
@@ -245,12 +229,11 @@ pub fn load(
             span,
             &inputs.ram,
             &inputs.avoid,
-            &free,
+            &inputs.usable,
         )
     })?;
     say_mode(platform, &placed, &inputs.opts, strong, "payload");
     let bits = Bits::of(&placed, inputs.window.disp_bits, strong);
-    let t3 = platform.ticks();
     if inputs.opts.verbose {
         platform.say(format_args!(
             "placed pa={:#x} va={:#x} slots={} {bits} sources={}",
@@ -260,8 +243,29 @@ pub fn load(
             SourceNames(sources)
         ));
     }
+    let slot = Range::from_base_size(placed.phys, span)?;
+    inputs.avoid.push(slot, "payload")?;
 
-    let image = platform.memory(Range::from_base_size(placed.phys, span)?);
+    // Unpack into the lowest range left and check the digest before anything parses it.
+    let mut free = inputs.usable;
+    free.remove(slot)?;
+    let t1 = platform.ticks();
+    let (unpacked, t2) = unpack_verified(
+        platform,
+        (&inputs.ram, &inputs.avoid),
+        &payload,
+        &free,
+        inflater,
+    )?;
+    let n = unpacked.len();
+    let t3 = platform.ticks();
+    let elf = Elf::parse(unpacked, inputs.arch)?;
+    if elf.span() != span {
+        // The verified file's headers are the ones the slot was chosen by.
+        return Err(BootError::Elf(ElfError::HeadersChanged));
+    }
+
+    let image = platform.memory(slot);
     elf.load(image)?;
     let t4 = platform.ticks();
     let relocs = elf.relocate(image, placed.virt)?;
@@ -270,7 +274,7 @@ pub fn load(
         let hz = platform.ticks_per_second();
         let phase = |from: u64, to: u64| Duration(to.wrapping_sub(from), hz);
         platform.say(format_args!(
-            "timing unpack={} verify={} place={} load={} relocate={} ({} bytes, {} relocations)",
+            "timing place={} unpack={} verify={} load={} relocate={} ({} bytes, {} relocations)",
             phase(t0, t1),
             phase(t1, t2),
             phase(t2, t3),
@@ -508,6 +512,38 @@ pub fn load_linux_arm64<'a>(
         fdt_pa,
         rng,
     })
+}
+
+/// Unpacks the payload into the lowest page run of `free` and checks its SHA-256 there,
+/// before anything parses it; returns the verified bytes and the tick after unpacking.
+fn unpack_verified(
+    platform: &mut impl Platform,
+    (ram, avoid): (&MemoryMap, &Avoid),
+    payload: &container::Payload<'_>,
+    free: &MemoryMap,
+    inflater: &mut DecompressorOxide,
+) -> Result<(&'static [u8], u64), BootError> {
+    // A corrupt header's size may not round up: then it fits nowhere.
+    let scratch_len = payload
+        .unpacked_size
+        .checked_next_multiple_of(4096)
+        .ok_or(SlotError::NoSlot)?;
+    let req = slot::Request {
+        size: scratch_len,
+        align: 4096,
+        min_addr: 0,
+        max_end: u64::MAX,
+    };
+    let scratch = slot::lowest(free, &req)
+        .ok_or(SlotError::NoSlot)
+        .inspect_err(|_| report(platform, "unpacking", scratch_len, ram, avoid, free))?;
+    let scratch_mem = platform.memory(Range::from_base_size(scratch, scratch_len)?);
+    let n = container::unpack(payload, scratch_mem, inflater)?;
+    let scratch_mem: &'static [u8] = scratch_mem;
+    let unpacked = scratch_mem.get(..n).unwrap_or_default();
+    let t = platform.ticks();
+    container::verify(payload, unpacked)?;
+    Ok((unpacked, t))
 }
 
 /// `shim.weak=fixed` and nothing but the counter to draw from: do not randomize.
@@ -786,7 +822,7 @@ mod tests {
             );
             assert!(loaded.info.entropy_strong == 1 && loaded.info.kaslr_bits > 25);
             assert!(fake.lines.iter().any(|l| l.starts_with("placed pa=")));
-            assert!(fake.lines.iter().any(|l| l.starts_with("timing unpack=")));
+            assert!(fake.lines.iter().any(|l| l.starts_with("timing place=")));
             let pages: Vec<_> = loaded.pages().collect();
             assert_eq!(pages[0], (p.virt, p.phys, 0x1000, Perm::Text));
             assert_eq!(
@@ -802,9 +838,10 @@ mod tests {
         let c = container(&elf, &elf);
         let mut inflater = DecompressorOxide::new();
         let loaded = load(&mut Fake::new(), inputs(&c, b"nokaslr", 1), &mut inflater).unwrap();
-        // The shim takes the first 2 MiB, the unpacked ELF the lowest free page after it.
-        assert_eq!(loaded.placed.phys, RAM_BASE + (4 << 20));
-        assert_eq!(loaded.placed.virt, plan::ARM64_WINDOW.base + (4 << 20));
+        // The shim takes the first 2 MiB; the slot is chosen before the unpack scratch,
+        // so it is the lowest one after the shim.
+        assert_eq!(loaded.placed.phys, RAM_BASE + (2 << 20));
+        assert_eq!(loaded.placed.virt, plan::ARM64_WINDOW.base + (2 << 20));
         assert_eq!(loaded.info.fixed, 1);
     }
 
@@ -830,6 +867,44 @@ mod tests {
     }
 
     #[test]
+    fn one_window_is_enough_the_scratch_goes_elsewhere() {
+        let elf = payload();
+        let c = container(&elf, &elf);
+        // mem= leaves the shim's 2 MiB and 1 MiB more: one slot, and the scratch after
+        // the image inside the same window.
+        let loaded = load(
+            &mut Fake::new(),
+            inputs(&c, b"mem=0x40300000", 1),
+            &mut DecompressorOxide::new(),
+        )
+        .unwrap();
+        assert_eq!(loaded.placed.phys, RAM_BASE + (2 << 20));
+        assert_eq!(loaded.placed.phys_slots, 1);
+    }
+
+    #[test]
+    fn a_payload_with_garbled_headers_is_a_digest_mismatch() {
+        let elf = payload();
+        let mut bad = elf.clone();
+        bad[0x38] ^= 0xff; // e_phnum
+        let c = container(&bad, &elf);
+        let e = load(
+            &mut Fake::new(),
+            inputs(&c, b"", 1),
+            &mut DecompressorOxide::new(),
+        )
+        .err()
+        .unwrap();
+        assert!(
+            matches!(
+                e,
+                BootError::Container(ContainerError::DigestMismatch { .. })
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn an_unknown_relocation_type_stops_the_boot_naming_it() {
         let elf = sample(&[rela(BASE + 0x1008, 257, 0)], &[]);
         let c = container(&elf, &elf);
@@ -847,8 +922,8 @@ mod tests {
         let c = container(&elf, &elf);
         let mut fake = Fake::new();
         let mut inflater = DecompressorOxide::new();
-        // mem= leaves only the shim's 2 MiB and 1 MiB more.
-        let e = load(&mut fake, inputs(&c, b"mem=0x40300000", 1), &mut inflater)
+        // mem= leaves only the shim's 2 MiB.
+        let e = load(&mut fake, inputs(&c, b"mem=0x40200000", 1), &mut inflater)
             .err()
             .unwrap();
         assert!(matches!(

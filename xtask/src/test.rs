@@ -202,10 +202,16 @@ const AARCH64_CASES: &[Case] = &[
         append: "shim.verbose shim.offset=0x10001000",
         ..case("bad-loader-offset", Check::Ok)
     },
-    // mem= (an amount of memory on arm64) keeps RAM's first 3 MiB: 1 MiB beside the
-    // shim at 2 MiB, no room to unpack, and one clear line.
+    // mem=3M leaves one 2 MiB window below the shim: the slot is chosen before the
+    // unpack scratch, so the scratch goes beside the shim and the payload still boots.
     Case {
         append: "shim.verbose mem=3M",
+        ..case("one-window", Check::Ok)
+    },
+    // mem= (an amount of memory on arm64) keeps RAM's first 64 KiB, below the shim at
+    // 2 MiB: too little for the 136 KiB payload anywhere, and one clear line.
+    Case {
+        append: "shim.verbose mem=64K",
         ..case("no-room", Check::Error("cannot place payload"))
     },
     Case {
