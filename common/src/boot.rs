@@ -9,6 +9,7 @@ use crate::arm64_linux;
 use crate::bootinfo::{self, BootInfo};
 use crate::cmdline::Options;
 use crate::container::{self, ContainerError, DecompressorOxide, Format};
+use crate::digest;
 use crate::elf::{self, Elf, ElfError};
 use crate::entropy::{Mixer, Rng};
 use crate::image::{self, ImageError};
@@ -30,6 +31,11 @@ pub trait Platform {
     /// The counter's frequency; 0 if unknown (timings are then printed in ticks).
     fn ticks_per_second(&self) -> u64 {
         0
+    }
+    /// The SHA-256 block function to verify payloads with: the CPU's instructions
+    /// where it has them.
+    fn sha256_compress(&self) -> digest::Compress {
+        digest::portable
     }
     /// Entropy read now, after the placement was drawn (CPU RNG values, the counter),
     /// mixed into the seeds handed on so they are more than the placement stream.
@@ -380,8 +386,8 @@ impl LoadedLinux<'_> {
     /// Checks the SHA-256 of the Image as it lies in its slot: called right before
     /// the jump (kexec purgatory's rule), so nothing the shim did since unpacking can
     /// have changed what runs.
-    pub fn verify(&self) -> Result<(), BootError> {
-        Ok(container::verify(&self.payload, self.image)?)
+    pub fn verify(&self, compress: digest::Compress) -> Result<(), BootError> {
+        Ok(container::verify_with(&self.payload, self.image, compress)?)
     }
 }
 
@@ -542,7 +548,7 @@ fn unpack_verified(
     let scratch_mem: &'static [u8] = scratch_mem;
     let unpacked = scratch_mem.get(..n).unwrap_or_default();
     let t = platform.ticks();
-    container::verify(payload, unpacked)?;
+    container::verify_with(payload, unpacked, platform.sha256_compress())?;
     Ok((unpacked, t))
 }
 
@@ -989,7 +995,7 @@ mod tests {
                 for (range, label) in avoid().iter() {
                     assert!(!slot.overlaps(&range) && !fdt.overlaps(&range), "{label}");
                 }
-                l.verify().unwrap();
+                l.verify(digest::portable).unwrap();
                 assert_eq!(
                     fake.read(Range::from_base_size(l.image_pa, img.len() as u64).unwrap()),
                     &img[..]
@@ -1014,7 +1020,7 @@ mod tests {
         // SAFETY: inside the leaked buffer; nothing else holds this byte.
         unsafe { *fake.ram.add(at) ^= 1 };
         assert!(matches!(
-            l.verify(),
+            l.verify(digest::portable),
             Err(BootError::Container(ContainerError::DigestMismatch { .. }))
         ));
     }

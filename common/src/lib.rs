@@ -22,6 +22,7 @@ pub mod bootinfo;
 pub mod bootparams;
 pub mod cmdline;
 pub mod container;
+pub mod digest;
 pub mod elf;
 pub mod entropy;
 pub mod fdt;

@@ -8,6 +8,7 @@
 mod console;
 mod cpu;
 mod mmu;
+mod sha256;
 
 use core::fmt;
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -407,7 +408,7 @@ fn boot_linux(inputs: boot::Inputs<'_>, entered: Entered<'_>) -> Result<Never, F
 
     // Right before the jump: the Image must be exactly what was packed.
     let t0 = since_entry_us();
-    loaded.verify()?;
+    loaded.verify(Arm64.sha256_compress())?;
     if opts.verbose {
         let total = since_entry_us();
         say!(
@@ -447,6 +448,10 @@ impl Platform for Arm64 {
 
     fn ticks_per_second(&self) -> u64 {
         cpu::counter_frequency()
+    }
+
+    fn sha256_compress(&self) -> shim_common::digest::Compress {
+        sha256::compress()
     }
 
     fn fresh_entropy(&mut self) -> [u64; 3] {
