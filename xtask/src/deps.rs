@@ -1,5 +1,5 @@
 //! Checks for the tools the build and the boots need (the Rust targets, QEMU, U-Boot)
-//! and installs missing ones: `rustup toolchain install` for rust-toolchain.toml and,
+//! and installs missing ones: rustup for what rust-toolchain.toml lists (toolchain.rs) and,
 //! as root on Debian, apt-get (QEMU from bookworm-backports on bookworm).
 
 use std::env;
@@ -11,7 +11,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 
 use crate::arch::{Arch, Target};
-use crate::{capture, exec, workspace_root};
+use crate::exec;
 
 const BACKPORTS: &str = "bookworm-backports";
 const BACKPORTS_SOURCE: &str = "/etc/apt/sources.list.d/bookworm-backports.sources";
@@ -37,45 +37,11 @@ pub fn run(args: &DepsArgs) -> Result<()> {
     Ok(())
 }
 
-/// Makes sure the Rust target is installed, installing the toolchain that
-/// rust-toolchain.toml names (with its targets and components) if it is not.
+/// Makes sure the toolchain rust-toolchain.toml pins has every target and component
+/// it lists (toolchain.rs), `target`'s among them.
 pub fn ensure_toolchain(target: &Target) -> Result<()> {
-    let root = workspace_root();
-    let list = || {
-        capture(
-            Command::new("rustup")
-                .current_dir(&root)
-                .args(["target", "list", "--installed"]),
-        )
-    };
-    let installed = |out: &str| out.lines().any(|l| l.trim() == target.rust_target);
-    let Ok(out) = list() else {
-        eprintln!(
-            "xtask: no rustup; assuming the {} target is installed",
-            target.rust_target
-        );
-        return Ok(());
-    };
-    if installed(&out) {
-        return Ok(());
-    }
-    eprintln!(
-        "xtask: the {} target is missing; installing the toolchain",
-        target.rust_target
-    );
-    exec(
-        Command::new("rustup")
-            .current_dir(&root)
-            .args(["toolchain", "install"]),
-    )?;
-    if !installed(&list()?) {
-        bail!(
-            "the {} target is still missing after `rustup toolchain install` in {}",
-            target.rust_target,
-            root.display()
-        );
-    }
-    Ok(())
+    crate::toolchain::ensure()
+        .with_context(|| format!("installing the toolchain for {}", target.rust_target))
 }
 
 /// Makes sure QEMU and the firmware for `target` are there; installs the missing

@@ -14,6 +14,7 @@ mod linux;
 mod qemu;
 mod residue;
 mod test;
+mod toolchain;
 
 use std::ffi::OsStr;
 use std::path::PathBuf;
