@@ -142,3 +142,28 @@ pub fn capture(cmd: &mut Command) -> Result<String> {
     }
     String::from_utf8(out.stdout).context("command printed non-UTF-8 output")
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// `cargo xtask <cmd> --help` shows a line for every option of every subcommand.
+    #[test]
+    fn every_option_has_help() {
+        let cli = super::Cli::command();
+        for sub in cli.get_subcommands() {
+            assert!(sub.get_about().is_some(), "{} has no about", sub.get_name());
+            for arg in sub.get_arguments() {
+                let id = arg.get_id().as_str();
+                if id == "help" {
+                    continue;
+                }
+                assert!(
+                    arg.get_help().is_some() || arg.get_long_help().is_some(),
+                    "cargo xtask {} --{id} has no help",
+                    sub.get_name()
+                );
+            }
+        }
+    }
+}
