@@ -233,6 +233,46 @@ pub fn ensure_host_packages(wanted: &[(&'static str, &str)]) -> Result<()> {
     Ok(())
 }
 
+/// Says which package `apt-get download <package>` is about to fetch and how big it
+/// is, from `apt-get download --print-uris` (apt's own progress follows).
+pub fn announce_download(package: &str) {
+    let uris = crate::capture(Command::new("apt-get").args(["download", "--print-uris", package]));
+    match uris.ok().as_deref().and_then(download_size) {
+        Some((file, size)) => {
+            eprintln!("xtask: downloading {package}: {file}, {}", human_size(size))
+        }
+        None => eprintln!("xtask: downloading {package} (size unknown)"),
+    }
+}
+
+/// The file name and size from `apt-get download --print-uris` output: a line
+/// `'URI' FILE SIZE HASH`.
+fn download_size(out: &str) -> Option<(String, u64)> {
+    out.lines().find_map(|line| {
+        let mut words = line.rsplit(' ');
+        let _hash = words.next()?;
+        let size = words.next()?.parse().ok()?;
+        let file = words.next()?.to_string();
+        line.starts_with('\'').then_some((file, size))
+    })
+}
+
+/// Bytes for people: `812.3 KiB`, `64.1 MiB`.
+pub fn human_size(bytes: u64) -> String {
+    let units = ["bytes", "KiB", "MiB", "GiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < units.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} bytes")
+    } else {
+        format!("{value:.1} {}", units[unit])
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -281,6 +321,20 @@ mod tests {
         );
         let steps = install_steps(&AARCH64, &["qemu-system-arm"], false, true);
         assert_eq!(steps.len(), 2);
+    }
+
+    #[test]
+    fn download_sizes() {
+        let out = "'http://deb.example/pool/main/b/busybox/busybox-static_1.35.0-4_amd64.deb' \
+                   busybox-static_1%3a1.35.0-4_amd64.deb 928188 SHA256:3d3f\n";
+        assert_eq!(
+            download_size(out),
+            Some(("busybox-static_1%3a1.35.0-4_amd64.deb".into(), 928_188))
+        );
+        assert_eq!(download_size("E: Unable to locate package x\n"), None);
+        assert_eq!(human_size(928_188), "906.4 KiB");
+        assert_eq!(human_size(68_000_000), "64.8 MiB");
+        assert_eq!(human_size(512), "512 bytes");
     }
 
     #[test]
