@@ -280,8 +280,12 @@ pub fn ensure() -> Result<()> {
         &pinned,
         installed.as_ref().map(|(t, c)| (t.as_str(), c.as_str())),
     );
+    if !steps.is_empty() {
+        eprintln!(
+            "xtask: the {ch} toolchain lacks targets or components rust-toolchain.toml lists"
+        );
+    }
     for step in &steps {
-        eprintln!("xtask: rust-toolchain.toml asks for more than is installed");
         let args: Vec<&str> = step.iter().map(String::as_str).collect();
         exec(&mut rustup(&args))?;
     }
