@@ -9,6 +9,7 @@ mod cpio;
 mod deps;
 mod grub;
 mod image;
+mod inspect;
 mod kexec;
 mod linux;
 mod qemu;
@@ -40,6 +41,9 @@ enum Cmd {
     Test(test::TestArgs),
     /// Check for (and, as root, install) QEMU, U-Boot and the Rust targets.
     Deps(deps::DepsArgs),
+    /// Tell what an image or payload holds (headers, entry points, payload, digest)
+    /// and whether it is valid.
+    Inspect(inspect::InspectArgs),
 }
 
 fn main() -> ExitCode {
@@ -62,6 +66,7 @@ fn dispatch(command: Cmd) -> Result<()> {
         Cmd::Qemu(args) => qemu::run(&args),
         Cmd::Test(args) => test::run(&args),
         Cmd::Deps(args) => deps::run(&args),
+        Cmd::Inspect(args) => inspect::run(&args),
     }
 }
 
