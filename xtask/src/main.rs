@@ -12,8 +12,10 @@ mod image;
 mod inspect;
 mod kexec;
 mod linux;
+mod linux_models;
 mod qemu;
 mod residue;
+mod simulate;
 mod test;
 mod toolchain;
 
@@ -44,6 +46,9 @@ enum Cmd {
     /// Tell what an image or payload holds (headers, entry points, payload, digest)
     /// and whether it is valid.
     Inspect(inspect::InspectArgs),
+    /// Run the shim's placement on a machine's memory map (a DTB or an e820 table),
+    /// beside Linux's own rules, with a histogram of draws and an optional SVG.
+    Simulate(simulate::SimulateArgs),
 }
 
 fn main() -> ExitCode {
@@ -67,6 +72,7 @@ fn dispatch(command: Cmd) -> Result<()> {
         Cmd::Test(args) => test::run(&args),
         Cmd::Deps(args) => deps::run(&args),
         Cmd::Inspect(args) => inspect::run(&args),
+        Cmd::Simulate(args) => simulate::run(&args),
     }
 }
 
