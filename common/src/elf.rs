@@ -624,6 +624,29 @@ impl<'a> Elf<'a> {
         (self.rela.len() / RELA_SIZE, self.relr.len() / RELR_SIZE)
     }
 
+    /// The type (`ELF64_R_TYPE`, the low 32 bits of `r_info`) of each RELA entry, in
+    /// table order: what a report counts by type, before [`Elf::relocate`] refuses
+    /// any type but RELATIVE and NONE.
+    pub fn rela_types(&self) -> impl Iterator<Item = u32> + 'a {
+        self.rela
+            .chunks_exact(RELA_SIZE)
+            .filter_map(|c| Rela::ref_from_bytes(c).ok())
+            .map(|r| (r.r_info.get() & 0xffff_ffff) as u32)
+    }
+
+    /// How many words the RELR table relocates: one per address entry, one per set
+    /// bit 1..=63 of each bitmap entry (what [`Elf::relocate`] reports as `relr`).
+    pub fn relr_words(&self) -> usize {
+        self.relr
+            .chunks_exact(RELR_SIZE)
+            .filter_map(|c| U64::ref_from_bytes(c).ok())
+            .map(|e| match e.get() {
+                w if w & 1 == 0 => 1,
+                w => (w >> 1).count_ones() as usize,
+            })
+            .sum()
+    }
+
     /// `image[..span]`, or an error if the destination is too small.
     fn window<'i>(&self, image: &'i mut [u8]) -> Result<&'i mut [u8], ElfError> {
         let have = image.len() as u64;
@@ -900,6 +923,8 @@ pub(crate) mod tests {
         let file = sample(&relas, &relr);
         let elf = Elf::parse(&file, Machine::Aarch64).unwrap();
         assert_eq!(elf.reloc_entries(), (3, 4));
+        assert_eq!(elf.rela_types().collect::<Vec<_>>(), [1027, 0, 1027]);
+        assert_eq!(elf.relr_words(), 5);
         let mut image = vec![0u8; 0x3000];
         elf.load(&mut image).unwrap();
         let virt = 0xffff_8000_1000_0000;

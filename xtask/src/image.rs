@@ -43,10 +43,8 @@ pub struct BuildArgs {
     /// shim-corrupt.img with --corrupt-payload].
     #[arg(long, value_name = "FILE")]
     pub output: Option<PathBuf>,
-    /// Build optimized (the default).
-    #[arg(long, conflicts_with = "debug")]
-    pub release: bool,
-    /// Build the shim and the demo payload unoptimized.
+    /// Build the shim and the demo payload unoptimized [default: optimized, cargo's
+    /// release profile].
     #[arg(long)]
     pub debug: bool,
 }

@@ -56,7 +56,6 @@ pub fn scanner_image() -> Result<PathBuf> {
         payload: None,
         corrupt_payload: false,
         output: None,
-        release: true,
         debug: false,
     };
     let elf = image::cargo_build(&AARCH64, "residue-image", &args)?;

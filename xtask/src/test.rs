@@ -449,7 +449,6 @@ fn build_image(arch: Arch, case: &Case, linux: Option<&linux::Inputs>) -> Result
         payload,
         corrupt_payload: case.corrupt,
         output,
-        release: true,
         debug: false,
     };
     image::build(&build)
