@@ -17,8 +17,9 @@ use shim_common::cmdline::{self, Options};
 use shim_common::entropy::Rng;
 use shim_common::fdt::{Fdt, Machine};
 use shim_common::image::{Arm64Image, ImageSize, PageSize};
+use shim_common::layout::{self, MemLimit};
 use shim_common::memmap::{Avoid, MemoryMap, Range};
-use shim_common::plan::{self, VirtWindow, ARM64_WINDOW, SLOT_ALIGN, X86_64_WINDOW};
+use shim_common::plan::{VirtWindow, ARM64_WINDOW, SLOT_ALIGN, X86_64_WINDOW};
 use shim_common::slot::{self, Request};
 
 use crate::deps::human_size;
@@ -378,7 +379,25 @@ impl Sim {
         for (r, _) in &avoid {
             list.push(*r, "avoid").map_err(|e| anyhow!("{e}"))?;
         }
-        let free = plan::usable(&ram, &list, &opts).map_err(|e| anyhow!("{e}"))?;
+        // The shim's own composition (common::layout), with what the loader used given
+        // as `--avoid` and mem= read as the architecture reads it.
+        let mem_limit = match arch {
+            "x86_64" => MemLimit::Address,
+            _ => MemLimit::Amount,
+        };
+        let machine = layout::Machine {
+            ram: &ram,
+            reserved: &list,
+            no_map: &MemoryMap::new(),
+            shim: Range::EMPTY,
+            handoff: Range::EMPTY,
+            initrd: None,
+            mapped_limit: 512 << 30,
+            mem_limit,
+        };
+        let free = layout::compose(&machine, &opts)
+            .map_err(|e| anyhow!("{e}"))?
+            .usable;
         let count = slot::count(&free, &req).map_err(|e| anyhow!("{e}"))?;
         let slots = if opts.nokaslr { count.min(1) } else { count };
         let slot_regions = free
@@ -818,7 +837,8 @@ mod tests {
         assert_eq!(fewer.rules[0].outcomes.slots, 1);
         let mem = Sim::from_dtb(
             &dtb("virt-1G-smp1.dtb"),
-            Some("mem=0x60000000"),
+            // An amount of memory on arm64: the first 512 MiB of RAM.
+            Some("mem=512M"),
             &[],
             DEFAULT_SIZE,
         )
