@@ -218,7 +218,8 @@ pub fn load(
         0 => inputs.opts.image_offset.unwrap_or(0),
         x1 => x1,
     };
-    let fixed = inputs.opts.nokaslr || weak_fixed(&inputs.opts, strong);
+    let fixed =
+        inputs.opts.nokaslr || inputs.opts.memmap_overflow || weak_fixed(&inputs.opts, strong);
     let placed = plan::place(
         &inputs.usable,
         dram_base,
@@ -433,7 +434,10 @@ pub fn load_linux_arm64<'a>(
         0 => inputs.opts.image_offset.unwrap_or(0),
         x1 => x1,
     };
-    let lowest = inputs.opts.nokaslr || !layout.anywhere || weak_fixed(&inputs.opts, strong);
+    let lowest = inputs.opts.nokaslr
+        || inputs.opts.memmap_overflow
+        || !layout.anywhere
+        || weak_fixed(&inputs.opts, strong);
     let placed = plan::place_request(
         &free,
         &req,
@@ -576,6 +580,10 @@ fn say_mode(
         Mode::Lowest if opts.nokaslr => {
             platform.say(format_args!("nokaslr: {what} at the lowest slot"))
         }
+        Mode::Lowest if opts.memmap_overflow => platform.say(format_args!(
+            "more than {} memmap= entries, not all kept: {what} at the lowest slot, not randomized",
+            crate::cmdline::MAX_MEMMAP
+        )),
         Mode::Lowest => platform.say(format_args!(
             "shim.weak=fixed and no strong entropy source: {what} at the lowest slot, not randomized"
         )),
@@ -1155,5 +1163,26 @@ mod tests {
         .unwrap();
         assert_eq!(loaded.placed.mode, Mode::Random);
         assert_eq!(loaded.info.kaslr_bits, loaded.info.phys_bits + 25);
+    }
+
+    #[test]
+    fn more_memmaps_than_kept_turns_randomization_off_and_says_so() {
+        let elf = payload();
+        let c = container(&elf, &elf);
+        let line: Vec<u8> = (0..17)
+            .flat_map(|i| format!("memmap=4K${:#x} ", 0x7000_0000 + i * 0x1000).into_bytes())
+            .collect();
+        let mut fake = Fake::new();
+        let loaded = load(
+            &mut fake,
+            inputs(&c, &line, 1),
+            &mut DecompressorOxide::new(),
+        )
+        .unwrap();
+        assert_eq!(loaded.placed.mode, Mode::Lowest);
+        assert!(fake
+            .lines
+            .iter()
+            .any(|l| l.starts_with("more than 16 memmap= entries")));
     }
 }
