@@ -75,6 +75,12 @@ pub struct Target {
     pub firmware_package: &'static str,
 }
 
+/// U-Boot on QEMU virt (the boards table).
+const QEMU_VIRT_UBOOT: shim_boards::UBoot = match shim_boards::QEMU_VIRT.uboot {
+    Some(uboot) => uboot,
+    None => panic!("qemu-virt boots with U-Boot"),
+};
+
 pub const AARCH64: Target = Target {
     name: "aarch64",
     rust_target: "aarch64-unknown-none",
@@ -94,8 +100,11 @@ pub const AARCH64: Target = Target {
     firmware: Firmware {
         bios: "/usr/lib/u-boot/qemu_arm64/u-boot.bin",
         // U-Boot's qemu-arm environment: kernel_addr_r, ramdisk_addr_r.
-        load_addr: 0x4040_0000,
-        initrd_addr: 0x4400_0000,
+        load_addr: QEMU_VIRT_UBOOT.kernel.value,
+        initrd_addr: match QEMU_VIRT_UBOOT.ramdisk {
+            Some(var) => var.value,
+            None => panic!("qemu-virt has a ramdisk_addr_r"),
+        },
         boot_cmd: "booti {addr} {initrd} ${fdtcontroladdr}",
     },
     qemu_package: "qemu-system-arm",
