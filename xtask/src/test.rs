@@ -7,13 +7,13 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, ValueEnum};
 
 use crate::arch::Arch;
 use crate::image::{self, BuildArgs};
 use crate::qemu::{self, Expect, Initrd, Loader, Machine, Summary};
-use crate::{cargo, deps, exec, linux, residue, target_dir};
+use crate::{cargo, deps, dtbs, exec, linux, residue, target_dir};
 
 #[derive(Args, Debug)]
 pub struct TestArgs {
@@ -344,9 +344,17 @@ pub fn run(args: &TestArgs) -> Result<()> {
     let filters = &args.cases;
 
     if !args.qemu_only && selected(filters, "host-tests") {
-        let mut cmd = cargo();
-        cmd.args(["test", "-p", "shim-common", "-p", "xtask"]);
-        record("host-tests".into(), exec(&mut cmd));
+        // The board DTB test skips without its directory; here it must run, so a
+        // download that fails fails the step.
+        let outcome = dtbs::all()
+            .context("getting the boards' device trees for the host tests")
+            .and_then(|dir| {
+                let mut cmd = cargo();
+                cmd.args(["test", "-p", "shim-common", "-p", "xtask"])
+                    .env(dtbs::ENV, dir);
+                exec(&mut cmd)
+            });
+        record("host-tests".into(), outcome);
     }
     if !args.host_only {
         let arches = match args.arch {
