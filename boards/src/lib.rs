@@ -116,9 +116,16 @@ pub struct Qemu {
     pub mem: &'static str,
     /// Whether `-m` may be changed (raspi4b accepts only its 2 GiB).
     pub mem_fixed: bool,
+    /// `-smp` where the machine has a fixed number of CPUs (raspi4b: 4), else `None`.
+    pub cpus: Option<u32>,
     /// Which `-serial` (QEMU's `serial_hd(n)`) is the console UART: the runner connects
     /// this one to the console and the ones before it to `null`.
     pub console_serial: usize,
+    /// Whether the demo payload can end QEMU: through PSCI SYSTEM_OFF on arm64 (QEMU
+    /// gives the guest PSCI and the tree a /psci node), isa-debug-exit on x86.
+    /// raspi4b starts its CPUs from spin tables and has no PSCI: the payload says so
+    /// and parks.
+    pub powers_off: bool,
 }
 
 /// QEMU `-machine virt` with U-Boot's `qemu_arm64` (Debian's `u-boot-qemu`).
@@ -153,7 +160,9 @@ pub const QEMU_VIRT: Board = Board {
         cpu: Some("max"),
         mem: "1G",
         mem_fixed: false,
+        cpus: None,
         console_serial: 0,
+        powers_off: true,
     }),
 };
 
@@ -175,7 +184,9 @@ pub const QEMU_Q35: Board = Board {
         cpu: Some("max"),
         mem: "1G",
         mem_fixed: false,
+        cpus: None,
         console_serial: 0,
+        powers_off: true,
     }),
 };
 
@@ -218,7 +229,9 @@ pub const RPI4: Board = Board {
         cpu: None,
         mem: "2G",
         mem_fixed: true,
+        cpus: Some(4),
         console_serial: 1,
+        powers_off: false,
     }),
 };
 
@@ -258,7 +271,9 @@ pub const IMX8MP_EVK: Board = Board {
         cpu: None,
         mem: "1G",
         mem_fixed: false,
+        cpus: None,
         console_serial: 1,
+        powers_off: true,
     }),
 };
 

@@ -3,6 +3,7 @@
 //! here, so adding x86_64 is one more enum variant and one more `Target`.
 
 use clap::ValueEnum;
+use shim_boards::Board;
 
 /// The `--arch` values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -63,10 +64,11 @@ pub struct Target {
     pub header: ImageHeader,
     pub packing: Packing,
     pub qemu: &'static str,
-    pub machine: &'static str,
-    /// Machine option that starts the guest in the hypervisor level (`--el2`).
+    /// The board QEMU boots by default: its machine, CPU and console (boards crate).
+    pub board: &'static Board,
+    /// Machine option that starts the guest in the hypervisor level (`--el2`; QEMU
+    /// virt only).
     pub el2_option: &'static str,
-    pub cpu: &'static str,
     /// More QEMU arguments every boot gets (devices the payload uses).
     pub qemu_args: &'static [&'static str],
     pub firmware: Firmware,
@@ -93,9 +95,8 @@ pub const AARCH64: Target = Target {
     },
     packing: Packing::Image,
     qemu: "qemu-system-aarch64",
-    machine: "virt",
+    board: &shim_boards::QEMU_VIRT,
     el2_option: "virtualization=on",
-    cpu: "max",
     qemu_args: &[],
     firmware: Firmware {
         bios: "/usr/lib/u-boot/qemu_arm64/u-boot.bin",
@@ -129,9 +130,8 @@ pub const X86_64: Target = Target {
         setup_section: ".setup",
     },
     qemu: "qemu-system-x86_64",
-    machine: "q35",
+    board: &shim_boards::QEMU_Q35,
     el2_option: "",
-    cpu: "max",
     qemu_args: &["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"],
     // No U-Boot: SeaBIOS is the firmware QEMU's -kernel needs.
     firmware: Firmware {

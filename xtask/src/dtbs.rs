@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context, Result};
-use shim_boards::BOARDS;
+use shim_boards::{Board, BOARDS};
 
 use crate::{announce, capture, linux, target_dir};
 
@@ -38,6 +38,14 @@ pub fn all() -> Result<PathBuf> {
         dir.display()
     );
     Ok(dir)
+}
+
+/// The board's Debian tree (downloaded once), or `None` if it has none.
+pub fn of(board: &Board) -> Result<Option<PathBuf>> {
+    match board.debian_dtb {
+        Some(file) => Ok(Some(all()?.join(file))),
+        None => Ok(None),
+    }
 }
 
 /// Downloads the full kernel package and extracts `files` into `dir`.

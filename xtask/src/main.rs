@@ -35,7 +35,7 @@ enum Cmd {
     /// Build the shim and the payload and pack them into target/xtask/<arch>/shim.img.
     Build(image::BuildArgs),
     /// Build the image and boot it in QEMU, one or more times.
-    Qemu(qemu::QemuArgs),
+    Qemu(Box<qemu::QemuArgs>),
     /// Run the host tests, then the QEMU boot matrix.
     Test(test::TestArgs),
     /// Check for (and, as root, install) QEMU, U-Boot and the Rust targets.
