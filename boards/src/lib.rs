@@ -57,7 +57,8 @@ pub struct UBoot {
     /// Where scripts load the kernel (`kernel_addr_r`). `booti` moves an Image whose
     /// flags say "anywhere" to the next 2 MiB boundary at or above it.
     pub kernel: Var,
-    /// Where scripts load a device tree of their own (`fdt_addr_r`).
+    /// Where scripts load a device tree of their own (`fdt_addr_r`, or `fdt_addr`
+    /// where the environment has only that).
     pub fdt: Option<Var>,
     /// Where scripts load an initrd (`ramdisk_addr_r`, or the board's own name for it).
     pub ramdisk: Option<Var>,
@@ -132,7 +133,8 @@ pub struct Qemu {
 /// Addresses: board/emulation/qemu-arm/qemu-arm.env (the same in Debian's U-Boot
 /// 2023.01, include/configs/qemu-arm.h then). `fdt_addr` 0x4000_0000 is where QEMU puts
 /// its tree (board/emulation/qemu-arm/qemu-arm.c `board_fdt_blob_setup`); there is no
-/// `fdt_addr_r`. CONFIG_FIT=y in configs/qemu_arm64_defconfig; SYS_BOOTM_LEN is the
+/// `fdt_addr_r`, so a tree of one's own goes there too (U-Boot runs on a copy of
+/// QEMU's, `fdtcontroladdr`, relocated to the top of RAM), below scriptaddr. CONFIG_FIT=y in configs/qemu_arm64_defconfig; SYS_BOOTM_LEN is the
 /// ARM64 default of boot/Kconfig. QEMU (hw/arm/virt.c) makes the tree: stdout-path is
 /// the PL011 at 0x0900_0000, the first -serial.
 pub const QEMU_VIRT: Board = Board {
@@ -141,7 +143,7 @@ pub const QEMU_VIRT: Board = Board {
     uboot: Some(UBoot {
         defconfig: "qemu_arm64",
         kernel: var("kernel_addr_r", 0x4040_0000),
-        fdt: None,
+        fdt: Some(var("fdt_addr", 0x4000_0000)),
         ramdisk: Some(var("ramdisk_addr_r", 0x4400_0000)),
         script: Some(var("scriptaddr", 0x4020_0000)),
         firmware_fdt: "fdtcontroladdr",

@@ -12,6 +12,7 @@ mod grub;
 mod image;
 mod kexec;
 mod linux;
+mod pack;
 mod qemu;
 mod residue;
 mod test;
@@ -38,6 +39,9 @@ enum Cmd {
     Qemu(Box<qemu::QemuArgs>),
     /// Run the host tests, then the QEMU boot matrix.
     Test(test::TestArgs),
+    /// Write a board's boot partition files for its U-Boot: the shim image and a
+    /// boot.scr that boots it (or a FIT image and a boot.scr that bootm's it).
+    Pack(pack::PackArgs),
     /// Check for (and, as root, install) QEMU, U-Boot and the Rust targets.
     Deps(deps::DepsArgs),
 }
@@ -61,6 +65,7 @@ fn dispatch(command: Cmd) -> Result<()> {
         }
         Cmd::Qemu(args) => qemu::run(&args),
         Cmd::Test(args) => test::run(&args),
+        Cmd::Pack(args) => pack::run(&args),
         Cmd::Deps(args) => deps::run(&args),
     }
 }
