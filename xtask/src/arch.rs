@@ -4,6 +4,7 @@
 
 use anyhow::{bail, Result};
 use clap::ValueEnum;
+use shim_boards::Board;
 
 use crate::qemu::Loader;
 
@@ -66,10 +67,11 @@ pub struct Target {
     pub header: ImageHeader,
     pub packing: Packing,
     pub qemu: &'static str,
-    pub machine: &'static str,
-    /// Machine option that starts the guest in the hypervisor level (`--el2`).
+    /// The board QEMU boots by default: its machine, CPU and console (boards crate).
+    pub board: &'static Board,
+    /// Machine option that starts the guest in the hypervisor level (`--el2`; QEMU
+    /// virt only).
     pub el2_option: &'static str,
-    pub cpu: &'static str,
     /// More QEMU arguments every boot gets (devices the payload uses).
     pub qemu_args: &'static [&'static str],
     pub firmware: Firmware,
@@ -101,6 +103,12 @@ impl Target {
     }
 }
 
+/// U-Boot on QEMU virt (the boards table).
+const QEMU_VIRT_UBOOT: shim_boards::UBoot = match shim_boards::QEMU_VIRT.uboot {
+    Some(uboot) => uboot,
+    None => panic!("qemu-virt boots with U-Boot"),
+};
+
 pub const AARCH64: Target = Target {
     name: "aarch64",
     rust_target: "aarch64-unknown-none",
@@ -113,15 +121,17 @@ pub const AARCH64: Target = Target {
     },
     packing: Packing::Image,
     qemu: "qemu-system-aarch64",
-    machine: "virt",
+    board: &shim_boards::QEMU_VIRT,
     el2_option: "virtualization=on",
-    cpu: "max",
     qemu_args: &[],
     firmware: Firmware {
         bios: "/usr/lib/u-boot/qemu_arm64/u-boot.bin",
         // U-Boot's qemu-arm environment: kernel_addr_r, ramdisk_addr_r.
-        load_addr: 0x4040_0000,
-        initrd_addr: 0x4400_0000,
+        load_addr: QEMU_VIRT_UBOOT.kernel.value,
+        initrd_addr: match QEMU_VIRT_UBOOT.ramdisk {
+            Some(var) => var.value,
+            None => panic!("qemu-virt has a ramdisk_addr_r"),
+        },
         boot_cmd: "booti {addr} {initrd} ${fdtcontroladdr}",
     },
     qemu_package: "qemu-system-arm",
@@ -148,9 +158,8 @@ pub const X86_64: Target = Target {
         setup_section: ".setup",
     },
     qemu: "qemu-system-x86_64",
-    machine: "q35",
+    board: &shim_boards::QEMU_Q35,
     el2_option: "",
-    cpu: "max",
     qemu_args: &["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"],
     // No U-Boot: SeaBIOS is the firmware QEMU's -kernel needs.
     firmware: Firmware {

@@ -10,6 +10,9 @@ pub enum Event {
     PayloadOk { va: u64, pa: u64, rest: String },
     /// `payload: FAIL <why>`
     PayloadFail(String),
+    /// `payload: ... parking`: the payload cannot power the machine off (no /psci in
+    /// the device tree) and waits forever instead.
+    PayloadParked(String),
     /// Any other `payload: ` line.
     Payload(String),
     /// `shim: placed pa=0x.. va=0x.. slots=N entropy=<bits> sources=<list>`
@@ -190,6 +193,9 @@ fn parse_payload(text: &str) -> Event {
     if let Some(why) = text.strip_prefix("FAIL") {
         return Event::PayloadFail(why.trim().to_string());
     }
+    if text.ends_with(": parking") {
+        return Event::PayloadParked(text.to_string());
+    }
     Event::Payload(text.to_string())
 }
 
@@ -294,6 +300,17 @@ mod tests {
         assert_eq!(
             parse_line("payload: hello"),
             Some(Event::Payload("hello".into()))
+        );
+        // tests/payload's power_off without PSCI.
+        assert_eq!(
+            parse_line("payload: no /psci in the device tree: parking\r"),
+            Some(Event::PayloadParked(
+                "no /psci in the device tree: parking".into()
+            ))
+        );
+        assert_eq!(
+            parse_line("payload: parking lot"),
+            Some(Event::Payload("parking lot".into()))
         );
         // An `ok` line without addresses is not a pass.
         assert_eq!(parse_line("payload: ok"), Some(Event::Payload("ok".into())));

@@ -18,9 +18,9 @@ use crate::image::{self, PayloadKind};
 use crate::{capture, deps, exec, target_dir};
 
 /// The metapackage that names Debian's current cloud kernel for arm64.
-const KERNEL_METAPACKAGE: &str = "linux-image-cloud-arm64";
+pub const KERNEL_METAPACKAGE: &str = "linux-image-cloud-arm64";
 const BUSYBOX_PACKAGE: &str = "busybox-static";
-const ARCH: &str = "arm64";
+pub const ARCH: &str = "arm64";
 /// The size of /data.bin, whose SHA-256 /init prints.
 pub const DATA_LEN: usize = 256 * 1024;
 
@@ -254,7 +254,7 @@ fn check_static_arm64(elf: &[u8]) -> Result<()> {
 }
 
 /// The kernel package `apt-cache depends <metapackage>:arm64` names, without `:arm64`.
-fn kernel_package(depends: &str) -> Option<String> {
+pub fn kernel_package(depends: &str) -> Option<String> {
     depends
         .lines()
         .filter_map(|l| l.trim().strip_prefix("Depends: "))
@@ -297,7 +297,7 @@ fn download(dir: &Path, package: &str) -> Result<(PathBuf, String)> {
 
 /// Makes sure apt knows arm64 packages: arm64 added as a foreign architecture and the
 /// package lists updated, as root; otherwise fails printing the commands.
-fn ensure_arm64_apt() -> Result<()> {
+pub fn ensure_arm64_apt() -> Result<()> {
     let foreign = capture(Command::new("dpkg").arg("--print-foreign-architectures"))?;
     let added = foreign.lines().any(|l| l.trim() == ARCH);
     if added && candidate_known(BUSYBOX_PACKAGE)? {

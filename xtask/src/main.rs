@@ -7,12 +7,14 @@ mod bzimage;
 mod console;
 mod cpio;
 mod deps;
+mod dtbs;
 mod grub;
 mod image;
 mod inspect;
 mod kexec;
 mod linux;
 mod linux_models;
+mod pack;
 mod qemu;
 mod residue;
 mod simulate;
@@ -38,9 +40,12 @@ enum Cmd {
     /// Build the shim and the payload and pack them into target/xtask/<arch>/shim.img.
     Build(image::BuildArgs),
     /// Build the image and boot it in QEMU, one or more times.
-    Qemu(qemu::QemuArgs),
+    Qemu(Box<qemu::QemuArgs>),
     /// Run the host tests, then the QEMU boot matrix.
     Test(test::TestArgs),
+    /// Write a board's boot partition files for its U-Boot: the shim image and a
+    /// boot.scr that boots it (or a FIT image and a boot.scr that bootm's it).
+    Pack(pack::PackArgs),
     /// Check for (and, as root, install) QEMU, U-Boot and the Rust targets.
     Deps(deps::DepsArgs),
     /// Tell what an image or payload holds (headers, entry points, payload, digest)
@@ -70,6 +75,7 @@ fn dispatch(command: Cmd) -> Result<()> {
         }
         Cmd::Qemu(args) => qemu::run(&args),
         Cmd::Test(args) => test::run(&args),
+        Cmd::Pack(args) => pack::run(&args),
         Cmd::Deps(args) => deps::run(&args),
         Cmd::Inspect(args) => inspect::run(&args),
         Cmd::Simulate(args) => simulate::run(&args),

@@ -15,10 +15,12 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 
+use shim_boards::{Board, Qemu};
+
 use crate::arch::Target;
 use crate::console::{parse_line, Console, Event, Kernel, LinuxTest, Placed};
 use crate::image::{self, BuildArgs, PayloadKind};
-use crate::{announce, deps};
+use crate::{announce, deps, dtbs};
 use crate::{grub, kexec, linux};
 
 /// How long the runner lets QEMU go on after a line that decides the boot...
@@ -54,6 +56,9 @@ impl Loader {
 pub enum Expect {
     /// The payload reports `payload: ok` and powers QEMU off.
     Ok,
+    /// The payload reports `payload: ok`, then that it cannot power off (no /psci)
+    /// and parks; the runner stops QEMU (boards without PSCI, e.g. raspi4b).
+    OkParked,
     /// The shim reports `shim: payload digest mismatch` and no payload runs.
     DigestMismatch,
     /// The shim stops with a `shim: error: ...` line and no payload runs.
@@ -74,9 +79,13 @@ pub struct QemuArgs {
     /// How the image is booted; each architecture has its own list (arch.rs).
     #[arg(long, value_enum, default_value = "direct")]
     pub loader: Loader,
-    /// Guest memory, as QEMU's -m takes it.
-    #[arg(long, default_value = "1G")]
-    pub mem: String,
+    /// The board QEMU models [default: qemu-virt, or qemu-q35 for x86_64]: its
+    /// machine, CPU, memory and console UART; its Debian device tree is the -dtb.
+    #[arg(long, value_name = "NAME", value_parser = board_names())]
+    pub board: Option<String>,
+    /// Guest memory, as QEMU's -m takes it [default: the board's, 1G for QEMU virt].
+    #[arg(long)]
+    pub mem: Option<String>,
     /// Guest CPUs, as QEMU's -smp takes them.
     #[arg(long, default_value_t = 1)]
     pub smp: u32,
@@ -98,7 +107,8 @@ pub struct QemuArgs {
     /// `dtb-randomness=off`.
     #[arg(long, value_name = "A=B,C=D")]
     pub machine_opts: Option<String>,
-    /// A device tree for QEMU's -dtb instead of the one QEMU generates.
+    /// A device tree for QEMU's -dtb instead of the one QEMU generates (or, with
+    /// --board, Debian's for the board).
     #[arg(long, value_name = "FILE")]
     pub dtb: Option<PathBuf>,
     /// How many times to boot the same image.
@@ -107,8 +117,8 @@ pub struct QemuArgs {
     /// Seconds each boot may take before QEMU is killed and the boot failed.
     #[arg(long, default_value_t = 60)]
     pub timeout: u64,
-    /// What a passing boot shows [default: ok, or linux for a Linux payload, or
-    /// digest-mismatch with --corrupt-payload].
+    /// What a passing boot shows [default: ok (ok-parked on a board without PSCI),
+    /// or linux for a Linux payload, or digest-mismatch with --corrupt-payload].
     #[arg(long, value_enum)]
     pub expect: Option<Expect>,
     /// Boot this ready-made image instead of building one.
@@ -116,12 +126,38 @@ pub struct QemuArgs {
     pub image: Option<PathBuf>,
 }
 
+/// The `--board` values.
+fn board_names() -> clap::builder::PossibleValuesParser {
+    clap::builder::PossibleValuesParser::new(shim_boards::BOARDS.iter().map(|b| b.name))
+}
+
+/// The board `--board` names for `target` (its default without one), with its QEMU
+/// model; fails for a board of another architecture or without one.
+pub fn qemu_board(target: &'static Target, name: Option<&str>) -> Result<&'static Board> {
+    let board = match name {
+        Some(name) => shim_boards::by_name(name).with_context(|| format!("no board {name}"))?,
+        None => target.board,
+    };
+    if board.arch != target.board.arch {
+        bail!("{} is not an {} board", board.name, target.name);
+    }
+    if board.qemu.is_none() {
+        bail!("{} has no QEMU model", board.name);
+    }
+    Ok(board)
+}
+
 pub fn run(args: &QemuArgs) -> Result<()> {
     let target = args.build.arch.target();
-    if args.el2 && target.el2_option.is_empty() {
-        bail!("--el2 is for aarch64 only");
+    let board = qemu_board(target, args.board.as_deref())?;
+    let on_default = std::ptr::eq(board, target.board);
+    if args.el2 && (target.el2_option.is_empty() || !on_default) {
+        bail!("--el2 is for QEMU virt (aarch64) only");
     }
     target.check_loader(args.loader)?;
+    if args.loader == Loader::UBoot && !on_default {
+        bail!("--loader u-boot is for QEMU virt only (U-Boot's qemu_arm64 build)");
+    }
     if args.initrd.is_some() && matches!(args.loader, Loader::Grub | Loader::Kexec) {
         bail!("--initrd is for the direct and u-boot loaders");
     }
@@ -134,16 +170,30 @@ pub fn run(args: &QemuArgs) -> Result<()> {
         }
     };
     let initrd = args.initrd.as_deref().map(Initrd::of).transpose()?;
+    let qemu = board_qemu(board)?;
+    let mem = args.mem.as_deref().unwrap_or(qemu.mem);
+    if qemu.mem_fixed && mem != qemu.mem {
+        bail!(
+            "QEMU's {} has {} of RAM and no other size",
+            qemu.machine,
+            qemu.mem
+        );
+    }
+    let debian_dtb = match (&args.dtb, board.debian_dtb) {
+        (None, Some(_)) => dtbs::of(board)?,
+        _ => None,
+    };
     let machine = Machine {
         target,
+        qemu,
         loader: args.loader,
-        mem: &args.mem,
+        mem,
         smp: args.smp,
         el2: args.el2,
         append: &args.append,
-        cpu: args.cpu.as_deref().unwrap_or(target.cpu),
+        cpu: args.cpu.as_deref().or(qemu.cpu),
         machine_opts: args.machine_opts.as_deref().unwrap_or(""),
-        dtb: args.dtb.as_deref(),
+        dtb: args.dtb.as_deref().or(debian_dtb.as_deref()),
         initrd,
     };
     let linux = matches!(
@@ -154,8 +204,10 @@ pub fn run(args: &QemuArgs) -> Result<()> {
         Expect::DigestMismatch
     } else if linux {
         Expect::Linux
-    } else {
+    } else if qemu.powers_off {
         Expect::Ok
+    } else {
+        Expect::OkParked
     });
     let summary = boot_many(
         &machine,
@@ -187,16 +239,27 @@ impl<'a> Initrd<'a> {
     }
 }
 
+/// The QEMU model of a board that has one.
+pub fn board_qemu(board: &Board) -> Result<&Qemu> {
+    board
+        .qemu
+        .as_ref()
+        .with_context(|| format!("{} has no QEMU model", board.name))
+}
+
 /// One QEMU configuration.
 pub struct Machine<'a> {
     pub target: &'a Target,
+    /// The board's QEMU model: machine, fixed CPU count, which -serial is the console.
+    pub qemu: &'a Qemu,
     pub loader: Loader,
     pub mem: &'a str,
+    /// `-smp`, unless the machine has a fixed number of CPUs.
     pub smp: u32,
     pub el2: bool,
     pub append: &'a str,
-    /// The `-cpu` model.
-    pub cpu: &'a str,
+    /// The `-cpu` model, or `None` for the machine's own.
+    pub cpu: Option<&'a str>,
     /// Appended to `-machine` (after the EL2 option); empty for none.
     pub machine_opts: &'a str,
     pub dtb: Option<&'a Path>,
@@ -212,20 +275,29 @@ impl Machine<'_> {
     /// The QEMU command line that boots `image`.
     fn command(&self, image: &Path) -> Result<Command> {
         let t = self.target;
+        let q = self.qemu;
         let mut cmd = Command::new(t.qemu);
-        let mut machine = t.machine.to_string();
+        let mut machine = q.machine.to_string();
         if self.el2 {
             machine = format!("{machine},{}", t.el2_option);
         }
         if !self.machine_opts.is_empty() {
             machine = format!("{machine},{}", self.machine_opts);
         }
-        cmd.args(["-machine", &machine, "-cpu", self.cpu, "-m", self.mem])
-            .args(["-smp", &self.smp.to_string()])
+        cmd.args(["-machine", &machine]);
+        if let Some(cpu) = self.cpu {
+            cmd.args(["-cpu", cpu]);
+        }
+        cmd.args(["-m", self.mem])
+            .args(["-smp", &q.cpus.unwrap_or(self.smp).to_string()])
             .args(t.qemu_args)
-            // The console is the serial port on stdio; no monitor, no window. A guest
-            // reset ends QEMU like a power-off does.
-            .args(["-display", "none", "-serial", "stdio", "-monitor", "none"])
+            .args(["-display", "none"]);
+        // The console is the board's console UART on stdio (the serial ports before it
+        // go nowhere); no monitor, no window. A guest reset ends QEMU like a power-off.
+        for _ in 0..q.console_serial {
+            cmd.args(["-serial", "null"]);
+        }
+        cmd.args(["-serial", "stdio", "-monitor", "none"])
             .arg("-no-reboot");
         if let Some(dtb) = self.dtb {
             cmd.arg("-dtb").arg(dtb);
@@ -332,6 +404,8 @@ pub struct Boot {
     /// `(va, pa)` from `payload: ok`.
     pub payload_ok: Option<(u64, u64)>,
     pub payload_fail: Option<String>,
+    /// The payload said it cannot power off and parks (`payload: ... parking`).
+    pub parked: bool,
     pub payload_lines: usize,
     pub digest_mismatch: bool,
     /// The first `shim: error: ...` line, without `shim: `.
@@ -394,6 +468,7 @@ impl Boot {
             placed: None,
             payload_ok: None,
             payload_fail: None,
+            parked: false,
             payload_lines: 0,
             digest_mismatch: false,
             shim_error: None,
@@ -491,7 +566,7 @@ impl Boot {
     /// `Ok` if the boot showed what `expect` asks for, else why not.
     pub fn judge(&self, expect: Expect) -> std::result::Result<(), String> {
         match expect {
-            Expect::Ok => {
+            Expect::Ok | Expect::OkParked => {
                 if let Some(why) = &self.payload_fail {
                     return Err(format!("payload: FAIL {why}"));
                 }
@@ -509,15 +584,37 @@ impl Boot {
                         None => format!("no `payload: ok` line and no shim line ({})", self.end),
                     });
                 }
-                match &self.end {
-                    End::Exited(status) if status.code() == Some(self.ok_exit) => Ok(()),
-                    End::Exited(status) => Err(format!(
+                match (expect, self.parked, &self.end) {
+                    (Expect::Ok, false, End::Exited(status))
+                        if status.code() == Some(self.ok_exit) =>
+                    {
+                        Ok(())
+                    }
+                    (Expect::Ok, false, End::Exited(status)) => Err(format!(
                         "QEMU {status} after `payload: ok`, not with status {} as the \
                          payload's power-off makes it",
                         self.ok_exit
                     )),
-                    End::Stopped => Err("QEMU did not exit after `payload: ok`".into()),
-                    End::TimedOut => Err("timed out: QEMU did not exit after `payload: ok`".into()),
+                    (Expect::Ok, true, _) => {
+                        Err("the payload parked: no /psci to power off with".into())
+                    }
+                    (Expect::Ok, false, End::Stopped) => {
+                        Err("QEMU did not exit after `payload: ok`".into())
+                    }
+                    (Expect::Ok, false, End::TimedOut) => {
+                        Err("timed out: QEMU did not exit after `payload: ok`".into())
+                    }
+                    (_, false, _) => Err(format!(
+                        "no `payload: ... parking` line after `payload: ok` ({})",
+                        self.end
+                    )),
+                    (_, true, End::Stopped) => Ok(()),
+                    (_, true, End::Exited(status)) => Err(format!(
+                        "QEMU exited ({status}) although the payload parked"
+                    )),
+                    (_, true, End::TimedOut) => {
+                        Err("timed out: the runner did not stop QEMU after parking".into())
+                    }
                 }
             }
             Expect::DigestMismatch => {
@@ -562,6 +659,10 @@ impl Boot {
             Event::PayloadFail(why) => {
                 self.payload_lines += 1;
                 self.payload_fail.get_or_insert(why);
+            }
+            Event::PayloadParked(_) => {
+                self.payload_lines += 1;
+                self.parked = true;
             }
             Event::Payload(_) => self.payload_lines += 1,
             Event::ShimPlaced(placed) => {
@@ -612,7 +713,10 @@ impl Boot {
             .iter()
             .any(|l| l.starts_with("panic") || l.starts_with("error:"));
         let settled = match expect {
-            Expect::Ok => self.payload_fail.is_some() || self.digest_mismatch || shim_panicked,
+            // Parked, the payload never powers off; expected, it is the end.
+            Expect::Ok | Expect::OkParked => {
+                self.payload_fail.is_some() || self.digest_mismatch || shim_panicked || self.parked
+            }
             Expect::DigestMismatch => {
                 self.digest_mismatch || self.payload_lines > 0 || self.linux.ran()
             }
@@ -696,6 +800,8 @@ pub struct Summary {
     pub el2: u32,
     /// Boots whose payload searched RAM for the planted seed and found none.
     pub residue_scans: u32,
+    /// Passing boots that showed the shim's `placed` line.
+    pub shim_placed: u32,
 }
 
 impl Summary {
@@ -725,6 +831,9 @@ impl Summary {
         }
         if pass && boot.residue_scanned {
             self.residue_scans += 1;
+        }
+        if pass && boot.placed.is_some() {
+            self.shim_placed += 1;
         }
     }
 
@@ -911,12 +1020,13 @@ mod tests {
     fn machine(loader: Loader, el2: bool) -> Machine<'static> {
         Machine {
             target: &AARCH64,
+            qemu: shim_boards::QEMU_VIRT.qemu.as_ref().unwrap(),
             loader,
             mem: "1G",
             smp: 2,
             el2,
             append: "shim.verbose nokaslr",
-            cpu: "max",
+            cpu: Some("max"),
             machine_opts: "",
             dtb: None,
             initrd: None,
@@ -962,7 +1072,7 @@ mod tests {
             size: 0x2a_1234,
         };
         let m = Machine {
-            cpu: "cortex-a72",
+            cpu: Some("cortex-a72"),
             machine_opts: "dtb-randomness=off",
             dtb: Some(Path::new("/t/virt.dtb")),
             initrd: Some(initrd),
@@ -977,7 +1087,7 @@ mod tests {
         // EL2 comes first, then the extra options.
         let m = Machine {
             machine_opts: "a=b,c=d",
-            cpu: "max,pauth-impdef=on",
+            cpu: Some("max,pauth-impdef=on"),
             ..machine(Loader::Direct, true)
         };
         let text = crate::display(&m.command(Path::new("/t/shim.img")).unwrap());
@@ -985,6 +1095,81 @@ mod tests {
             "qemu-system-aarch64 -machine virt,virtualization=on,a=b,c=d -cpu max,pauth-impdef=on "
         ));
         assert!(!text.contains("-initrd") && !text.contains("-dtb"));
+    }
+
+    #[test]
+    fn a_board_model_its_cpus_and_its_console_uart() {
+        let rpi4 = shim_boards::RPI4.qemu.as_ref().unwrap();
+        let m = Machine {
+            qemu: rpi4,
+            mem: rpi4.mem,
+            cpu: rpi4.cpu,
+            dtb: Some(Path::new("/t/bcm2711-rpi-4-b.dtb")),
+            ..machine(Loader::Direct, false)
+        };
+        // raspi4b: its own CPU model and 4 CPUs; the console is the second UART.
+        assert_eq!(
+            crate::display(&m.command(Path::new("/t/shim.img")).unwrap()),
+            "qemu-system-aarch64 -machine raspi4b -m 2G -smp 4 -display none \
+             -serial null -serial stdio -monitor none -no-reboot \
+             -dtb /t/bcm2711-rpi-4-b.dtb -kernel /t/shim.img -append 'shim.verbose nokaslr'"
+        );
+        let imx = shim_boards::IMX8MP_EVK.qemu.as_ref().unwrap();
+        let m = Machine {
+            qemu: imx,
+            mem: imx.mem,
+            cpu: imx.cpu,
+            ..machine(Loader::Direct, false)
+        };
+        let text = crate::display(&m.command(Path::new("/t/shim.img")).unwrap());
+        assert!(
+            text.starts_with(
+                "qemu-system-aarch64 -machine imx8mp-evk -m 1G -smp 2 -display none \
+                 -serial null -serial stdio -monitor none"
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn judging_a_parked_payload() {
+        let parked = [
+            "shim: placed pa=0x19a00000 va=0xffff3a2806c00000 slots=477 entropy=33 sources=counter",
+            "payload: ok va=0xffff3a2806c00000 pa=0x19a00000 ptrs=1201 sources=10 bits=33",
+            "payload: no /psci in the device tree: parking",
+        ];
+        let boot = boot_of(&parked, End::Stopped);
+        assert!(boot.parked);
+        assert_eq!(boot.judge(Expect::OkParked), Ok(()));
+        // Parking is the end: the runner stops QEMU shortly after, expected or not.
+        assert_eq!(boot.decided(Expect::OkParked), Some(GRACE));
+        assert_eq!(boot.decided(Expect::Ok), Some(GRACE));
+        assert!(boot.judge(Expect::Ok).unwrap_err().contains("parked"));
+        // Not parked, or parked without `ok`, or a QEMU that exited anyway.
+        let ok_only = boot_of(&parked[..2], End::Stopped);
+        assert!(ok_only
+            .judge(Expect::OkParked)
+            .unwrap_err()
+            .contains("parking"));
+        assert_eq!(ok_only.decided(Expect::OkParked), Some(POWEROFF_GRACE));
+        assert!(boot_of(&[parked[0], parked[2]], End::Stopped)
+            .judge(Expect::OkParked)
+            .unwrap_err()
+            .contains("no `payload: ok`"));
+        assert!(boot_of(&parked, exited())
+            .judge(Expect::OkParked)
+            .unwrap_err()
+            .contains("exited"));
+        assert!(boot_of(&parked, End::TimedOut)
+            .judge(Expect::OkParked)
+            .is_err());
+        let failed = boot_of(&["payload: FAIL bss not zero", parked[2]], End::Stopped);
+        assert!(failed.judge(Expect::OkParked).unwrap_err().contains("FAIL"));
+        // The summary counts the shim's placed lines.
+        let mut s = Summary::default();
+        s.add(&boot, true);
+        s.add(&boot_of(&parked[1..], End::Stopped), true);
+        assert_eq!((s.passed, s.shim_placed), (2, 1));
     }
 
     #[test]

@@ -7,13 +7,14 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, ValueEnum};
 
 use crate::arch::Arch;
 use crate::image::{self, BuildArgs};
 use crate::qemu::{self, Expect, Initrd, Loader, Machine, Summary};
-use crate::{cargo, deps, exec, linux, residue, target_dir};
+use crate::{cargo, deps, dtbs, exec, linux, residue, target_dir};
+use shim_boards::Board;
 
 #[derive(Args, Debug)]
 pub struct TestArgs {
@@ -86,11 +87,18 @@ enum Check {
     /// Every boot reaches `payload: ok` having searched all RAM for the seed planted in
     /// the device tree (`residue-scan=`) without finding it.
     Residue,
+    /// On a board's own console UART, every boot shows the shim's `placed` line and
+    /// `payload: ok`; with `parked`, the payload then says it has no PSCI and parks,
+    /// and the runner stops QEMU.
+    Console { parked: bool },
 }
 
 /// One row of the boot matrix.
 struct Case {
     name: &'static str,
+    /// The board QEMU models, with its Debian device tree as -dtb [default: the
+    /// architecture's, QEMU virt or q35, with QEMU's own tree].
+    board: Option<&'static Board>,
     loader: Loader,
     mem: &'static str,
     el2: bool,
@@ -114,6 +122,7 @@ struct Case {
 const fn case(name: &'static str, check: Check) -> Case {
     Case {
         name,
+        board: None,
         loader: Loader::Direct,
         mem: "1G",
         el2: false,
@@ -140,6 +149,24 @@ const fn residue_case(name: &'static str, payload: Payload) -> Case {
         planted_dtb: true,
         payload,
         ..case(name, Check::Residue)
+    }
+}
+
+/// A board case: the demo payload on the board's QEMU model with Debian's tree for it,
+/// judged on the board's console UART.
+const fn board_case(name: &'static str, board: &'static Board) -> Case {
+    let Some(qemu) = board.qemu else {
+        panic!("a board case needs a QEMU model");
+    };
+    Case {
+        board: Some(board),
+        mem: qemu.mem,
+        ..case(
+            name,
+            Check::Console {
+                parked: !qemu.powers_off,
+            },
+        )
     }
 }
 
@@ -264,6 +291,12 @@ const AARCH64_CASES: &[Case] = &[
     // no copy anywhere in RAM when an ELF payload runs, nor when a kernel is entered
     // (MMU off: what memory holds, not what the caches do), at EL1 and at EL2.
     residue_case("residue-elf", Payload::Demo),
+    // The one image on other boards' QEMU models, with Debian's trees for them: the
+    // shim and the payload find the console UART from stdout-path (the RPi 4's aux
+    // mini UART, the i.MX 8M Plus's UART2: both QEMU's second serial port). raspi4b
+    // has no PSCI: the payload says so and parks.
+    board_case("rpi4-raspi4b", &shim_boards::RPI4),
+    board_case("imx8mp-evk", &shim_boards::IMX8MP_EVK),
     residue_case("residue-linux-el1", Payload::ResidueScanner),
     Case {
         el2: true,
@@ -351,9 +384,17 @@ pub fn run(args: &TestArgs) -> Result<()> {
     let filters = &args.cases;
 
     if !args.qemu_only && selected(filters, "host-tests") {
-        let mut cmd = cargo();
-        cmd.args(["test", "-p", "shim-common", "-p", "xtask"]);
-        record("host-tests".into(), exec(&mut cmd));
+        // The board DTB test skips without its directory; here it must run, so a
+        // download that fails fails the step.
+        let outcome = dtbs::all()
+            .context("getting the boards' device trees for the host tests")
+            .and_then(|dir| {
+                let mut cmd = cargo();
+                cmd.args(["test", "-p", "shim-common", "-p", "xtask"])
+                    .env(dtbs::ENV, dir);
+                exec(&mut cmd)
+            });
+        record("host-tests".into(), outcome);
     }
     if !args.host_only {
         let arches = match args.arch {
@@ -473,16 +514,23 @@ fn run_case(
         true => Some(residue::planted_dtb()?),
         false => None,
     };
+    let board = case.board.unwrap_or(target.board);
+    let qemu = qemu::board_qemu(board)?;
+    let debian_dtb = match case.board {
+        Some(board) => dtbs::of(board)?,
+        None => None,
+    };
     let machine = Machine {
         target,
+        qemu,
         loader: case.loader,
         mem: case.mem,
         smp: 1,
         el2: case.el2,
         append: case.append,
-        cpu: case.cpu.unwrap_or(target.cpu),
+        cpu: case.cpu.or(qemu.cpu),
         machine_opts: case.machine_opts,
-        dtb: planted.as_deref(),
+        dtb: planted.as_deref().or(debian_dtb.as_deref()),
         initrd,
     };
     let expect = match case.check {
@@ -497,7 +545,9 @@ fn run_case(
         | Check::SamePlacement
         | Check::Distinct { .. }
         | Check::Placed { .. }
-        | Check::Residue => Expect::Ok,
+        | Check::Residue
+        | Check::Console { parked: false } => Expect::Ok,
+        Check::Console { parked: true } => Expect::OkParked,
     };
     let summary = qemu::boot_many(&machine, image, expect, case.boots, timeout)?;
     eprintln!("xtask: {}", summary.line());
@@ -511,6 +561,16 @@ fn check(check: Check, s: &Summary) -> Result<()> {
     }
     match check {
         Check::Ok | Check::Refused | Check::Linux => Ok(()),
+        Check::Console { .. } => {
+            if s.shim_placed != s.passed {
+                bail!(
+                    "expected the shim's `placed` line on the console every boot, {} of {} had it",
+                    s.shim_placed,
+                    s.passed
+                );
+            }
+            Ok(())
+        }
         Check::Residue => {
             if s.residue_scans != s.passed {
                 bail!(
@@ -724,6 +784,40 @@ mod tests {
                 case.name
             );
         }
+    }
+
+    #[test]
+    fn board_cases_boot_their_boards() {
+        let boards: Vec<_> = AARCH64_CASES
+            .iter()
+            .filter_map(|c| c.board.map(|b| (c.name, b.name, c.mem, c.check)))
+            .map(|(case, board, mem, check)| (case, board, mem, format!("{check:?}")))
+            .collect();
+        assert_eq!(
+            boards,
+            [
+                (
+                    "rpi4-raspi4b",
+                    "rpi4",
+                    "2G",
+                    "Console { parked: true }".into()
+                ),
+                (
+                    "imx8mp-evk",
+                    "imx8mp-evk",
+                    "1G",
+                    "Console { parked: false }".into()
+                ),
+            ]
+        );
+        let mut s = Summary {
+            passed: 2,
+            shim_placed: 2,
+            ..Summary::default()
+        };
+        assert!(check(Check::Console { parked: true }, &s).is_ok());
+        s.shim_placed = 1;
+        assert!(check(Check::Console { parked: false }, &s).is_err());
     }
 
     #[test]
