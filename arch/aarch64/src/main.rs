@@ -320,7 +320,9 @@ fn boot_elf(
     entered: Entered<'_>,
 ) -> Result<Never, Fail> {
     let verbose = inputs.opts.verbose;
-    let loaded = boot::load(&mut Arm64, inputs, shim_rt::inflate_state())?;
+    // SAFETY: the one call this boot (the Linux path makes the other).
+    let inflater = unsafe { shim_rt::inflate_state() };
+    let loaded = boot::load(&mut Arm64, inputs, inflater)?;
     check_stack(verbose)?;
 
     let root = pool.root()?;
@@ -371,7 +373,8 @@ fn boot_linux(inputs: boot::Inputs<'_>, entered: Entered<'_>) -> Result<Never, F
         inputs,
         entered.initrd,
         room,
-        shim_rt::inflate_state(),
+        // SAFETY: the one call this boot (the ELF path makes the other).
+        unsafe { shim_rt::inflate_state() },
     )?;
 
     // The tree Linux gets: fresh seeds (no kaslr-seed under nokaslr: Linux would

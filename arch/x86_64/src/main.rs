@@ -279,7 +279,9 @@ fn boot(image: &Image, bp_pa: u64) -> Result<Never, Fail> {
         handoff: bp_pa,
         shim,
     };
-    let loaded = boot::load(&mut X86, inputs, shim_rt::inflate_state())?;
+    // SAFETY: the one call this boot.
+    let inflater = unsafe { shim_rt::inflate_state() };
+    let loaded = boot::load(&mut X86, inputs, inflater)?;
     check_stack(verbose)?;
 
     for (va, pa, len, perm) in loaded.pages() {
