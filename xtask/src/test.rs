@@ -115,8 +115,9 @@ struct Case {
     machine_opts: &'static str,
     /// Seconds each boot may take [default: DEFAULT_TIMEOUT].
     timeout: Option<u64>,
-    /// Boot with QEMU virt's tree carrying a planted kaslr-seed (residue.rs).
-    planted_dtb: bool,
+    /// Boot with QEMU virt's tree changed (residue.rs): a planted kaslr-seed, or a
+    /// fault.
+    tree: Option<residue::Tree>,
 }
 
 const fn case(name: &'static str, check: Check) -> Case {
@@ -135,7 +136,7 @@ const fn case(name: &'static str, check: Check) -> Case {
         cpu: None,
         machine_opts: "",
         timeout: None,
-        planted_dtb: false,
+        tree: None,
     }
 }
 
@@ -146,7 +147,7 @@ const fn residue_case(name: &'static str, payload: Payload) -> Case {
         mem: residue::MEM,
         append: "shim.verbose residue-scan",
         machine_opts: "dtb-randomness=off",
-        planted_dtb: true,
+        tree: Some(residue::Tree::PlantedSeed),
         payload,
         ..case(name, Check::Residue)
     }
@@ -181,6 +182,22 @@ const fn linux_case(name: &'static str, check: Check) -> Case {
         ..case(name, check)
     }
 }
+
+/// Eight copies of a string literal, at compile time.
+macro_rules! x8 {
+    ($s:expr) => {
+        concat!($s, $s, $s, $s, $s, $s, $s, $s)
+    };
+}
+
+/// 4 KiB of command line the shim must get through: quotes, `=`, tabs, options it
+/// reads with odd neighbours (`kaslr`, `nokaslr`, `mem=` limits far above RAM), words
+/// it must skip, and `--` with `shim.`-looking words after it (init's, not the shim's).
+const GARBAGE_CMDLINE: &str = concat!(
+    "shim.verbose ",
+    x8!(x8!("a=\"b c\"\t=x \"q r\" kaslr nokaslr mem=64G z=1=2 ")),
+    " -- shim.bogus init args"
+);
 
 const AARCH64_CASES: &[Case] = &[
     case("direct-el1-1g", Check::Ok),
@@ -286,6 +303,25 @@ const AARCH64_CASES: &[Case] = &[
         payload: Payload::LinuxImageGz,
         corrupt: true,
         ..linux_case("linux-corrupt-gz", Check::Refused)
+    },
+    // Fault injection: each ends in one `shim: error:` line and a halt, or a boot.
+    // (A tree without a memory node is host-tested only: QEMU and U-Boot both put
+    // one back into any tree they are given.)
+    Case {
+        mem: residue::MEM,
+        machine_opts: "dtb-randomness=off",
+        tree: Some(residue::Tree::ShortKaslrSeed),
+        ..case("fault-short-kaslr-seed", Check::Ok)
+    },
+    Case {
+        append: GARBAGE_CMDLINE,
+        ..case("fault-garbage-cmdline", Check::Ok)
+    },
+    // What a loader that leaves junk in x1 gives: refused (out of RAM), said, and the
+    // shim chooses.
+    Case {
+        append: "shim.verbose shim.offset=0xdeadbeef000",
+        ..case("fault-junk-offset", Check::Ok)
     },
     // Nothing secret left behind: the firmware's kaslr-seed, planted in the tree, has
     // no copy anywhere in RAM when an ELF payload runs, nor when a kernel is entered
@@ -510,10 +546,7 @@ fn run_case(
         (true, None) => bail!("the case needs the Linux test initramfs"),
         (false, _) => None,
     };
-    let planted = match case.planted_dtb {
-        true => Some(residue::planted_dtb()?),
-        false => None,
-    };
+    let planted = case.tree.map(residue::dtb).transpose()?;
     let board = case.board.unwrap_or(target.board);
     let qemu = qemu::board_qemu(board)?;
     let debian_dtb = match case.board {
@@ -779,7 +812,7 @@ mod tests {
             .filter(|c| matches!(c.check, Check::Residue))
         {
             assert!(
-                case.planted_dtb && case.mem == residue::MEM,
+                case.tree == Some(residue::Tree::PlantedSeed) && case.mem == residue::MEM,
                 "{}",
                 case.name
             );
