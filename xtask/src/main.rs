@@ -18,6 +18,7 @@ mod pack;
 mod qemu;
 mod residue;
 mod simulate;
+mod soak;
 mod test;
 mod toolchain;
 
@@ -54,6 +55,9 @@ enum Cmd {
     /// Run the shim's placement on a machine's memory map (a DTB or an e820 table),
     /// beside Linux's own rules, with a histogram of draws and an optional SVG.
     Simulate(simulate::SimulateArgs),
+    /// Boot the demo payload many times over both arches and every loader and print
+    /// boots, failures, distinct placements and boot times.
+    Soak(soak::SoakArgs),
 }
 
 fn main() -> ExitCode {
@@ -79,6 +83,7 @@ fn dispatch(command: Cmd) -> Result<()> {
         Cmd::Deps(args) => deps::run(&args),
         Cmd::Inspect(args) => inspect::run(&args),
         Cmd::Simulate(args) => simulate::run(&args),
+        Cmd::Soak(args) => soak::run(&args),
     }
 }
 

@@ -777,6 +777,7 @@ pub fn boot_many(
             }
         }
         summary.add(&result, verdict.is_ok());
+        summary.seconds.push(seconds);
     }
     Ok(summary)
 }
@@ -802,6 +803,8 @@ pub struct Summary {
     pub residue_scans: u32,
     /// Passing boots that showed the shim's `placed` line.
     pub shim_placed: u32,
+    /// Each boot's wall time in seconds, QEMU start to end (emulation time).
+    pub seconds: Vec<f64>,
 }
 
 impl Summary {
