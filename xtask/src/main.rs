@@ -7,6 +7,7 @@ mod bzimage;
 mod console;
 mod cpio;
 mod deps;
+mod disk;
 mod dtbs;
 mod grub;
 mod image;

@@ -20,7 +20,7 @@ use shim_boards::{Board, Qemu};
 use crate::arch::Target;
 use crate::console::{parse_line, Console, Event, Kernel, LinuxTest, Placed};
 use crate::image::{self, BuildArgs, PayloadKind};
-use crate::{announce, deps, dtbs};
+use crate::{announce, deps, disk, dtbs, pack};
 use crate::{grub, kexec, linux};
 
 /// How long the runner lets QEMU go on after a line that decides the boot...
@@ -38,6 +38,12 @@ pub enum Loader {
     Direct,
     /// U-Boot as firmware: the image is preloaded and started with `booti`.
     UBoot,
+    /// U-Boot as firmware and a FAT disk as the boot medium (virtio-blk): U-Boot's own
+    /// distro boot finds boot.scr, which loads shim.img (and the initrd and tree) and
+    /// `booti`s it, as `cargo xtask pack` wrote them.
+    UBootScript,
+    /// The same with `cargo xtask pack --fit`: boot.scr loads shim.fit and `bootm`s it.
+    UBootFit,
     /// x86_64: GRUB from a BIOS rescue ISO boots the image with `linux` (32-bit entry).
     Grub,
     /// x86_64: a Debian Linux guest runs kexec-tools on the image (64-bit entry).
@@ -144,8 +150,8 @@ pub fn run(args: &QemuArgs) -> Result<()> {
     if args.el2 && (target.el2_option.is_empty() || !on_default) {
         bail!("--el2 is for QEMU virt (aarch64) only");
     }
-    if args.loader == Loader::UBoot && (target.firmware.boot_cmd.is_empty() || !on_default) {
-        bail!("--loader u-boot is for QEMU virt (aarch64) only");
+    if args.loader.is_u_boot() && (target.firmware.boot_cmd.is_empty() || !on_default) {
+        bail!("the U-Boot loaders are for QEMU virt (aarch64) only");
     }
     if matches!(args.loader, Loader::Grub | Loader::Kexec) && target.name != "x86_64" {
         bail!("--loader grub and --loader kexec are for x86_64 only");
@@ -215,6 +221,18 @@ pub fn run(args: &QemuArgs) -> Result<()> {
     Ok(())
 }
 
+impl Loader {
+    fn is_u_boot(self) -> bool {
+        matches!(self, Loader::UBoot | Loader::UBootScript | Loader::UBootFit)
+    }
+
+    /// Whether the loader reads the boot files from a disk, `pack`ed: the tree goes
+    /// there too, not to QEMU's -dtb.
+    pub fn packs(self) -> bool {
+        matches!(self, Loader::UBootScript | Loader::UBootFit)
+    }
+}
+
 /// An initrd file and its length (which `booti` needs).
 #[derive(Clone, Copy, Debug)]
 pub struct Initrd<'a> {
@@ -268,22 +286,8 @@ impl Machine<'_> {
     fn command(&self, image: &Path) -> Result<Command> {
         let t = self.target;
         let q = self.qemu;
-        let mut cmd = Command::new(t.qemu);
-        let mut machine = q.machine.to_string();
-        if self.el2 {
-            machine = format!("{machine},{}", t.el2_option);
-        }
-        if !self.machine_opts.is_empty() {
-            machine = format!("{machine},{}", self.machine_opts);
-        }
-        cmd.args(["-machine", &machine]);
-        if let Some(cpu) = self.cpu {
-            cmd.args(["-cpu", cpu]);
-        }
-        cmd.args(["-m", self.mem])
-            .args(["-smp", &q.cpus.unwrap_or(self.smp).to_string()])
-            .args(t.qemu_args)
-            .args(["-display", "none"]);
+        let mut cmd = self.base_command(&self.machine_arg());
+        cmd.args(t.qemu_args).args(["-display", "none"]);
         // The console is the board's console UART on stdio (the serial ports before it
         // go nowhere); no monitor, no window. A guest reset ends QEMU like a power-off.
         for _ in 0..q.console_serial {
@@ -291,7 +295,7 @@ impl Machine<'_> {
         }
         cmd.args(["-serial", "stdio", "-monitor", "none"])
             .arg("-no-reboot");
-        if let Some(dtb) = self.dtb {
+        if let Some(dtb) = self.dtb.filter(|_| !self.loader.packs()) {
             cmd.arg("-dtb").arg(dtb);
         }
         match self.loader {
@@ -334,6 +338,16 @@ impl Machine<'_> {
                     ]);
                 }
             }
+            Loader::UBootScript | Loader::UBootFit => {
+                let disk = self.boot_disk(image)?;
+                // No network: a script that fails must not end in a DHCP boot.
+                cmd.args(["-bios", t.firmware.bios, "-nic", "none"])
+                    .args([
+                        "-drive",
+                        &format!("if=none,format=raw,id=boot,file={}", qemu_value(&disk)),
+                    ])
+                    .args(["-device", "virtio-blk-device,drive=boot"]);
+            }
             Loader::Grub => {
                 let iso = grub::iso(image, self.append)?;
                 cmd.arg("-cdrom").arg(iso).args(["-boot", "d"]);
@@ -346,6 +360,61 @@ impl Machine<'_> {
             }
         }
         Ok(cmd)
+    }
+
+    /// `-machine` with the EL2 option and the extra options.
+    fn machine_arg(&self) -> String {
+        let mut machine = self.qemu.machine.to_string();
+        if self.el2 {
+            machine = format!("{machine},{}", self.target.el2_option);
+        }
+        if !self.machine_opts.is_empty() {
+            machine = format!("{machine},{}", self.machine_opts);
+        }
+        machine
+    }
+
+    /// QEMU with the machine, CPU, memory and CPU count.
+    fn base_command(&self, machine: &str) -> Command {
+        let mut cmd = Command::new(self.target.qemu);
+        cmd.args(["-machine", machine]);
+        if let Some(cpu) = self.cpu {
+            cmd.args(["-cpu", cpu]);
+        }
+        cmd.args(["-m", self.mem])
+            .args(["-smp", &self.qemu.cpus.unwrap_or(self.smp).to_string()]);
+        cmd
+    }
+
+    /// Writes QEMU's own device tree for this configuration to `out` (`dumpdtb=`),
+    /// for a loader that hands on a tree of its own.
+    pub fn dump_dtb(&self, out: &Path) -> Result<()> {
+        let machine = format!("{},dumpdtb={}", self.machine_arg(), qemu_value(out));
+        crate::exec(self.base_command(&machine).args(["-display", "none"]))
+    }
+
+    /// The FAT disk U-Boot boots from: `pack` for QEMU virt with this image, the
+    /// initrd, the tree and the command line, then disk.rs.
+    fn boot_disk(&self, image: &Path) -> Result<PathBuf> {
+        let fit = self.loader == Loader::UBootFit;
+        let dir = crate::target_dir()
+            .join("xtask")
+            .join("u-boot-disk")
+            .join(if fit { "fit" } else { "script" });
+        let _ = std::fs::remove_dir_all(&dir);
+        let packed = pack::pack(&pack::Spec {
+            board: self.target.board,
+            shim: image,
+            initrd: self.initrd.map(|i| i.path),
+            dtb: self.dtb,
+            fit,
+            append: Some(self.append).filter(|a| !a.is_empty()),
+            out: &dir,
+        })?;
+        eprintln!("xtask: {}", packed.summary);
+        let disk = dir.with_extension("img");
+        disk::fat(&packed.files, "SHIMBOOT", &disk)?;
+        Ok(disk)
     }
 
     /// The U-Boot commands that boot the preloaded image, one per prompt.

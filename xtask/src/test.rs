@@ -117,6 +117,9 @@ struct Case {
     timeout: Option<u64>,
     /// Boot with QEMU virt's tree carrying a planted kaslr-seed (residue.rs).
     planted_dtb: bool,
+    /// Give QEMU's own tree, dumped, to a loader that hands on a tree of its own (the
+    /// U-Boot disk's boot.scr or FIT).
+    own_dtb: bool,
 }
 
 const fn case(name: &'static str, check: Check) -> Case {
@@ -136,6 +139,7 @@ const fn case(name: &'static str, check: Check) -> Case {
         machine_opts: "",
         timeout: None,
         planted_dtb: false,
+        own_dtb: false,
     }
 }
 
@@ -191,6 +195,30 @@ const AARCH64_CASES: &[Case] = &[
     Case {
         loader: Loader::UBoot,
         ..case("u-boot-booti-1g", Check::Ok)
+    },
+    // U-Boot's own distro boot from a FAT disk (virtio) with what `cargo xtask pack`
+    // writes for QEMU virt: boot.scr loads and booti's shim.img, handing on U-Boot's
+    // tree, or also loads QEMU's tree and an initrd; with --fit, it bootm's a FIT
+    // holding the shim (and the tree and the initrd).
+    Case {
+        loader: Loader::UBootScript,
+        ..case("u-boot-disk-script", Check::Ok)
+    },
+    Case {
+        loader: Loader::UBootScript,
+        own_dtb: true,
+        initrd: true,
+        ..case("u-boot-disk-script-dtb-initrd", Check::Ok)
+    },
+    Case {
+        loader: Loader::UBootFit,
+        ..case("u-boot-disk-fit", Check::Ok)
+    },
+    Case {
+        loader: Loader::UBootFit,
+        own_dtb: true,
+        initrd: true,
+        ..case("u-boot-disk-fit-dtb-initrd", Check::Ok)
     },
     Case {
         mem: "4G",
@@ -514,7 +542,11 @@ fn run_case(
         Some(board) => dtbs::of(board)?,
         None => None,
     };
-    let machine = Machine {
+    let dumped = target_dir()
+        .join("xtask")
+        .join("u-boot-disk")
+        .join("virt.dtb");
+    let mut machine = Machine {
         target,
         qemu,
         loader: case.loader,
@@ -527,6 +559,11 @@ fn run_case(
         dtb: planted.as_deref().or(debian_dtb.as_deref()),
         initrd,
     };
+    if case.own_dtb {
+        std::fs::create_dir_all(dumped.parent().unwrap_or(&dumped))?;
+        machine.dump_dtb(&dumped)?;
+        machine.dtb = Some(&dumped);
+    }
     let expect = match case.check {
         Check::Refused => Expect::DigestMismatch,
         Check::Error(_) => Expect::ShimError,
@@ -812,6 +849,22 @@ mod tests {
         assert!(check(Check::Console { parked: true }, &s).is_ok());
         s.shim_placed = 1;
         assert!(check(Check::Console { parked: false }, &s).is_err());
+    }
+
+    #[test]
+    fn own_trees_go_to_loaders_that_hand_them_on() {
+        let disk: Vec<_> = AARCH64_CASES
+            .iter()
+            .filter(|c| c.loader.packs())
+            .map(|c| (c.name, c.own_dtb, c.initrd))
+            .collect();
+        assert_eq!(disk.len(), 4);
+        assert!(disk.iter().any(|&(_, dtb, initrd)| dtb && initrd));
+        assert!(disk.iter().any(|&(_, dtb, initrd)| !dtb && !initrd));
+        for case in AARCH64_CASES.iter().chain(X86_64_CASES) {
+            assert!(!case.own_dtb || case.loader.packs(), "{}", case.name);
+            assert!(!(case.own_dtb && case.planted_dtb), "{}", case.name);
+        }
     }
 
     #[test]
