@@ -387,10 +387,16 @@ impl Machine<'_> {
     }
 
     /// Writes QEMU's own device tree for this configuration to `out` (`dumpdtb=`),
-    /// for a loader that hands on a tree of its own.
+    /// for a loader that hands on a tree of its own. The firmware is part of the
+    /// configuration: with one, QEMU virt leaves out the PL061 GPIO, and a tree that
+    /// names it sends Linux to a device that is not there.
     pub fn dump_dtb(&self, out: &Path) -> Result<()> {
         let machine = format!("{},dumpdtb={}", self.machine_arg(), qemu_value(out));
-        crate::exec(self.base_command(&machine).args(["-display", "none"]))
+        let mut cmd = self.base_command(&machine);
+        if self.loader.is_u_boot() {
+            cmd.args(["-bios", self.target.firmware.bios]);
+        }
+        crate::exec(cmd.args(["-display", "none"]))
     }
 
     /// The FAT disk U-Boot boots from: `pack` for QEMU virt with this image, the

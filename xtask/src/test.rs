@@ -286,6 +286,14 @@ const AARCH64_CASES: &[Case] = &[
         el2: true,
         ..linux_case("linux-u-boot-el2", Check::LinuxEl2)
     },
+    // The whole board flow with a real kernel: U-Boot's distro boot runs boot.scr
+    // from the disk, which bootm's a FIT holding the shim (Debian's kernel inside),
+    // QEMU's tree and the test initramfs.
+    Case {
+        loader: Loader::UBootFit,
+        own_dtb: true,
+        ..linux_case("linux-fit-from-disk", Check::Linux)
+    },
     // Five draws from some 480 slots of 1 GiB: two collisions have odds near 1 in 5000.
     Case {
         boots: 5,
@@ -858,7 +866,7 @@ mod tests {
             .filter(|c| c.loader.packs())
             .map(|c| (c.name, c.own_dtb, c.initrd))
             .collect();
-        assert_eq!(disk.len(), 4);
+        assert_eq!(disk.len(), 5);
         assert!(disk.iter().any(|&(_, dtb, initrd)| dtb && initrd));
         assert!(disk.iter().any(|&(_, dtb, initrd)| !dtb && !initrd));
         for case in AARCH64_CASES.iter().chain(X86_64_CASES) {
