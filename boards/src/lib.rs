@@ -127,6 +127,38 @@ pub struct Qemu {
     /// raspi4b starts its CPUs from spin tables and has no PSCI: the payload says so
     /// and parks.
     pub powers_off: bool,
+    /// The board's U-Boot as QEMU runs it, where Debian builds one that does.
+    pub uboot: Option<QemuUBoot>,
+}
+
+/// Debian's build of the board's U-Boot and how QEMU starts it and gives it a disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QemuUBoot {
+    /// The Debian package (arm64) that holds it.
+    pub package: &'static str,
+    /// Its path in the package (and on a host that has it installed).
+    pub file: &'static str,
+    pub start: UBootStart,
+    pub medium: Medium,
+}
+
+/// How QEMU starts U-Boot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UBootStart {
+    /// As the firmware, `-bios` (virt: QEMU's tree at the start of RAM).
+    Bios,
+    /// As the `-kernel` the machine's boot stub enters with the tree (`-dtb`) in x0,
+    /// as the RPi firmware enters it (raspi).
+    Kernel,
+}
+
+/// Where the boot disk goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Medium {
+    /// A virtio-blk device (virtio-mmio).
+    Virtio,
+    /// The machine's SD card slot (its size must be a power of two).
+    Sd,
 }
 
 /// QEMU `-machine virt` with U-Boot's `qemu_arm64` (Debian's `u-boot-qemu`).
@@ -165,6 +197,12 @@ pub const QEMU_VIRT: Board = Board {
         cpus: None,
         console_serial: 0,
         powers_off: true,
+        uboot: Some(QemuUBoot {
+            package: "u-boot-qemu",
+            file: "/usr/lib/u-boot/qemu_arm64/u-boot.bin",
+            start: UBootStart::Bios,
+            medium: Medium::Virtio,
+        }),
     }),
 };
 
@@ -189,14 +227,16 @@ pub const QEMU_Q35: Board = Board {
         cpus: None,
         console_serial: 0,
         powers_off: true,
+        uboot: None,
     }),
 };
 
 /// Raspberry Pi 4 Model B, with U-Boot's `rpi_arm64` (or `rpi_4`) started by the
 /// Pi's firmware.
 /// Addresses: board/raspberrypi/rpi/rpi.env (kernel_addr_r 0x0008_0000, moved by
-/// `booti` to 0x0020_0000; U-Boot 2023.01 to 2025.01 had scriptaddr 0x0240_0000,
-/// fdt_addr_r 0x0260_0000 and ramdisk_addr_r 0x0270_0000 there instead).
+/// `booti` to 0x0020_0000; up to v2025.04, Debian's 2023.01 included, scriptaddr was
+/// 0x0240_0000, fdt_addr_r 0x0260_0000 and ramdisk_addr_r 0x0270_0000, in
+/// include/configs/rpi.h before v2023.10).
 /// `fdt_addr` is the firmware's tree, set by board/raspberrypi/rpi/rpi.c
 /// `set_fdt_addr`. No CONFIG_FIT in configs/rpi_arm64_defconfig nor from
 /// arch/arm/mach-bcm283x. Debian's tree: stdout-path "serial1:115200n8", the aux mini
@@ -234,6 +274,12 @@ pub const RPI4: Board = Board {
         cpus: Some(4),
         console_serial: 1,
         powers_off: false,
+        uboot: Some(QemuUBoot {
+            package: "u-boot-rpi",
+            file: "/usr/lib/u-boot/rpi_arm64/u-boot.bin",
+            start: UBootStart::Kernel,
+            medium: Medium::Sd,
+        }),
     }),
 };
 
@@ -276,6 +322,7 @@ pub const IMX8MP_EVK: Board = Board {
         cpus: None,
         console_serial: 1,
         powers_off: true,
+        uboot: None,
     }),
 };
 

@@ -42,9 +42,23 @@ pub fn partition_size(bytes: u64) -> u64 {
     want.next_multiple_of(1 << 20).max(MIN_PARTITION)
 }
 
+/// The disk's and the partition's sizes for `bytes` of files; an SD card's size is a
+/// power of two (QEMU refuses others).
+pub fn sizes(bytes: u64, power_of_two: bool) -> (u64, u64) {
+    let start = FIRST_LBA * SECTOR;
+    let part = partition_size(bytes);
+    match power_of_two {
+        false => (start + part, part),
+        true => {
+            let disk = (start + part).next_power_of_two();
+            (disk, disk - start)
+        }
+    }
+}
+
 /// Writes `out`: a sparse disk image whose one FAT32 partition holds `files` in its
-/// root directory, under their own names.
-pub fn fat(files: &[PathBuf], label: &str, out: &Path) -> Result<()> {
+/// root directory, under their own names; its size a power of two for an SD card.
+pub fn fat(files: &[PathBuf], label: &str, out: &Path, power_of_two: bool) -> Result<()> {
     deps::ensure_host_packages(&[("mtools", "/usr/bin/mformat")])?;
     let mut bytes = 0;
     for f in files {
@@ -52,11 +66,11 @@ pub fn fat(files: &[PathBuf], label: &str, out: &Path) -> Result<()> {
             .with_context(|| format!("{}", f.display()))?
             .len();
     }
-    let part = partition_size(bytes);
+    let (disk, part) = sizes(bytes, power_of_two);
     let sectors = part / SECTOR;
     let _ = fs::remove_file(out);
     let file = fs::File::create(out).with_context(|| format!("creating {}", out.display()))?;
-    file.set_len(FIRST_LBA * SECTOR + part)?;
+    file.set_len(disk)?;
     drop(file);
     let table = mbr(FIRST_LBA as u32, sectors as u32, FAT32_LBA);
     {
@@ -99,11 +113,16 @@ mod tests {
     }
 
     #[test]
-    fn sizes() {
+    fn disk_and_partition_sizes() {
         assert_eq!(partition_size(0), 64 << 20);
         assert_eq!(partition_size(1 << 20), 64 << 20);
         // A Linux payload and its initramfs: 80 MiB + 10 + 8, in whole MiB.
         assert_eq!(partition_size(80 << 20), 98 << 20);
         assert_eq!(partition_size((80 << 20) + 1) % (1 << 20), 0);
+        assert_eq!(sizes(0, false), (65 << 20, 64 << 20));
+        // An SD card: 128 MiB, the partition from 1 MiB to the end.
+        assert_eq!(sizes(0, true), (128 << 20, 127 << 20));
+        assert_eq!(sizes(80 << 20, true), (128 << 20, 127 << 20));
+        assert_eq!(sizes(120 << 20, true), (256 << 20, 255 << 20));
     }
 }

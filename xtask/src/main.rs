@@ -9,6 +9,7 @@ mod cpio;
 mod deps;
 mod disk;
 mod dtbs;
+mod firmware;
 mod grub;
 mod image;
 mod kexec;

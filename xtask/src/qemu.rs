@@ -15,12 +15,12 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 
-use shim_boards::{Board, Qemu};
+use shim_boards::{Board, Medium, Qemu, UBootStart};
 
 use crate::arch::Target;
 use crate::console::{parse_line, Console, Event, Kernel, LinuxTest, Placed};
 use crate::image::{self, BuildArgs, PayloadKind};
-use crate::{announce, deps, disk, dtbs, pack};
+use crate::{announce, deps, disk, dtbs, firmware, pack};
 use crate::{grub, kexec, linux};
 
 /// How long the runner lets QEMU go on after a line that decides the boot...
@@ -104,9 +104,13 @@ pub struct QemuArgs {
     #[arg(long, value_name = "A=B,C=D")]
     pub machine_opts: Option<String>,
     /// A device tree for QEMU's -dtb instead of the one QEMU generates (or, with
-    /// --board, Debian's for the board).
+    /// --board, Debian's for the board): the firmware's tree.
     #[arg(long, value_name = "FILE")]
     pub dtb: Option<PathBuf>,
+    /// u-boot-script, u-boot-fit: a tree the boot script (or the FIT) hands on instead
+    /// of the one U-Boot runs on.
+    #[arg(long, value_name = "FILE")]
+    pub boot_dtb: Option<PathBuf>,
     /// How many times to boot the same image.
     #[arg(long, default_value_t = 1)]
     pub boots: u32,
@@ -150,8 +154,17 @@ pub fn run(args: &QemuArgs) -> Result<()> {
     if args.el2 && (target.el2_option.is_empty() || !on_default) {
         bail!("--el2 is for QEMU virt (aarch64) only");
     }
-    if args.loader.is_u_boot() && (target.firmware.boot_cmd.is_empty() || !on_default) {
-        bail!("the U-Boot loaders are for QEMU virt (aarch64) only");
+    if args.loader == Loader::UBoot && (target.firmware.boot_cmd.is_empty() || !on_default) {
+        bail!("--loader u-boot is for QEMU virt (aarch64) only");
+    }
+    if args.loader.packs() && board.qemu.and_then(|q| q.uboot).is_none() {
+        bail!(
+            "no U-Boot for {}'s QEMU model to boot from a disk",
+            board.name
+        );
+    }
+    if args.boot_dtb.is_some() && !args.loader.packs() {
+        bail!("--boot-dtb is for the u-boot-script and u-boot-fit loaders");
     }
     if matches!(args.loader, Loader::Grub | Loader::Kexec) && target.name != "x86_64" {
         bail!("--loader grub and --loader kexec are for x86_64 only");
@@ -183,6 +196,7 @@ pub fn run(args: &QemuArgs) -> Result<()> {
     };
     let machine = Machine {
         target,
+        board,
         qemu,
         loader: args.loader,
         mem,
@@ -192,6 +206,7 @@ pub fn run(args: &QemuArgs) -> Result<()> {
         cpu: args.cpu.as_deref().or(qemu.cpu),
         machine_opts: args.machine_opts.as_deref().unwrap_or(""),
         dtb: args.dtb.as_deref().or(debian_dtb.as_deref()),
+        boot_dtb: args.boot_dtb.as_deref(),
         initrd,
     };
     let linux = matches!(
@@ -222,10 +237,6 @@ pub fn run(args: &QemuArgs) -> Result<()> {
 }
 
 impl Loader {
-    fn is_u_boot(self) -> bool {
-        matches!(self, Loader::UBoot | Loader::UBootScript | Loader::UBootFit)
-    }
-
     /// Whether the loader reads the boot files from a disk, `pack`ed: the tree goes
     /// there too, not to QEMU's -dtb.
     pub fn packs(self) -> bool {
@@ -260,6 +271,7 @@ pub fn board_qemu(board: &Board) -> Result<&Qemu> {
 /// One QEMU configuration.
 pub struct Machine<'a> {
     pub target: &'a Target,
+    pub board: &'a Board,
     /// The board's QEMU model: machine, fixed CPU count, which -serial is the console.
     pub qemu: &'a Qemu,
     pub loader: Loader,
@@ -272,7 +284,10 @@ pub struct Machine<'a> {
     pub cpu: Option<&'a str>,
     /// Appended to `-machine` (after the EL2 option); empty for none.
     pub machine_opts: &'a str,
+    /// QEMU's -dtb: the tree the firmware (or QEMU's own loader) hands over.
     pub dtb: Option<&'a Path>,
+    /// A tree the U-Boot disk's boot script or FIT hands on instead of U-Boot's.
+    pub boot_dtb: Option<&'a Path>,
     pub initrd: Option<Initrd<'a>>,
 }
 
@@ -295,7 +310,7 @@ impl Machine<'_> {
         }
         cmd.args(["-serial", "stdio", "-monitor", "none"])
             .arg("-no-reboot");
-        if let Some(dtb) = self.dtb.filter(|_| !self.loader.packs()) {
+        if let Some(dtb) = self.dtb {
             cmd.arg("-dtb").arg(dtb);
         }
         match self.loader {
@@ -339,14 +354,24 @@ impl Machine<'_> {
                 }
             }
             Loader::UBootScript | Loader::UBootFit => {
-                let disk = self.boot_disk(image)?;
+                let fw = q
+                    .uboot
+                    .with_context(|| format!("no U-Boot for QEMU's {}", q.machine))?;
+                let disk = self.boot_disk(image, fw.medium == Medium::Sd)?;
+                let u_boot = firmware::u_boot(&fw)?;
+                match fw.start {
+                    UBootStart::Bios => cmd.arg("-bios").arg(u_boot),
+                    UBootStart::Kernel => cmd.arg("-kernel").arg(u_boot),
+                };
                 // No network: a script that fails must not end in a DHCP boot.
-                cmd.args(["-bios", t.firmware.bios, "-nic", "none"])
-                    .args([
-                        "-drive",
-                        &format!("if=none,format=raw,id=boot,file={}", qemu_value(&disk)),
-                    ])
-                    .args(["-device", "virtio-blk-device,drive=boot"]);
+                cmd.args(["-nic", "none"]);
+                let file = qemu_value(&disk);
+                match fw.medium {
+                    Medium::Virtio => cmd
+                        .args(["-drive", &format!("if=none,format=raw,id=boot,file={file}")])
+                        .args(["-device", "virtio-blk-device,drive=boot"]),
+                    Medium::Sd => cmd.args(["-drive", &format!("if=sd,format=raw,file={file}")]),
+                };
             }
             Loader::Grub => {
                 let iso = grub::iso(image, self.append)?;
@@ -393,15 +418,21 @@ impl Machine<'_> {
     pub fn dump_dtb(&self, out: &Path) -> Result<()> {
         let machine = format!("{},dumpdtb={}", self.machine_arg(), qemu_value(out));
         let mut cmd = self.base_command(&machine);
-        if self.loader.is_u_boot() {
-            cmd.args(["-bios", self.target.firmware.bios]);
+        match (self.loader, self.qemu.uboot) {
+            (Loader::UBoot, _) => {
+                cmd.args(["-bios", self.target.firmware.bios]);
+            }
+            (l, Some(fw)) if l.packs() && fw.start == UBootStart::Bios => {
+                cmd.arg("-bios").arg(firmware::u_boot(&fw)?);
+            }
+            _ => {}
         }
         crate::exec(cmd.args(["-display", "none"]))
     }
 
     /// The FAT disk U-Boot boots from: `pack` for QEMU virt with this image, the
     /// initrd, the tree and the command line, then disk.rs.
-    fn boot_disk(&self, image: &Path) -> Result<PathBuf> {
+    fn boot_disk(&self, image: &Path, power_of_two: bool) -> Result<PathBuf> {
         let fit = self.loader == Loader::UBootFit;
         let dir = crate::target_dir()
             .join("xtask")
@@ -409,17 +440,17 @@ impl Machine<'_> {
             .join(if fit { "fit" } else { "script" });
         let _ = std::fs::remove_dir_all(&dir);
         let packed = pack::pack(&pack::Spec {
-            board: self.target.board,
+            board: self.board,
             shim: image,
             initrd: self.initrd.map(|i| i.path),
-            dtb: self.dtb,
+            dtb: self.boot_dtb,
             fit,
             append: Some(self.append).filter(|a| !a.is_empty()),
             out: &dir,
         })?;
         eprintln!("xtask: {}", packed.summary);
         let disk = dir.with_extension("img");
-        disk::fat(&packed.files, "SHIMBOOT", &disk)?;
+        disk::fat(&packed.files, "SHIMBOOT", &disk, power_of_two)?;
         Ok(disk)
     }
 
@@ -1073,6 +1104,7 @@ mod tests {
     fn machine(loader: Loader, el2: bool) -> Machine<'static> {
         Machine {
             target: &AARCH64,
+            board: &shim_boards::QEMU_VIRT,
             qemu: shim_boards::QEMU_VIRT.qemu.as_ref().unwrap(),
             loader,
             mem: "1G",
@@ -1082,6 +1114,7 @@ mod tests {
             cpu: Some("max"),
             machine_opts: "",
             dtb: None,
+            boot_dtb: None,
             initrd: None,
         }
     }

@@ -326,6 +326,14 @@ const AARCH64_CASES: &[Case] = &[
     // has no PSCI: the payload says so and parks.
     board_case("rpi4-raspi4b", &shim_boards::RPI4),
     board_case("imx8mp-evk", &shim_boards::IMX8MP_EVK),
+    // Debian's U-Boot for the Pi (rpi_arm64) started as the Pi's firmware starts it,
+    // with Debian's tree, finds boot.scr on the SD card (`cargo xtask pack --board
+    // rpi4`), which loads the shim at kernel_addr_r 0x80000; booti moves it to 2 MiB
+    // and hands on the firmware's tree (${fdt_addr}).
+    Case {
+        loader: Loader::UBootScript,
+        ..board_case("rpi4-u-boot-sd", &shim_boards::RPI4)
+    },
     residue_case("residue-linux-el1", Payload::ResidueScanner),
     Case {
         el2: true,
@@ -556,6 +564,7 @@ fn run_case(
         .join("virt.dtb");
     let mut machine = Machine {
         target,
+        board,
         qemu,
         loader: case.loader,
         mem: case.mem,
@@ -565,12 +574,13 @@ fn run_case(
         cpu: case.cpu.or(qemu.cpu),
         machine_opts: case.machine_opts,
         dtb: planted.as_deref().or(debian_dtb.as_deref()),
+        boot_dtb: None,
         initrd,
     };
     if case.own_dtb {
         std::fs::create_dir_all(dumped.parent().unwrap_or(&dumped))?;
         machine.dump_dtb(&dumped)?;
-        machine.dtb = Some(&dumped);
+        machine.boot_dtb = Some(&dumped);
     }
     let expect = match case.check {
         Check::Refused => Expect::DigestMismatch,
@@ -847,6 +857,12 @@ mod tests {
                     "1G",
                     "Console { parked: false }".into()
                 ),
+                (
+                    "rpi4-u-boot-sd",
+                    "rpi4",
+                    "2G",
+                    "Console { parked: true }".into()
+                ),
             ]
         );
         let mut s = Summary {
@@ -866,11 +882,19 @@ mod tests {
             .filter(|c| c.loader.packs())
             .map(|c| (c.name, c.own_dtb, c.initrd))
             .collect();
-        assert_eq!(disk.len(), 5);
+        assert_eq!(disk.len(), 6);
         assert!(disk.iter().any(|&(_, dtb, initrd)| dtb && initrd));
         assert!(disk.iter().any(|&(_, dtb, initrd)| !dtb && !initrd));
         for case in AARCH64_CASES.iter().chain(X86_64_CASES) {
             assert!(!case.own_dtb || case.loader.packs(), "{}", case.name);
+            // The loaders that pack boot boards with a U-Boot for their QEMU model.
+            let board = case.board.unwrap_or(&shim_boards::QEMU_VIRT);
+            let qemu = board.qemu.unwrap();
+            assert!(
+                !case.loader.packs() || qemu.uboot.is_some(),
+                "{}",
+                case.name
+            );
             assert!(!(case.own_dtb && case.planted_dtb), "{}", case.name);
         }
     }
