@@ -73,7 +73,9 @@ pub struct UBoot {
     /// `CONFIG_FIT`: whether `bootm` takes a FIT image.
     pub fit: bool,
     /// `CONFIG_SYS_BOOTM_LEN`: the most bytes `bootm` copies out of a FIT for a
-    /// kernel, compressed or not (boot/image.c `image_decomp`).
+    /// kernel, compressed or not (boot/image.c `image_decomp`). Where the board takes
+    /// the ARM64 default, the smaller one of the releases in use: 64 MiB up to v2025.10
+    /// (Debian's 2023.01 included), 128 MiB from v2026.01 (boot/Kconfig).
     pub bootm_len: u64,
 }
 
@@ -166,9 +168,10 @@ pub enum Medium {
 /// 2023.01, include/configs/qemu-arm.h then). `fdt_addr` 0x4000_0000 is where QEMU puts
 /// its tree (board/emulation/qemu-arm/qemu-arm.c `board_fdt_blob_setup`); there is no
 /// `fdt_addr_r`, so a tree of one's own goes there too (U-Boot runs on a copy of
-/// QEMU's, `fdtcontroladdr`, relocated to the top of RAM), below scriptaddr. CONFIG_FIT=y in configs/qemu_arm64_defconfig; SYS_BOOTM_LEN is the
-/// ARM64 default of boot/Kconfig. QEMU (hw/arm/virt.c) makes the tree: stdout-path is
-/// the PL011 at 0x0900_0000, the first -serial.
+/// QEMU's, `fdtcontroladdr`, relocated to the top of RAM), below scriptaddr.
+/// CONFIG_FIT=y in configs/qemu_arm64_defconfig; SYS_BOOTM_LEN is the ARM64 default.
+/// QEMU (hw/arm/virt.c) makes the tree: stdout-path is the PL011 at 0x0900_0000, the
+/// first -serial.
 pub const QEMU_VIRT: Board = Board {
     name: "qemu-virt",
     arch: Arch::Aarch64,
@@ -180,7 +183,7 @@ pub const QEMU_VIRT: Board = Board {
         script: Some(var("scriptaddr", 0x4020_0000)),
         firmware_fdt: "fdtcontroladdr",
         fit: true,
-        bootm_len: 0x800_0000,
+        bootm_len: 0x400_0000,
     }),
     debian_dtb: None,
     console: Console {
@@ -254,7 +257,7 @@ pub const RPI4: Board = Board {
         script: Some(var("scriptaddr", 0x0540_0000)),
         firmware_fdt: "fdt_addr",
         fit: false,
-        bootm_len: 0x800_0000,
+        bootm_len: 0x400_0000,
     }),
     debian_dtb: Some("broadcom/bcm2711-rpi-4-b.dtb"),
     console: Console {
@@ -344,7 +347,7 @@ pub const ROCKPRO64: Board = Board {
         script: Some(var("scriptaddr", 0x00c0_0000)),
         firmware_fdt: "fdtcontroladdr",
         fit: true,
-        bootm_len: 0x800_0000,
+        bootm_len: 0x400_0000,
     }),
     debian_dtb: Some("rockchip/rk3399-rockpro64.dtb"),
     console: Console {
