@@ -7,6 +7,7 @@ fn main() {
     println!("cargo:rerun-if-changed=src/entry.S");
     println!("cargo:rerun-if-changed=src/setup.S");
     println!("cargo:rerun-if-changed=src/vectors.S");
+    println!("cargo:rerun-if-changed=src/handoff.S");
     for arg in [
         &format!("-T{dir}/linker.ld"),
         "-pie",

@@ -9,6 +9,7 @@ use crate::arm64_linux;
 use crate::bootinfo::{self, BootInfo};
 use crate::cmdline::Options;
 use crate::container::{self, ContainerError, DecompressorOxide, Format};
+use crate::digest;
 use crate::elf::{self, Elf, ElfError};
 use crate::entropy::{Mixer, Rng};
 use crate::image::{self, ImageError};
@@ -31,6 +32,11 @@ pub trait Platform {
     fn ticks_per_second(&self) -> u64 {
         0
     }
+    /// The SHA-256 block function to verify payloads with: the CPU's instructions
+    /// where it has them.
+    fn sha256_compress(&self) -> digest::Compress {
+        digest::portable
+    }
     /// Entropy read now, after the placement was drawn (CPU RNG values, the counter),
     /// mixed into the seeds handed on so they are more than the placement stream.
     fn fresh_entropy(&mut self) -> [u64; 3] {
@@ -45,6 +51,9 @@ pub struct Inputs<'a> {
     /// What must survive until the payload runs: the shim and its container, the
     /// device tree or boot_params, the command line, the initrd, reserved memory.
     pub avoid: Avoid,
+    /// What the placer may hand out (`layout::compose`): RAM within the command
+    /// line's limits, clear of `avoid`, normal memory in the identity map.
+    pub usable: MemoryMap,
     pub opts: Options,
     /// The container xtask appended to the shim.
     pub container: &'a [u8],
@@ -112,6 +121,10 @@ impl From<SlotError> for BootError {
     }
 }
 
+/// How much of an ELF payload is unpacked first, for its headers: ELF files put
+/// their program headers right after the 64-byte ELF header.
+const HEADERS_PREFIX: usize = 8192;
+
 /// A payload ready to map and enter.
 pub struct Loaded {
     pub placed: Placement,
@@ -177,46 +190,27 @@ pub fn load(
         return Err(BootError::Format(payload.format));
     }
 
-    // Unpack into the lowest free range and check the digest before anything parses it.
-    let free = plan::usable(&inputs.ram, &inputs.avoid, &inputs.opts)?;
-    // A corrupt header's size may not round up: then it fits nowhere.
-    let scratch_len = payload
-        .unpacked_size
-        .checked_next_multiple_of(4096)
-        .ok_or(SlotError::NoSlot)?;
-    let req = slot::Request {
-        size: scratch_len,
-        align: 4096,
-        min_addr: 0,
-        max_end: u64::MAX,
-    };
-    let scratch = slot::lowest(&free, &req)
-        .ok_or(SlotError::NoSlot)
-        .inspect_err(|_| {
-            report(
-                platform,
-                "unpacking",
-                scratch_len,
-                &inputs.ram,
-                &inputs.avoid,
-                &free,
-            )
-        })?;
-    let scratch = Range::from_base_size(scratch, scratch_len)?;
-    let scratch_mem = platform.memory(scratch);
+    // The slot first, from the ELF and program headers at the start of the payload:
+    // the unpack scratch then goes elsewhere and can never take the only room there
+    // is. (Only the slot is decided on unverified bytes; nothing runs from them.)
     let t0 = platform.ticks();
-    let n = container::unpack(&payload, scratch_mem, inflater)?;
-    let scratch_mem: &'static [u8] = scratch_mem;
-    let unpacked = scratch_mem.get(..n).unwrap_or_default();
-    let t1 = platform.ticks();
-    container::verify(&payload, unpacked)?;
-    let t2 = platform.ticks();
-    let elf = Elf::parse(unpacked, inputs.arch)?;
-    inputs.avoid.push(scratch, "scratch")?;
-
-    // Choose the slot and the virtual base.
-    let free = plan::usable(&inputs.ram, &inputs.avoid, &inputs.opts)?;
-    let span = elf.span();
+    let mut head = [0u8; HEADERS_PREFIX];
+    let n = container::unpack_prefix(&payload, &mut head, inflater)?;
+    let headers = match Elf::headers(
+        head.get(..n).unwrap_or_default(),
+        payload.unpacked_size,
+        inputs.arch,
+    ) {
+        Ok(headers) => headers,
+        // Unreadable headers: a corrupt payload is reported as such (its digest), a
+        // sound one by what is wrong with its headers.
+        Err(e) => {
+            let map = (&inputs.ram, &inputs.avoid);
+            unpack_verified(platform, map, &payload, &inputs.usable, inflater)?;
+            return Err(BootError::Elf(e));
+        }
+    };
+    let span = headers.span;
     // The origin of image offsets, 2 MiB aligned so that an aligned slot gives an
     // aligned virtual base even when RAM starts unaligned (kexec-tools' e820 at 0x400).
     let dram_base = inputs.ram.first().map_or(0, |r| r.start) & !(plan::SLOT_ALIGN - 1);
@@ -224,12 +218,14 @@ pub fn load(
         0 => inputs.opts.image_offset.unwrap_or(0),
         x1 => x1,
     };
+    let fixed =
+        inputs.opts.nokaslr || inputs.opts.memmap_overflow || weak_fixed(&inputs.opts, strong);
     let placed = plan::place(
-        &free,
+        &inputs.usable,
         dram_base,
         span,
         &inputs.window,
-        inputs.opts.nokaslr,
+        fixed,
         loader_offset,
         &mut rng,
     )
@@ -240,35 +236,43 @@ pub fn load(
             span,
             &inputs.ram,
             &inputs.avoid,
-            &free,
+            &inputs.usable,
         )
     })?;
-    if let Some((offset, why)) = placed.refused_offset {
-        platform.say(format_args!(
-            "image offset {offset:#x} refused: {why}; choosing a slot instead"
-        ));
-    }
-    match placed.mode {
-        Mode::Lowest => platform.say(format_args!("nokaslr: payload at the lowest slot")),
-        Mode::Loader => platform.say(format_args!("payload at the loader's image offset")),
-        Mode::Random if !strong => platform.say(format_args!(
-            "warning: no strong entropy source, only the counter"
-        )),
-        Mode::Random => {}
-    }
-    let t3 = platform.ticks();
+    say_mode(platform, &placed, &inputs.opts, strong, "payload");
+    let bits = Bits::of(&placed, inputs.window.disp_bits, strong);
     if inputs.opts.verbose {
         platform.say(format_args!(
-            "placed pa={:#x} va={:#x} slots={} entropy={} sources={}",
+            "placed pa={:#x} va={:#x} slots={} {bits} sources={}",
             placed.phys,
             placed.virt,
             placed.phys_slots,
-            placed.bits,
             SourceNames(sources)
         ));
     }
+    let slot = Range::from_base_size(placed.phys, span)?;
+    inputs.avoid.push(slot, "payload")?;
 
-    let image = platform.memory(Range::from_base_size(placed.phys, span)?);
+    // Unpack into the lowest range left and check the digest before anything parses it.
+    let mut free = inputs.usable;
+    free.remove(slot)?;
+    let t1 = platform.ticks();
+    let (unpacked, t2) = unpack_verified(
+        platform,
+        (&inputs.ram, &inputs.avoid),
+        &payload,
+        &free,
+        inflater,
+    )?;
+    let n = unpacked.len();
+    let t3 = platform.ticks();
+    let elf = Elf::parse(unpacked, inputs.arch)?;
+    if elf.span() != span {
+        // The verified file's headers are the ones the slot was chosen by.
+        return Err(BootError::Elf(ElfError::HeadersChanged));
+    }
+
+    let image = platform.memory(slot);
     elf.load(image)?;
     let t4 = platform.ticks();
     let relocs = elf.relocate(image, placed.virt)?;
@@ -277,7 +281,7 @@ pub fn load(
         let hz = platform.ticks_per_second();
         let phase = |from: u64, to: u64| Duration(to.wrapping_sub(from), hz);
         platform.say(format_args!(
-            "timing unpack={} verify={} place={} load={} relocate={} ({} bytes, {} relocations)",
+            "timing place={} unpack={} verify={} load={} relocate={} ({} bytes, {} relocations)",
             phase(t0, t1),
             phase(t1, t2),
             phase(t2, t3),
@@ -303,9 +307,11 @@ pub fn load(
         entropy_sources: sources,
         entropy_strong: u32::from(strong),
         phys_slots: placed.phys_slots,
-        kaslr_bits: placed.bits,
+        kaslr_bits: bits.credited,
         fixed: u32::from(placed.mode != Mode::Random),
         seed,
+        phys_bits: bits.phys,
+        virt_bits: bits.virt,
     };
     let entry = placed
         .virt
@@ -381,8 +387,8 @@ impl LoadedLinux<'_> {
     /// Checks the SHA-256 of the Image as it lies in its slot: called right before
     /// the jump (kexec purgatory's rule), so nothing the shim did since unpacking can
     /// have changed what runs.
-    pub fn verify(&self) -> Result<(), BootError> {
-        Ok(container::verify(&self.payload, self.image)?)
+    pub fn verify(&self, compress: digest::Compress) -> Result<(), BootError> {
+        Ok(container::verify_with(&self.payload, self.image, compress)?)
     }
 }
 
@@ -423,12 +429,15 @@ pub fn load_linux_arm64<'a>(
     }
 
     let t0 = platform.ticks();
-    let free = plan::usable(&inputs.ram, &inputs.avoid, &inputs.opts)?;
+    let free = inputs.usable;
     let loader_offset = match inputs.loader_offset {
         0 => inputs.opts.image_offset.unwrap_or(0),
         x1 => x1,
     };
-    let lowest = inputs.opts.nokaslr || !layout.anywhere;
+    let lowest = inputs.opts.nokaslr
+        || inputs.opts.memmap_overflow
+        || !layout.anywhere
+        || weak_fixed(&inputs.opts, strong);
     let placed = plan::place_request(
         &free,
         &req,
@@ -448,29 +457,17 @@ pub fn load_linux_arm64<'a>(
             &free,
         )
     })?;
-    if let Some((offset, why)) = placed.refused_offset {
-        platform.say(format_args!(
-            "image offset {offset:#x} refused: {why}; choosing a slot instead"
-        ));
-    }
-    match placed.mode {
-        Mode::Lowest if inputs.opts.nokaslr => {
-            platform.say(format_args!("nokaslr: kernel at the lowest slot"))
-        }
-        Mode::Loader => platform.say(format_args!("kernel at the loader's image offset")),
-        Mode::Random if !strong => platform.say(format_args!(
-            "warning: no strong entropy source, only the counter"
-        )),
-        _ => {}
+    if layout.anywhere || placed.mode != Mode::Lowest {
+        say_mode(platform, &placed, &inputs.opts, strong, "kernel");
     }
     let slot = Range::from_base_size(placed.phys, req.size)?;
     let image_pa = placed.phys + layout.text_offset;
     if inputs.opts.verbose {
         platform.say(format_args!(
-            "placed pa={image_pa:#x} size={:#x} slots={} entropy={} sources={}",
+            "placed pa={image_pa:#x} size={:#x} slots={} {} sources={}",
             layout.reserve,
             placed.phys_slots,
-            placed.bits,
+            Bits::of(&placed, 0, strong),
             SourceNames(sources)
         ));
     }
@@ -525,6 +522,113 @@ pub fn load_linux_arm64<'a>(
         fdt_pa,
         rng,
     })
+}
+
+/// Unpacks the payload into the lowest page run of `free` and checks its SHA-256 there,
+/// before anything parses it; returns the verified bytes and the tick after unpacking.
+fn unpack_verified(
+    platform: &mut impl Platform,
+    (ram, avoid): (&MemoryMap, &Avoid),
+    payload: &container::Payload<'_>,
+    free: &MemoryMap,
+    inflater: &mut DecompressorOxide,
+) -> Result<(&'static [u8], u64), BootError> {
+    // A corrupt header's size may not round up: then it fits nowhere.
+    let scratch_len = payload
+        .unpacked_size
+        .checked_next_multiple_of(4096)
+        .ok_or(SlotError::NoSlot)?;
+    let req = slot::Request {
+        size: scratch_len,
+        align: 4096,
+        min_addr: 0,
+        max_end: u64::MAX,
+    };
+    let scratch = slot::lowest(free, &req)
+        .ok_or(SlotError::NoSlot)
+        .inspect_err(|_| report(platform, "unpacking", scratch_len, ram, avoid, free))?;
+    let scratch_mem = platform.memory(Range::from_base_size(scratch, scratch_len)?);
+    let n = container::unpack(payload, scratch_mem, inflater)?;
+    let scratch_mem: &'static [u8] = scratch_mem;
+    let unpacked = scratch_mem.get(..n).unwrap_or_default();
+    let t = platform.ticks();
+    container::verify_with(payload, unpacked, platform.sha256_compress())?;
+    Ok((unpacked, t))
+}
+
+/// `shim.weak=fixed` and nothing but the counter to draw from: do not randomize.
+fn weak_fixed(opts: &Options, strong: bool) -> bool {
+    opts.weak_fixed && !strong
+}
+
+/// Says how the placement was decided: always, not only with `shim.verbose`, since a
+/// fixed or weakly drawn placement must never pass unnoticed (seeds/001: loaders in
+/// the wild leave junk in x1).
+fn say_mode(
+    platform: &mut impl Platform,
+    placed: &Placement,
+    opts: &Options,
+    strong: bool,
+    what: &str,
+) {
+    if let Some((offset, why)) = placed.refused_offset {
+        platform.say(format_args!(
+            "image offset {offset:#x} refused: {why}; choosing a slot instead"
+        ));
+    }
+    match placed.mode {
+        Mode::Lowest if opts.nokaslr => {
+            platform.say(format_args!("nokaslr: {what} at the lowest slot"))
+        }
+        Mode::Lowest if opts.memmap_overflow => platform.say(format_args!(
+            "more than {} memmap= entries, not all kept: {what} at the lowest slot, not randomized",
+            crate::cmdline::MAX_MEMMAP
+        )),
+        Mode::Lowest => platform.say(format_args!(
+            "shim.weak=fixed and no strong entropy source: {what} at the lowest slot, not randomized"
+        )),
+        Mode::Loader => platform.say(format_args!(
+            "{what} at the loader's image offset: not randomized"
+        )),
+        Mode::Random if !strong => platform.say(format_args!(
+            "warning: no strong entropy source, only the counter: a weak placement (shim.weak=fixed refuses it)"
+        )),
+        Mode::Random => {}
+    }
+}
+
+/// The bits a placement had: what the layout allowed, physical and virtual, and what
+/// the sources back (0 with only the counter, which is guessable).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Bits {
+    pub phys: u32,
+    pub virt: u32,
+    pub credited: u32,
+}
+
+impl Bits {
+    pub fn of(placed: &Placement, disp_bits: u32, strong: bool) -> Bits {
+        let (phys, virt) = match placed.mode {
+            Mode::Random => (placed.phys_slots.ilog2(), disp_bits),
+            _ => (0, 0),
+        };
+        let credited = if strong { phys + virt } else { 0 };
+        Bits {
+            phys,
+            virt,
+            credited,
+        }
+    }
+}
+
+impl fmt::Display for Bits {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "phys_bits={} virt_bits={} entropy={}",
+            self.phys, self.virt, self.credited
+        )
+    }
 }
 
 /// Says why nothing fits: what was needed, then RAM, the avoid list and what is free.
@@ -669,10 +773,17 @@ mod tests {
         let mut entropy = Mixer::new();
         // A zero kaslr-seed means "no seed": never pass one.
         entropy.add(Source::KaslrSeed, &[seed | 0x80; 8]);
+        let opts = crate::cmdline::parse(cmdline).unwrap();
+        let mut ram_limited = ram;
+        if let Some(limit) = opts.memory_limit() {
+            ram_limited.truncate_above(limit);
+        }
+        let usable = crate::memmap::free_memory(&ram_limited, &avoid()).unwrap();
         Inputs {
             ram,
             avoid: avoid(),
-            opts: crate::cmdline::parse(cmdline).unwrap(),
+            usable,
+            opts,
             container,
             arch: elf::Machine::Aarch64,
             window: plan::ARM64_WINDOW,
@@ -725,7 +836,7 @@ mod tests {
             );
             assert!(loaded.info.entropy_strong == 1 && loaded.info.kaslr_bits > 25);
             assert!(fake.lines.iter().any(|l| l.starts_with("placed pa=")));
-            assert!(fake.lines.iter().any(|l| l.starts_with("timing unpack=")));
+            assert!(fake.lines.iter().any(|l| l.starts_with("timing place=")));
             let pages: Vec<_> = loaded.pages().collect();
             assert_eq!(pages[0], (p.virt, p.phys, 0x1000, Perm::Text));
             assert_eq!(
@@ -741,9 +852,10 @@ mod tests {
         let c = container(&elf, &elf);
         let mut inflater = DecompressorOxide::new();
         let loaded = load(&mut Fake::new(), inputs(&c, b"nokaslr", 1), &mut inflater).unwrap();
-        // The shim takes the first 2 MiB, the unpacked ELF the lowest free page after it.
-        assert_eq!(loaded.placed.phys, RAM_BASE + (4 << 20));
-        assert_eq!(loaded.placed.virt, plan::ARM64_WINDOW.base + (4 << 20));
+        // The shim takes the first 2 MiB; the slot is chosen before the unpack scratch,
+        // so it is the lowest one after the shim.
+        assert_eq!(loaded.placed.phys, RAM_BASE + (2 << 20));
+        assert_eq!(loaded.placed.virt, plan::ARM64_WINDOW.base + (2 << 20));
         assert_eq!(loaded.info.fixed, 1);
     }
 
@@ -769,6 +881,44 @@ mod tests {
     }
 
     #[test]
+    fn one_window_is_enough_the_scratch_goes_elsewhere() {
+        let elf = payload();
+        let c = container(&elf, &elf);
+        // mem= leaves the shim's 2 MiB and 1 MiB more: one slot, and the scratch after
+        // the image inside the same window.
+        let loaded = load(
+            &mut Fake::new(),
+            inputs(&c, b"mem=0x40300000", 1),
+            &mut DecompressorOxide::new(),
+        )
+        .unwrap();
+        assert_eq!(loaded.placed.phys, RAM_BASE + (2 << 20));
+        assert_eq!(loaded.placed.phys_slots, 1);
+    }
+
+    #[test]
+    fn a_payload_with_garbled_headers_is_a_digest_mismatch() {
+        let elf = payload();
+        let mut bad = elf.clone();
+        bad[0x38] ^= 0xff; // e_phnum
+        let c = container(&bad, &elf);
+        let e = load(
+            &mut Fake::new(),
+            inputs(&c, b"", 1),
+            &mut DecompressorOxide::new(),
+        )
+        .err()
+        .unwrap();
+        assert!(
+            matches!(
+                e,
+                BootError::Container(ContainerError::DigestMismatch { .. })
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn an_unknown_relocation_type_stops_the_boot_naming_it() {
         let elf = sample(&[rela(BASE + 0x1008, 257, 0)], &[]);
         let c = container(&elf, &elf);
@@ -786,8 +936,8 @@ mod tests {
         let c = container(&elf, &elf);
         let mut fake = Fake::new();
         let mut inflater = DecompressorOxide::new();
-        // mem= leaves only the shim's 2 MiB and 1 MiB more.
-        let e = load(&mut fake, inputs(&c, b"mem=0x40300000", 1), &mut inflater)
+        // mem= leaves only the shim's 2 MiB.
+        let e = load(&mut fake, inputs(&c, b"mem=0x40200000", 1), &mut inflater)
             .err()
             .unwrap();
         assert!(matches!(
@@ -853,7 +1003,7 @@ mod tests {
                 for (range, label) in avoid().iter() {
                     assert!(!slot.overlaps(&range) && !fdt.overlaps(&range), "{label}");
                 }
-                l.verify().unwrap();
+                l.verify(digest::portable).unwrap();
                 assert_eq!(
                     fake.read(Range::from_base_size(l.image_pa, img.len() as u64).unwrap()),
                     &img[..]
@@ -878,7 +1028,7 @@ mod tests {
         // SAFETY: inside the leaked buffer; nothing else holds this byte.
         unsafe { *fake.ram.add(at) ^= 1 };
         assert!(matches!(
-            l.verify(),
+            l.verify(digest::portable),
             Err(BootError::Container(ContainerError::DigestMismatch { .. }))
         ));
     }
@@ -960,5 +1110,79 @@ mod tests {
         assert_ne!(a.kaslr, b.kaslr);
         assert_ne!(a.rng, b.rng);
         assert!(!a.rng.windows(8).any(|w| w == a.kaslr));
+    }
+
+    #[test]
+    fn counter_only_entropy_is_weak_in_words_and_numbers() {
+        let elf = payload();
+        let c = container(&elf, &elf);
+        let counter_only = |cmdline: &[u8]| {
+            let mut i = inputs(&c, cmdline, 1);
+            i.entropy = Mixer::new();
+            i.entropy.add(Source::Counter, &12345u64.to_le_bytes());
+            i
+        };
+        let mut fake = Fake::new();
+        let loaded = load(
+            &mut fake,
+            counter_only(b"shim.verbose"),
+            &mut DecompressorOxide::new(),
+        )
+        .unwrap();
+        let info = loaded.info;
+        assert_eq!((info.entropy_strong, info.kaslr_bits), (0, 0));
+        assert_eq!(info.virt_bits, 25);
+        assert!(info.phys_bits > 0 && info.fixed == 0);
+        assert!(fake
+            .lines
+            .iter()
+            .any(|l| l.starts_with("warning: no strong entropy")));
+        assert!(fake
+            .lines
+            .iter()
+            .any(|l| l.contains("entropy=0 sources=counter")));
+        // shim.weak=fixed: no randomization at all on such a boot...
+        let mut fake = Fake::new();
+        let loaded = load(
+            &mut fake,
+            counter_only(b"shim.weak=fixed"),
+            &mut DecompressorOxide::new(),
+        )
+        .unwrap();
+        assert_eq!((loaded.placed.mode, loaded.info.fixed), (Mode::Lowest, 1));
+        assert!(fake
+            .lines
+            .iter()
+            .any(|l| l.starts_with("shim.weak=fixed and no strong entropy")));
+        // ...but a strong source still randomizes under it.
+        let loaded = load(
+            &mut Fake::new(),
+            inputs(&c, b"shim.weak=fixed", 1),
+            &mut DecompressorOxide::new(),
+        )
+        .unwrap();
+        assert_eq!(loaded.placed.mode, Mode::Random);
+        assert_eq!(loaded.info.kaslr_bits, loaded.info.phys_bits + 25);
+    }
+
+    #[test]
+    fn more_memmaps_than_kept_turns_randomization_off_and_says_so() {
+        let elf = payload();
+        let c = container(&elf, &elf);
+        let line: Vec<u8> = (0..17)
+            .flat_map(|i| format!("memmap=4K${:#x} ", 0x7000_0000 + i * 0x1000).into_bytes())
+            .collect();
+        let mut fake = Fake::new();
+        let loaded = load(
+            &mut fake,
+            inputs(&c, &line, 1),
+            &mut DecompressorOxide::new(),
+        )
+        .unwrap();
+        assert_eq!(loaded.placed.mode, Mode::Lowest);
+        assert!(fake
+            .lines
+            .iter()
+            .any(|l| l.starts_with("more than 16 memmap= entries")));
     }
 }

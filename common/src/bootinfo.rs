@@ -6,8 +6,8 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 /// `b"SHIMBOOT"` read as a little-endian u64.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"SHIMBOOT");
-/// Version of the layout below.
-pub const VERSION: u32 = 1;
+/// Version of the layout below (2 added `phys_bits` and `virt_bits`).
+pub const VERSION: u32 = 2;
 
 /// Entropy source bits, as in [`BootInfo::entropy_sources`].
 pub mod source {
@@ -55,14 +55,19 @@ pub struct BootInfo {
     pub entropy_strong: u32,
     /// Number of physical slots the placement was drawn from (1 when not randomized).
     pub phys_slots: u64,
-    /// Bits of entropy in the (physical, virtual) choice: log2 of the number of equally
-    /// likely outcomes, rounded down. 0 when randomization was off.
+    /// Bits of entropy behind the (physical, virtual) choice: `phys_bits + virt_bits`
+    /// when a strong source contributed; 0 when randomization was off, and 0 when only
+    /// the counter did (a counter is guessable: the layout's bits are not entropy).
     pub kaslr_bits: u32,
     /// 1 if `nokaslr` (or a loader-chosen offset) fixed the placement.
     pub fixed: u32,
     /// A fresh 32-byte seed, drawn from the same mixer after placement, for the
     /// payload's own randomization. Never equal to anything that chose the placement.
     pub seed: [u8; 32],
+    /// log2 of the physical slots drawn from (rounded down), and the bits of the
+    /// virtual displacement: what the layout allowed, whatever the sources.
+    pub phys_bits: u32,
+    pub virt_bits: u32,
 }
 
 impl BootInfo {
@@ -84,7 +89,7 @@ mod tests {
     /// The layout is an ABI: the README's table is this test.
     #[test]
     fn layout_matches_the_readme() {
-        assert_eq!(size_of::<BootInfo>(), 120);
+        assert_eq!(size_of::<BootInfo>(), 128);
         assert_eq!(offset_of!(BootInfo, version), 0x08);
         assert_eq!(offset_of!(BootInfo, phys_base), 0x10);
         assert_eq!(offset_of!(BootInfo, virt_base), 0x18);
@@ -95,6 +100,8 @@ mod tests {
         assert_eq!(offset_of!(BootInfo, phys_slots), 0x48);
         assert_eq!(offset_of!(BootInfo, kaslr_bits), 0x50);
         assert_eq!(offset_of!(BootInfo, seed), 0x58);
+        assert_eq!(offset_of!(BootInfo, phys_bits), 0x78);
+        assert_eq!(offset_of!(BootInfo, virt_bits), 0x7c);
     }
 
     #[test]
@@ -102,11 +109,11 @@ mod tests {
         let info = BootInfo {
             magic: MAGIC,
             version: VERSION,
-            size: 120,
+            size: 128,
             ..Default::default()
         };
         assert_eq!(BootInfo::read(info.as_bytes()), Some(info));
-        let bad = BootInfo { version: 2, ..info };
+        let bad = BootInfo { version: 1, ..info };
         assert_eq!(BootInfo::read(bad.as_bytes()), None);
         assert_eq!(BootInfo::read(&info.as_bytes()[..100]), None);
     }

@@ -6,8 +6,10 @@ use core::fmt;
 
 use crate::memmap::Range;
 
-/// At most this many `memmap=` entries are honoured (x86 `MAX_MEMMAP_REGIONS`).
-pub const MAX_MEMMAP: usize = 4;
+/// At most this many `memmap=` entries are honoured. x86 Linux's KASLR honours 4
+/// (`MAX_MEMMAP_REGIONS`) and turns physical randomization off beyond; the shim
+/// honours 16 and still randomizes, and turns it off only beyond 16.
+pub const MAX_MEMMAP: usize = 16;
 
 /// One `memmap=` entry, as x86 Linux's KASLR reads it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,11 +42,18 @@ pub struct Options {
     pub verbose: bool,
     /// `shim.offset=nn`: acts as a loader-passed image offset.
     pub image_offset: Option<u64>,
+    /// `shim.weak=fixed`: with no strong entropy source (only the counter), do not
+    /// randomize at all; `shim.weak=random` (the default) randomizes anyway and says
+    /// the placement is weak.
+    pub weak_fixed: bool,
     /// `memmap=` entries in command line order (comma-separated ones included); the
     /// first `memmap_count` are `Some`. Stricter than x86 Linux, which counts only the
     /// avoided regions towards its limit of 4: here every entry counts.
     pub memmap: [Option<MemmapEntry>; MAX_MEMMAP],
     pub memmap_count: usize,
+    /// More than [`MAX_MEMMAP`] entries: the rest could not be kept, so the placement
+    /// must not be drawn (degraded as Linux degrades beyond its 4).
+    pub memmap_overflow: bool,
 }
 
 impl Options {
@@ -125,8 +134,6 @@ pub enum CmdlineError {
     MissingValue { option: &'static str },
     /// A flag was given a value.
     UnexpectedValue { option: &'static str },
-    /// More than [`MAX_MEMMAP`] `memmap=` entries (Linux then disables KASLR).
-    TooManyMemmap,
     /// A `shim.*` option the shim does not know (typos must not go unnoticed).
     UnknownShimOption(Name),
 }
@@ -140,9 +147,6 @@ impl fmt::Display for CmdlineError {
             CmdlineError::MissingValue { option } => write!(f, "{option} needs a value"),
             CmdlineError::UnexpectedValue { option } => {
                 write!(f, "{option} takes no value")
-            }
-            CmdlineError::TooManyMemmap => {
-                write!(f, "more than {MAX_MEMMAP} memmap= entries")
             }
             CmdlineError::UnknownShimOption(name) => write!(f, "unknown option {name}"),
         }
@@ -268,7 +272,12 @@ fn memmap_entry(s: &[u8]) -> Result<Option<MemmapEntry>, CmdlineError> {
     let (size, rest) = parse_size(s).ok_or(BAD)?;
     let (kind, start) = match rest.split_first() {
         None => (MemmapKind::Limit, 0),
-        Some((b'#' | b'$' | b'!' | b'@', tail)) => {
+        // `nn%ss-old+new` changes the type of [ss, ss + nn): avoided, to be safe.
+        Some((b'#' | b'$' | b'!' | b'@' | b'%', tail)) => {
+            let tail = match rest.first() {
+                Some(b'%') => tail.split(|&b| b == b'-').next().unwrap_or_default(),
+                _ => tail,
+            };
             let start = match parse_size(tail) {
                 Some((start, [])) => start,
                 _ => return Err(BAD),
@@ -325,12 +334,13 @@ pub fn parse(cmdline: &[u8]) -> Result<Options, CmdlineError> {
                     let Some(entry) = memmap_entry(part)? else {
                         continue;
                     };
-                    let slot = opts
-                        .memmap
-                        .get_mut(opts.memmap_count)
-                        .ok_or(CmdlineError::TooManyMemmap)?;
-                    *slot = Some(entry);
-                    opts.memmap_count += 1;
+                    match opts.memmap.get_mut(opts.memmap_count) {
+                        Some(slot) => {
+                            *slot = Some(entry);
+                            opts.memmap_count += 1;
+                        }
+                        None => opts.memmap_overflow = true,
+                    }
                 }
             }
             b"shim.verbose" => {
@@ -338,6 +348,22 @@ pub fn parse(cmdline: &[u8]) -> Result<Options, CmdlineError> {
                 opts.verbose = true;
             }
             b"shim.offset" => opts.image_offset = Some(size_value(value, "shim.offset")?),
+            b"shim.weak" => {
+                opts.weak_fixed = match value {
+                    Some(b"fixed") => true,
+                    Some(b"random") => false,
+                    Some(_) => {
+                        return Err(CmdlineError::BadValue {
+                            option: "shim.weak",
+                        })
+                    }
+                    None => {
+                        return Err(CmdlineError::MissingValue {
+                            option: "shim.weak",
+                        })
+                    }
+                }
+            }
             p if p.starts_with(b"shim.") => {
                 return Err(CmdlineError::UnknownShimOption(Name::new(p)))
             }
@@ -483,6 +509,13 @@ mod tests {
         assert!(!o.nokaslr && o.verbose);
         assert_eq!(o.mem_limit, Some(2 << 30));
         assert_eq!(o.image_offset, Some(0x20_0000));
+        assert!(parse(b"shim.weak=fixed").unwrap().weak_fixed);
+        assert!(
+            !parse(b"shim.weak=fixed shim.weak=random")
+                .unwrap()
+                .weak_fixed
+        );
+        assert!(parse(b"shim.weak=maybe").is_err() && parse(b"shim.weak").is_err());
         assert!(parse(b"kaslr nokaslr").unwrap().nokaslr);
         assert_eq!(
             parse(b"mem=\"1G\" -- nokaslr shim.bogus")
@@ -525,11 +558,21 @@ mod tests {
             ]
         );
         assert_eq!(parse(b"memmap=1M!2M,1M#3M").unwrap().memmap_count, 2);
+        // Beyond 16 entries: kept up to 16, and the placement is not drawn.
+        let many = parse(b"memmap=1,2,3,4,5,6,7,8 memmap=9,10,11,12,13,14,15,16").unwrap();
+        assert!(!many.memmap_overflow && many.memmap_count == 16);
+        let more = parse(b"memmap=1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17").unwrap();
+        assert!(more.memmap_overflow && more.memmap_count == 16);
+        // memmap=nn%ss-old+new: the range is avoided.
+        let pct = parse(b"memmap=4G%0x100000000-1+12").unwrap();
         assert_eq!(
-            parse(b"memmap=1,2,3,4 memmap=5"),
-            Err(CmdlineError::TooManyMemmap)
+            pct.memmaps().next(),
+            Some(MemmapEntry {
+                kind: MemmapKind::Avoid,
+                start: 1 << 32,
+                size: 4 << 30
+            })
         );
-        assert_eq!(parse(b"memmap=1,2,3,4,5"), Err(CmdlineError::TooManyMemmap));
     }
 
     #[test]
@@ -547,7 +590,7 @@ mod tests {
             Err(CmdlineError::UnexpectedValue { option: "nokaslr" })
         );
         assert_eq!(parse(b"shim.offset=zz"), bad("shim.offset"));
-        assert_eq!(parse(b"memmap=1M%2M"), bad("memmap"));
+        assert_eq!(parse(b"memmap=1M^2M"), bad("memmap"));
         assert_eq!(parse(b"memmap=1M$"), bad("memmap"));
         assert_eq!(parse(b"memmap=0xffffffffffffffff$1"), bad("memmap"));
         assert_eq!(parse(b"memmap="), bad("memmap"));

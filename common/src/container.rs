@@ -11,6 +11,7 @@ use miniz_oxide::inflate::core::inflate_flags::{
 };
 pub use miniz_oxide::inflate::core::DecompressorOxide;
 use miniz_oxide::inflate::TINFLStatus;
+#[cfg(any(test, feature = "alloc"))]
 use sha2::{Digest, Sha256};
 use zerocopy::little_endian::{U16, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
@@ -426,6 +427,15 @@ fn gzip_body(member: &[u8]) -> Result<&[u8], ContainerError> {
 
 /// Checks the SHA-256 of the first `unpacked_size` bytes of `unpacked`.
 pub fn verify(p: &Payload<'_>, unpacked: &[u8]) -> Result<(), ContainerError> {
+    verify_with(p, unpacked, crate::digest::portable)
+}
+
+/// [`verify`] with the platform's SHA-256 block function.
+pub fn verify_with(
+    p: &Payload<'_>,
+    unpacked: &[u8],
+    compress: crate::digest::Compress,
+) -> Result<(), ContainerError> {
     let data = usize::try_from(p.unpacked_size)
         .ok()
         .and_then(|n| unpacked.get(..n))
@@ -433,7 +443,7 @@ pub fn verify(p: &Payload<'_>, unpacked: &[u8]) -> Result<(), ContainerError> {
             need: p.unpacked_size,
             have: unpacked.len() as u64,
         })?;
-    let actual: [u8; 32] = Sha256::digest(data).into();
+    let actual = crate::digest::sha256(compress, data);
     if actual != p.digest {
         return Err(ContainerError::DigestMismatch {
             expected: p.digest,

@@ -165,6 +165,9 @@ pub enum ElfError {
     },
     MultipleDynamic,
     DynamicOutOfFile,
+    /// The verified file's program headers differ from the ones read before it was
+    /// unpacked (the slot was chosen by those).
+    HeadersChanged,
     /// DT_REL (only RELA and RELR are supported).
     UnsupportedDynamic {
         tag: u64,
@@ -239,6 +242,7 @@ impl fmt::Display for ElfError {
             }
             E::MultipleDynamic => f.write_str("more than one PT_DYNAMIC"),
             E::DynamicOutOfFile => f.write_str("PT_DYNAMIC lies outside the file"),
+            E::HeadersChanged => f.write_str("program headers changed after unpacking"),
             E::UnsupportedDynamic { tag } => {
                 write!(f, "unsupported dynamic entry (tag {tag}: REL or TEXTREL)")
             }
@@ -302,6 +306,15 @@ pub struct Segment {
 pub struct RelocStats {
     pub rela: usize,
     pub relr: usize,
+}
+
+/// What [`Elf::headers`] tells before the file is unpacked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Headers {
+    /// As [`Elf::span`].
+    pub span: u64,
+    /// As [`Elf::align`].
+    pub align: u64,
 }
 
 /// A validated ELF64 ET_DYN file.
@@ -397,6 +410,28 @@ fn table(
 impl<'a> Elf<'a> {
     /// Validates `file` as an ELF64 little-endian ET_DYN for `machine`.
     pub fn parse(file: &'a [u8], machine: Machine) -> Result<Elf<'a>, ElfError> {
+        Elf::parse_in(file, file.len() as u64, machine)
+    }
+
+    /// What the loaded image will span and need, from the first bytes of a file of
+    /// `file_len` bytes that hold its ELF and program headers: enough to choose where
+    /// it goes before it is unpacked. The same checks as [`Elf::parse`], except that
+    /// segments and the dynamic table are checked against `file_len`, not read.
+    pub fn headers(prefix: &'a [u8], file_len: u64, machine: Machine) -> Result<Headers, ElfError> {
+        let elf = Elf::parse_in(prefix, file_len, machine)?;
+        Ok(Headers {
+            span: elf.span,
+            align: elf.align,
+        })
+    }
+
+    /// `parse`, with `file` possibly only the first bytes of a `file_len`-byte file:
+    /// then the dynamic table is not read (the relocation tables stay empty).
+    fn parse_in(file: &'a [u8], file_len: u64, machine: Machine) -> Result<Elf<'a>, ElfError> {
+        let whole = file_len == file.len() as u64;
+        // Whether `[offset, offset + len)` lies in the file (read or not).
+        let in_file =
+            |offset: u64, len: u64| offset.checked_add(len).is_some_and(|e| e <= file_len);
         let (eh, _) = Ehdr::ref_from_prefix(file).map_err(|_| ElfError::Truncated)?;
         let ident = &eh.e_ident;
         if ident.get(..4) != Some(b"\x7fELF".as_slice()) {
@@ -447,8 +482,14 @@ impl<'a> Elf<'a> {
                     if dynamic.is_some() {
                         return Err(ElfError::MultipleDynamic);
                     }
-                    let bytes = slice(file, ph.p_offset.get(), ph.p_filesz.get());
-                    dynamic = Some(bytes.ok_or(ElfError::DynamicOutOfFile)?);
+                    let (offset, len) = (ph.p_offset.get(), ph.p_filesz.get());
+                    if !in_file(offset, len) {
+                        return Err(ElfError::DynamicOutOfFile);
+                    }
+                    dynamic = Some(match whole {
+                        true => slice(file, offset, len).ok_or(ElfError::DynamicOutOfFile)?,
+                        false => &[],
+                    });
                 }
                 PT_LOAD => {
                     let (filesz, memsz, offset) =
@@ -457,7 +498,7 @@ impl<'a> Elf<'a> {
                         return Err(ElfError::FileszExceedsMemsz { vaddr });
                     }
                     let end = vaddr.checked_add(memsz).and_then(|e| align_up(e, PAGE));
-                    if end.is_none() || slice(file, offset, filesz).is_none() {
+                    if end.is_none() || !in_file(offset, filesz) {
                         return Err(ElfError::SegmentOutOfFile { vaddr });
                     }
                     let p_align = ph.p_align.get();
@@ -523,7 +564,7 @@ impl<'a> Elf<'a> {
             rela: &[],
             relr: &[],
         };
-        if let Some(bytes) = dynamic {
+        if let Some(bytes) = dynamic.filter(|_| whole) {
             let d = Dynamic::read(bytes)?;
             if let Some((a, s)) = table(d.rela, d.relasz, (DT_RELA, DT_RELASZ), RELA_SIZE)? {
                 elf.rela = elf
@@ -581,6 +622,29 @@ impl<'a> Elf<'a> {
     /// Number of RELA and RELR table entries.
     pub fn reloc_entries(&self) -> (usize, usize) {
         (self.rela.len() / RELA_SIZE, self.relr.len() / RELR_SIZE)
+    }
+
+    /// The type (`ELF64_R_TYPE`, the low 32 bits of `r_info`) of each RELA entry, in
+    /// table order: what a report counts by type, before [`Elf::relocate`] refuses
+    /// any type but RELATIVE and NONE.
+    pub fn rela_types(&self) -> impl Iterator<Item = u32> + 'a {
+        self.rela
+            .chunks_exact(RELA_SIZE)
+            .filter_map(|c| Rela::ref_from_bytes(c).ok())
+            .map(|r| (r.r_info.get() & 0xffff_ffff) as u32)
+    }
+
+    /// How many words the RELR table relocates: one per address entry, one per set
+    /// bit 1..=63 of each bitmap entry (what [`Elf::relocate`] reports as `relr`).
+    pub fn relr_words(&self) -> usize {
+        self.relr
+            .chunks_exact(RELR_SIZE)
+            .filter_map(|c| U64::ref_from_bytes(c).ok())
+            .map(|e| match e.get() {
+                w if w & 1 == 0 => 1,
+                w => (w >> 1).count_ones() as usize,
+            })
+            .sum()
     }
 
     /// `image[..span]`, or an error if the destination is too small.
@@ -859,6 +923,8 @@ pub(crate) mod tests {
         let file = sample(&relas, &relr);
         let elf = Elf::parse(&file, Machine::Aarch64).unwrap();
         assert_eq!(elf.reloc_entries(), (3, 4));
+        assert_eq!(elf.rela_types().collect::<Vec<_>>(), [1027, 0, 1027]);
+        assert_eq!(elf.relr_words(), 5);
         let mut image = vec![0u8; 0x3000];
         elf.load(&mut image).unwrap();
         let virt = 0xffff_8000_1000_0000;

@@ -13,9 +13,8 @@
 
 use core::fmt;
 
-use crate::cmdline::Options;
 use crate::entropy::Rng;
-use crate::memmap::{free_memory, Avoid, MemError, MemoryMap, Range};
+use crate::memmap::{Avoid, MemError, MemoryMap};
 use crate::slot::{self, SlotError};
 
 /// Alignment of the payload's physical slot and granule of the virtual displacement.
@@ -126,20 +125,6 @@ impl From<MemError> for PlanError {
     fn from(e: MemError) -> Self {
         PlanError::Memory(e)
     }
-}
-
-/// RAM less the avoid list, less what the command line takes away (`mem=` limit,
-/// `memmap=` exclusions).
-pub fn usable(ram: &MemoryMap, avoid: &Avoid, opts: &Options) -> Result<MemoryMap, MemError> {
-    let mut ram = *ram;
-    if let Some(limit) = opts.memory_limit() {
-        ram.truncate_above(limit);
-    }
-    let mut free = free_memory(&ram, avoid)?;
-    for range in opts.memmap_avoid() {
-        free.remove(range)?;
-    }
-    Ok(free)
 }
 
 /// Chooses the payload's physical slot and virtual base.
@@ -280,15 +265,11 @@ pub fn report(
     }
 }
 
-/// A range, for the arch code building the avoid list.
-pub fn range(base: u64, size: u64) -> Result<Range, MemError> {
-    Range::from_base_size(base, size)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::entropy::Rng;
+    use crate::memmap::{free_memory, Range};
     use proptest::prelude::*;
 
     const MIB: u64 = 1 << 20;
@@ -382,19 +363,6 @@ mod tests {
     }
 
     #[test]
-    fn usable_applies_mem_and_memmap() {
-        let ram = map(&[(0, 4 * GIB)]);
-        let mut avoid = Avoid::new();
-        avoid
-            .push(Range { start: 0, end: MIB }, "first MiB")
-            .unwrap();
-        let opts = crate::cmdline::parse(b"mem=3G memmap=256M$0x40000000").unwrap();
-        let free = usable(&ram, &avoid, &opts).unwrap();
-        let got: Vec<_> = free.iter().map(|r| (r.start, r.end)).collect();
-        assert_eq!(got, vec![(MIB, GIB), (GIB + 256 * MIB, 3 * GIB)]);
-    }
-
-    #[test]
     fn no_slot_is_an_error() {
         let free = map(&[(GIB, GIB + MIB)]);
         let e = place(&free, GIB, 4 * MIB, &ARM64_WINDOW, false, 0, &mut rng(0)).unwrap_err();
@@ -416,7 +384,7 @@ mod tests {
             for (s, l) in ram { m.insert(Range { start: GIB + s * MIB, end: GIB + (s + l) * MIB }).unwrap(); }
             let mut a = Avoid::new();
             for (s, l) in avoid { a.push(Range { start: GIB + s * MIB, end: GIB + (s + l) * MIB }, "test").unwrap(); }
-            let free = usable(&m, &a, &Options::default()).unwrap();
+            let free = free_memory(&m, &a).unwrap();
             let dram = m.first().unwrap().start;
             let size = size_mib * MIB;
             match place(&free, dram, size, &ARM64_WINDOW, nokaslr, 0, &mut rng(seed)) {

@@ -2,8 +2,11 @@
 //! U-Boot loader details. Everything arch-specific that the other commands need is
 //! here, so adding x86_64 is one more enum variant and one more `Target`.
 
+use anyhow::{bail, Result};
 use clap::ValueEnum;
 use shim_boards::Board;
+
+use crate::qemu::Loader;
 
 /// The `--arch` values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -75,6 +78,29 @@ pub struct Target {
     /// Debian packages that provide `qemu` and `firmware.bios`.
     pub qemu_package: &'static str,
     pub firmware_package: &'static str,
+    /// The `--loader` values that can boot this architecture's image.
+    pub loaders: &'static [Loader],
+    /// QEMU's exit status when the demo payload powers the machine off after
+    /// `payload: ok`: 0 after PSCI SYSTEM_OFF on arm64; on x86 isa-debug-exit makes it
+    /// `(value << 1) | 1`, 33 for the payload's 0x10 (a triple fault or a reset under
+    /// `-no-reboot` exits 0, so 0 is no power-off there).
+    pub poweroff_exit: i32,
+}
+
+impl Target {
+    /// Refuses a loader this architecture's table does not list, naming those it does.
+    pub fn check_loader(&self, loader: Loader) -> Result<()> {
+        if self.loaders.contains(&loader) {
+            return Ok(());
+        }
+        let names: Vec<String> = self.loaders.iter().map(|l| l.name()).collect();
+        bail!(
+            "--loader {} cannot boot {}: its loaders are {}",
+            loader.name(),
+            self.name,
+            names.join(", ")
+        )
+    }
 }
 
 /// U-Boot on QEMU virt (the boards table).
@@ -110,6 +136,13 @@ pub const AARCH64: Target = Target {
     },
     qemu_package: "qemu-system-arm",
     firmware_package: "u-boot-qemu",
+    loaders: &[
+        Loader::Direct,
+        Loader::UBoot,
+        Loader::UBootScript,
+        Loader::UBootFit,
+    ],
+    poweroff_exit: 0,
 };
 
 /// x86_64: a bzImage (boot protocol 2.15) whose protected-mode part starts with a small
@@ -142,4 +175,35 @@ pub const X86_64: Target = Target {
     },
     qemu_package: "qemu-system-x86",
     firmware_package: "seabios",
+    loaders: &[Loader::Direct, Loader::Grub, Loader::Kexec],
+    poweroff_exit: 33,
 };
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loaders_come_from_the_table() {
+        assert!(AARCH64.check_loader(Loader::UBoot).is_ok());
+        assert!(X86_64.check_loader(Loader::Kexec).is_ok());
+        assert_eq!(
+            AARCH64.check_loader(Loader::Grub).unwrap_err().to_string(),
+            "--loader grub cannot boot aarch64: its loaders are direct, u-boot, \
+             u-boot-script, u-boot-fit"
+        );
+        assert_eq!(
+            X86_64.check_loader(Loader::UBoot).unwrap_err().to_string(),
+            "--loader u-boot cannot boot x86_64: its loaders are direct, grub, kexec"
+        );
+        // Every loader boots some architecture.
+        for loader in Loader::value_variants() {
+            assert!(AARCH64.loaders.contains(loader) || X86_64.loaders.contains(loader));
+        }
+    }
+
+    #[test]
+    fn poweroff_exits() {
+        assert_eq!((AARCH64.poweroff_exit, X86_64.poweroff_exit), (0, 33));
+    }
+}

@@ -1,5 +1,5 @@
 //! Checks for the tools the build and the boots need (the Rust targets, QEMU, U-Boot)
-//! and installs missing ones: `rustup toolchain install` for rust-toolchain.toml and,
+//! and installs missing ones: rustup for what rust-toolchain.toml lists (toolchain.rs) and,
 //! as root on Debian, apt-get (QEMU from bookworm-backports on bookworm).
 
 use std::env;
@@ -11,7 +11,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 
 use crate::arch::{Arch, Target};
-use crate::{capture, exec, workspace_root};
+use crate::exec;
 
 const BACKPORTS: &str = "bookworm-backports";
 const BACKPORTS_SOURCE: &str = "/etc/apt/sources.list.d/bookworm-backports.sources";
@@ -37,45 +37,11 @@ pub fn run(args: &DepsArgs) -> Result<()> {
     Ok(())
 }
 
-/// Makes sure the Rust target is installed, installing the toolchain that
-/// rust-toolchain.toml names (with its targets and components) if it is not.
+/// Makes sure the toolchain rust-toolchain.toml pins has every target and component
+/// it lists (toolchain.rs), `target`'s among them.
 pub fn ensure_toolchain(target: &Target) -> Result<()> {
-    let root = workspace_root();
-    let list = || {
-        capture(
-            Command::new("rustup")
-                .current_dir(&root)
-                .args(["target", "list", "--installed"]),
-        )
-    };
-    let installed = |out: &str| out.lines().any(|l| l.trim() == target.rust_target);
-    let Ok(out) = list() else {
-        eprintln!(
-            "xtask: no rustup; assuming the {} target is installed",
-            target.rust_target
-        );
-        return Ok(());
-    };
-    if installed(&out) {
-        return Ok(());
-    }
-    eprintln!(
-        "xtask: the {} target is missing; installing the toolchain",
-        target.rust_target
-    );
-    exec(
-        Command::new("rustup")
-            .current_dir(&root)
-            .args(["toolchain", "install"]),
-    )?;
-    if !installed(&list()?) {
-        bail!(
-            "the {} target is still missing after `rustup toolchain install` in {}",
-            target.rust_target,
-            root.display()
-        );
-    }
-    Ok(())
+    crate::toolchain::ensure()
+        .with_context(|| format!("installing the toolchain for {}", target.rust_target))
 }
 
 /// Makes sure QEMU and the firmware for `target` are there; installs the missing
@@ -267,6 +233,46 @@ pub fn ensure_host_packages(wanted: &[(&'static str, &str)]) -> Result<()> {
     Ok(())
 }
 
+/// Says which package `apt-get download <package>` is about to fetch and how big it
+/// is, from `apt-get download --print-uris` (apt's own progress follows).
+pub fn announce_download(package: &str) {
+    let uris = crate::capture(Command::new("apt-get").args(["download", "--print-uris", package]));
+    match uris.ok().as_deref().and_then(download_size) {
+        Some((file, size)) => {
+            eprintln!("xtask: downloading {package}: {file}, {}", human_size(size))
+        }
+        None => eprintln!("xtask: downloading {package} (size unknown)"),
+    }
+}
+
+/// The file name and size from `apt-get download --print-uris` output: a line
+/// `'URI' FILE SIZE HASH`.
+fn download_size(out: &str) -> Option<(String, u64)> {
+    out.lines().find_map(|line| {
+        let mut words = line.rsplit(' ');
+        let _hash = words.next()?;
+        let size = words.next()?.parse().ok()?;
+        let file = words.next()?.to_string();
+        line.starts_with('\'').then_some((file, size))
+    })
+}
+
+/// Bytes for people: `812.3 KiB`, `64.1 MiB`.
+pub fn human_size(bytes: u64) -> String {
+    let units = ["bytes", "KiB", "MiB", "GiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < units.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} bytes")
+    } else {
+        format!("{value:.1} {}", units[unit])
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -315,6 +321,20 @@ mod tests {
         );
         let steps = install_steps(&AARCH64, &["qemu-system-arm"], false, true);
         assert_eq!(steps.len(), 2);
+    }
+
+    #[test]
+    fn download_sizes() {
+        let out = "'http://deb.example/pool/main/b/busybox/busybox-static_1.35.0-4_amd64.deb' \
+                   busybox-static_1%3a1.35.0-4_amd64.deb 928188 SHA256:3d3f\n";
+        assert_eq!(
+            download_size(out),
+            Some(("busybox-static_1%3a1.35.0-4_amd64.deb".into(), 928_188))
+        );
+        assert_eq!(download_size("E: Unable to locate package x\n"), None);
+        assert_eq!(human_size(928_188), "906.4 KiB");
+        assert_eq!(human_size(68_000_000), "64.8 MiB");
+        assert_eq!(human_size(512), "512 bytes");
     }
 
     #[test]

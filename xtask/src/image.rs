@@ -43,10 +43,8 @@ pub struct BuildArgs {
     /// shim-corrupt.img with --corrupt-payload].
     #[arg(long, value_name = "FILE")]
     pub output: Option<PathBuf>,
-    /// Build optimized (the default).
-    #[arg(long, conflicts_with = "debug")]
-    pub release: bool,
-    /// Build the shim and the demo payload unoptimized.
+    /// Build the shim and the demo payload unoptimized [default: optimized, cargo's
+    /// release profile].
     #[arg(long)]
     pub debug: bool,
 }
@@ -84,6 +82,8 @@ pub fn build(args: &BuildArgs) -> Result<Built> {
         .and_then(|kind| kind.check_arch(args.arch).map(|()| kind))
         .with_context(|| format!("payload {}", payload_path.display()))?;
     let shim_elf = cargo_build(target, target.shim_package, args)?;
+    check_self_relocations(args.arch, &read(&shim_elf)?)
+        .with_context(|| format!("checking {}", shim_elf.display()))?;
 
     let out_dir = target_dir().join("xtask").join(target.name);
     fs::create_dir_all(&out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
@@ -429,6 +429,25 @@ pub fn gunzip(member: &[u8]) -> Result<Vec<u8>> {
     let mut inflater = Box::<DecompressorOxide>::default();
     container::unpack(&parsed, &mut out, &mut inflater).map_err(|e| anyhow!("gzip member: {e}"))?;
     Ok(out)
+}
+
+/// The shim relocates itself in its first instructions (entry.S), which apply
+/// RELATIVE entries only and cannot report anything else: refuse at build time a shim
+/// whose linker left another type, or a RELR table entry.S does not read.
+pub fn check_self_relocations(arch: Arch, elf: &[u8]) -> Result<()> {
+    let (machine, relative) = match arch {
+        Arch::Aarch64 => (shim_common::elf::Machine::Aarch64, 1027),
+        Arch::X86_64 => (shim_common::elf::Machine::X86_64, 8),
+    };
+    let elf = shim_common::elf::Elf::parse(elf, machine).map_err(|e| anyhow!("{e}"))?;
+    if let Some(other) = elf.rela_types().find(|&t| t != relative) {
+        bail!("the shim has a relocation of type {other}; its entry code applies only type {relative} (RELATIVE)");
+    }
+    ensure!(
+        elf.relr_words() == 0,
+        "the shim has RELR relocations; its entry code applies only RELA"
+    );
+    Ok(())
 }
 
 /// `cargo build -p <package> --target <rust_target> [--release]`; returns the ELF's path.

@@ -116,6 +116,7 @@ fn debian_kernel(dir: &Path) -> Result<PathBuf> {
         .filter(|p| p.starts_with("linux-image-"))
         .context("apt-cache names no kernel for linux-image-cloud-amd64 (run apt-get update?)")?
         .to_string();
+    deps::announce_download(&package);
     exec(
         Command::new("apt-get")
             .args(["download", &package])

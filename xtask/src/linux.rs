@@ -270,6 +270,7 @@ pub fn download(dir: &Path, package: &str) -> Result<(PathBuf, String)> {
     let work = dir.join("download");
     let _ = fs::remove_dir_all(&work);
     fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
+    deps::announce_download(&format!("{package}:{ARCH}"));
     exec(
         Command::new("apt-get")
             .args(["download", &format!("{package}:{ARCH}")])

@@ -12,12 +12,16 @@ mod dtbs;
 mod firmware;
 mod grub;
 mod image;
+mod inspect;
 mod kexec;
 mod linux;
+mod linux_models;
 mod pack;
 mod qemu;
 mod residue;
+mod simulate;
 mod test;
+mod toolchain;
 
 use std::ffi::OsStr;
 use std::path::PathBuf;
@@ -46,6 +50,12 @@ enum Cmd {
     Pack(pack::PackArgs),
     /// Check for (and, as root, install) QEMU, U-Boot and the Rust targets.
     Deps(deps::DepsArgs),
+    /// Tell what an image or payload holds (headers, entry points, payload, digest)
+    /// and whether it is valid.
+    Inspect(inspect::InspectArgs),
+    /// Run the shim's placement on a machine's memory map (a DTB or an e820 table),
+    /// beside Linux's own rules, with a histogram of draws and an optional SVG.
+    Simulate(simulate::SimulateArgs),
 }
 
 fn main() -> ExitCode {
@@ -69,6 +79,8 @@ fn dispatch(command: Cmd) -> Result<()> {
         Cmd::Test(args) => test::run(&args),
         Cmd::Pack(args) => pack::run(&args),
         Cmd::Deps(args) => deps::run(&args),
+        Cmd::Inspect(args) => inspect::run(&args),
+        Cmd::Simulate(args) => simulate::run(&args),
     }
 }
 
@@ -148,4 +160,29 @@ pub fn capture(cmd: &mut Command) -> Result<String> {
         );
     }
     String::from_utf8(out.stdout).context("command printed non-UTF-8 output")
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// `cargo xtask <cmd> --help` shows a line for every option of every subcommand.
+    #[test]
+    fn every_option_has_help() {
+        let cli = super::Cli::command();
+        for sub in cli.get_subcommands() {
+            assert!(sub.get_about().is_some(), "{} has no about", sub.get_name());
+            for arg in sub.get_arguments() {
+                let id = arg.get_id().as_str();
+                if id == "help" {
+                    continue;
+                }
+                assert!(
+                    arg.get_help().is_some() || arg.get_long_help().is_some(),
+                    "cargo xtask {} --{id} has no help",
+                    sub.get_name()
+                );
+            }
+        }
+    }
 }

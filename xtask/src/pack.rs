@@ -88,7 +88,6 @@ pub fn run(args: &PackArgs) -> Result<()> {
         payload: args.payload.clone(),
         corrupt_payload: false,
         output: Some(work.join(SHIM)),
-        release: true,
         debug: false,
     })?;
     let packed = pack(&Spec {

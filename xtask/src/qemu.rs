@@ -50,6 +50,14 @@ pub enum Loader {
     Kexec,
 }
 
+impl Loader {
+    /// The `--loader` spelling.
+    pub fn name(self) -> String {
+        self.to_possible_value()
+            .map_or_else(|| format!("{self:?}"), |v| v.get_name().to_string())
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Expect {
     /// The payload reports `payload: ok` and powers QEMU off.
@@ -74,6 +82,7 @@ pub enum Expect {
 pub struct QemuArgs {
     #[command(flatten)]
     pub build: BuildArgs,
+    /// How the image is booted; each architecture has its own list (arch.rs).
     #[arg(long, value_enum, default_value = "direct")]
     pub loader: Loader,
     /// The board QEMU models [default: qemu-virt, or qemu-q35 for x86_64]: its
@@ -83,6 +92,7 @@ pub struct QemuArgs {
     /// Guest memory, as QEMU's -m takes it [default: the board's, 1G for QEMU virt].
     #[arg(long)]
     pub mem: Option<String>,
+    /// Guest CPUs, as QEMU's -smp takes them.
     #[arg(long, default_value_t = 1)]
     pub smp: u32,
     /// Start the guest at EL2 (virtualization=on).
@@ -154,8 +164,9 @@ pub fn run(args: &QemuArgs) -> Result<()> {
     if args.el2 && (target.el2_option.is_empty() || !on_default) {
         bail!("--el2 is for QEMU virt (aarch64) only");
     }
-    if args.loader == Loader::UBoot && (target.firmware.boot_cmd.is_empty() || !on_default) {
-        bail!("--loader u-boot is for QEMU virt (aarch64) only");
+    target.check_loader(args.loader)?;
+    if args.loader == Loader::UBoot && !on_default {
+        bail!("--loader u-boot is for QEMU virt only (U-Boot's qemu_arm64 build)");
     }
     if args.loader.packs() && board.qemu.and_then(|q| q.uboot).is_none() {
         bail!(
@@ -165,9 +176,6 @@ pub fn run(args: &QemuArgs) -> Result<()> {
     }
     if args.boot_dtb.is_some() && !args.loader.packs() {
         bail!("--boot-dtb is for the u-boot-script and u-boot-fit loaders");
-    }
-    if matches!(args.loader, Loader::Grub | Loader::Kexec) && target.name != "x86_64" {
-        bail!("--loader grub and --loader kexec are for x86_64 only");
     }
     if args.initrd.is_some() && matches!(args.loader, Loader::Grub | Loader::Kexec) {
         bail!("--initrd is for the direct and u-boot loaders");
@@ -515,6 +523,9 @@ pub struct Boot {
     /// The last non-empty console line, for messages.
     pub last_line: Option<String>,
     pub end: End,
+    /// QEMU's exit status when the payload powers off after `payload: ok`
+    /// (`Target::poweroff_exit`): any other exit is not the payload's own.
+    pub ok_exit: i32,
 }
 
 /// What a Linux payload and the test initramfs showed.
@@ -572,6 +583,7 @@ impl Boot {
             residue_scanned: false,
             last_line: None,
             end,
+            ok_exit: 0,
         }
     }
 
@@ -679,7 +691,16 @@ impl Boot {
                     });
                 }
                 match (expect, self.parked, &self.end) {
-                    (Expect::Ok, false, End::Exited(_)) => Ok(()),
+                    (Expect::Ok, false, End::Exited(status))
+                        if status.code() == Some(self.ok_exit) =>
+                    {
+                        Ok(())
+                    }
+                    (Expect::Ok, false, End::Exited(status)) => Err(format!(
+                        "QEMU {status} after `payload: ok`, not with status {} as the \
+                         payload's power-off makes it",
+                        self.ok_exit
+                    )),
                     (Expect::Ok, true, _) => {
                         Err("the payload parked: no /psci to power off with".into())
                     }
@@ -984,6 +1005,7 @@ fn drive(machine: &Machine, expect: Expect, timeout: Duration, child: &mut Child
     let mut uboot = (machine.loader == Loader::UBoot).then(|| UBoot::new(machine.uboot_commands()));
     // Until QEMU is seen to exit or is stopped early, the boot counts as timed out.
     let mut boot = Boot::new(End::TimedOut);
+    boot.ok_exit = machine.target.poweroff_exit;
     let mut stop_at: Option<Instant> = None;
     let mut out = std::io::stdout();
 
@@ -1442,6 +1464,22 @@ mod tests {
         );
         assert!(boot.judge(Expect::DigestMismatch).is_err());
         assert!(boot_of(&ok, End::TimedOut).judge(Expect::Ok).is_err());
+        // Only the payload's own power-off counts: on x86 isa-debug-exit's 33, not a
+        // triple fault's or reset's 0, nor FAIL's 35; on arm64 PSCI's 0.
+        use std::os::unix::process::ExitStatusExt;
+        let status = |code: i32| End::Exited(ExitStatus::from_raw(code << 8));
+        let mut x86 = boot_of(&ok, status(33));
+        x86.ok_exit = crate::arch::X86_64.poweroff_exit;
+        assert_eq!(x86.judge(Expect::Ok), Ok(()));
+        for code in [0, 1, 35] {
+            let mut other = boot_of(&ok, status(code));
+            other.ok_exit = crate::arch::X86_64.poweroff_exit;
+            let why = other.judge(Expect::Ok).unwrap_err();
+            assert!(why.contains("not with status 33"), "{why}");
+        }
+        let mut arm = boot_of(&ok, status(33));
+        arm.ok_exit = crate::arch::AARCH64.poweroff_exit;
+        assert!(arm.judge(Expect::Ok).is_err());
         assert!(boot_of(&ok, End::Stopped).judge(Expect::Ok).is_err());
         assert!(boot_of(&["payload: FAIL bad"], exited())
             .judge(Expect::Ok)

@@ -1,6 +1,7 @@
-//! The residue test's inputs: a device tree with a known kaslr-seed planted in it
-//! (QEMU virt's own tree, dumped and rebuilt with shim-common's editor), and the
-//! Linux-protocol scanner Image (tests/residue). The shim must leave no copy of the
+//! Device trees for the tests, made from QEMU virt's own (dumped, then rebuilt with
+//! shim-common's editor): one with a known kaslr-seed planted in it for the residue
+//! test, one with a kaslr-seed of the wrong length for the fault-injection cases. Also the residue test's
+//! Linux-protocol scanner Image (tests/residue): the shim must leave no copy of the
 //! planted seed anywhere a payload or a kernel can read.
 
 use std::fs;
@@ -21,9 +22,27 @@ pub const PLANTED_SEED: u64 = 0x5eed_c0de_a5a5_1234;
 /// The scanners search the first 512 MiB of RAM: boot with this much.
 pub const MEM: &str = "512M";
 
-/// QEMU virt's device tree for `-m 512M`, with `PLANTED_SEED` as `/chosen/kaslr-seed`
-/// (rebuilt compactly: QEMU's own dump is padded to 1 MiB and QEMU pads it again).
-pub fn planted_dtb() -> Result<PathBuf> {
+/// How a test's tree differs from QEMU virt's own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tree {
+    /// `PLANTED_SEED` as `/chosen/kaslr-seed`.
+    PlantedSeed,
+    /// A 4-byte `/chosen/kaslr-seed`: Linux ignores it, the shim must too.
+    ShortKaslrSeed,
+}
+
+impl Tree {
+    fn name(self) -> &'static str {
+        match self {
+            Tree::PlantedSeed => "planted",
+            Tree::ShortKaslrSeed => "short-kaslr-seed",
+        }
+    }
+}
+
+/// QEMU virt's device tree for `-m 512M`, changed as `tree` says (rebuilt compactly:
+/// QEMU's own dump is padded to 1 MiB and QEMU pads it again).
+pub fn dtb(tree: Tree) -> Result<PathBuf> {
     let dir = target_dir().join("xtask").join("residue");
     fs::create_dir_all(&dir)?;
     let dumped = dir.join("virt.dtb");
@@ -40,13 +59,16 @@ pub fn planted_dtb() -> Result<PathBuf> {
     let blob = fs::read(&dumped).with_context(|| format!("reading {}", dumped.display()))?;
     let fdt = Fdt::new(&blob).map_err(|e| anyhow::anyhow!("QEMU's dumped tree: {e}"))?;
     let seed = PLANTED_SEED.to_be_bytes();
-    let edits = [Edit::Set("kaslr-seed", &seed)];
-    let mut out = vec![0; edit::rebuilt_size(&fdt, &edits)];
-    let n = edit::rebuild(&fdt, &edits, &mut out).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let edits: &[Edit<'_>] = match tree {
+        Tree::PlantedSeed => &[Edit::Set("kaslr-seed", &seed)],
+        Tree::ShortKaslrSeed => &[Edit::Set("kaslr-seed", &seed[..4])],
+    };
+    let mut out = vec![0; edit::rebuilt_size(&fdt, edits)];
+    let n = edit::rebuild(&fdt, edits, &mut out).map_err(|e| anyhow::anyhow!("{e}"))?;
     out.truncate(n);
-    let planted = dir.join("planted.dtb");
-    fs::write(&planted, &out).with_context(|| format!("writing {}", planted.display()))?;
-    Ok(planted)
+    let path = dir.join(format!("{}.dtb", tree.name()));
+    fs::write(&path, &out).with_context(|| format!("writing {}", path.display()))?;
+    Ok(path)
 }
 
 /// tests/residue as a flat arm64 Image (its own header, no relocations).
@@ -56,7 +78,6 @@ pub fn scanner_image() -> Result<PathBuf> {
         payload: None,
         corrupt_payload: false,
         output: None,
-        release: true,
         debug: false,
     };
     let elf = image::cargo_build(&AARCH64, "residue-image", &args)?;

@@ -115,8 +115,9 @@ struct Case {
     machine_opts: &'static str,
     /// Seconds each boot may take [default: DEFAULT_TIMEOUT].
     timeout: Option<u64>,
-    /// Boot with QEMU virt's tree carrying a planted kaslr-seed (residue.rs).
-    planted_dtb: bool,
+    /// Boot with QEMU virt's tree changed (residue.rs): a planted kaslr-seed, or a
+    /// fault.
+    tree: Option<residue::Tree>,
     /// Give QEMU's own tree, dumped, to a loader that hands on a tree of its own (the
     /// U-Boot disk's boot.scr or FIT).
     own_dtb: bool,
@@ -138,7 +139,7 @@ const fn case(name: &'static str, check: Check) -> Case {
         cpu: None,
         machine_opts: "",
         timeout: None,
-        planted_dtb: false,
+        tree: None,
         own_dtb: false,
     }
 }
@@ -150,7 +151,7 @@ const fn residue_case(name: &'static str, payload: Payload) -> Case {
         mem: residue::MEM,
         append: "shim.verbose residue-scan",
         machine_opts: "dtb-randomness=off",
-        planted_dtb: true,
+        tree: Some(residue::Tree::PlantedSeed),
         payload,
         ..case(name, Check::Residue)
     }
@@ -185,6 +186,22 @@ const fn linux_case(name: &'static str, check: Check) -> Case {
         ..case(name, check)
     }
 }
+
+/// Eight copies of a string literal, at compile time.
+macro_rules! x8 {
+    ($s:expr) => {
+        concat!($s, $s, $s, $s, $s, $s, $s, $s)
+    };
+}
+
+/// 4 KiB of command line the shim must get through: quotes, `=`, tabs, options it
+/// reads with odd neighbours (`kaslr`, `nokaslr`, `mem=` limits far above RAM), words
+/// it must skip, and `--` with `shim.`-looking words after it (init's, not the shim's).
+const GARBAGE_CMDLINE: &str = concat!(
+    "shim.verbose ",
+    x8!(x8!("a=\"b c\"\t=x \"q r\" kaslr nokaslr mem=64G z=1=2 ")),
+    " -- shim.bogus init args"
+);
 
 const AARCH64_CASES: &[Case] = &[
     case("direct-el1-1g", Check::Ok),
@@ -257,9 +274,16 @@ const AARCH64_CASES: &[Case] = &[
         append: "shim.verbose shim.offset=0x10001000",
         ..case("bad-loader-offset", Check::Ok)
     },
-    // mem= leaves 2 MiB beside the shim: no room to unpack, and one clear line.
+    // mem=3M leaves one 2 MiB window below the shim: the slot is chosen before the
+    // unpack scratch, so the scratch goes beside the shim and the payload still boots.
     Case {
-        append: "shim.verbose mem=0x40300000",
+        append: "shim.verbose mem=3M",
+        ..case("one-window", Check::Ok)
+    },
+    // mem= (an amount of memory on arm64) keeps RAM's first 64 KiB, below the shim at
+    // 2 MiB: too little for the 136 KiB payload anywhere, and one clear line.
+    Case {
+        append: "shim.verbose mem=64K",
         ..case("no-room", Check::Error("cannot place payload"))
     },
     Case {
@@ -315,6 +339,25 @@ const AARCH64_CASES: &[Case] = &[
         payload: Payload::LinuxImageGz,
         corrupt: true,
         ..linux_case("linux-corrupt-gz", Check::Refused)
+    },
+    // Fault injection: each ends in one `shim: error:` line and a halt, or a boot.
+    // (A tree without a memory node is host-tested only: QEMU and U-Boot both put
+    // one back into any tree they are given.)
+    Case {
+        mem: residue::MEM,
+        machine_opts: "dtb-randomness=off",
+        tree: Some(residue::Tree::ShortKaslrSeed),
+        ..case("fault-short-kaslr-seed", Check::Ok)
+    },
+    Case {
+        append: GARBAGE_CMDLINE,
+        ..case("fault-garbage-cmdline", Check::Ok)
+    },
+    // What a loader that leaves junk in x1 gives: refused (out of RAM), said, and the
+    // shim chooses.
+    Case {
+        append: "shim.verbose shim.offset=0xdeadbeef000",
+        ..case("fault-junk-offset", Check::Ok)
     },
     // Nothing secret left behind: the firmware's kaslr-seed, planted in the tree, has
     // no copy anywhere in RAM when an ELF payload runs, nor when a kernel is entered
@@ -527,7 +570,6 @@ fn build_image(arch: Arch, case: &Case, linux: Option<&linux::Inputs>) -> Result
         payload,
         corrupt_payload: case.corrupt,
         output,
-        release: true,
         debug: false,
     };
     image::build(&build)
@@ -548,10 +590,7 @@ fn run_case(
         (true, None) => bail!("the case needs the Linux test initramfs"),
         (false, _) => None,
     };
-    let planted = match case.planted_dtb {
-        true => Some(residue::planted_dtb()?),
-        false => None,
-    };
+    let planted = case.tree.map(residue::dtb).transpose()?;
     let board = case.board.unwrap_or(target.board);
     let qemu = qemu::board_qemu(board)?;
     let debian_dtb = match case.board {
@@ -828,7 +867,7 @@ mod tests {
             .filter(|c| matches!(c.check, Check::Residue))
         {
             assert!(
-                case.planted_dtb && case.mem == residue::MEM,
+                case.tree == Some(residue::Tree::PlantedSeed) && case.mem == residue::MEM,
                 "{}",
                 case.name
             );
@@ -895,7 +934,7 @@ mod tests {
                 "{}",
                 case.name
             );
-            assert!(!(case.own_dtb && case.planted_dtb), "{}", case.name);
+            assert!(!(case.own_dtb && case.tree.is_some()), "{}", case.name);
         }
     }
 

@@ -84,6 +84,22 @@ pub fn flush_tlb() {
     };
 }
 
+/// TLBI ASIDE1: forget the translations cached under `asid`.
+pub fn flush_asid(asid: u16) {
+    let operand = u64::from(asid) << 48;
+    // SAFETY: TLB maintenance only drops cached translations.
+    unsafe {
+        asm!(
+            "dsb ishst",
+            "tlbi aside1, {}",
+            "dsb nsh",
+            "isb",
+            in(reg) operand,
+            options(nostack)
+        )
+    };
+}
+
 /// Stops here for good: the shim has said why on the console.
 pub fn halt() -> ! {
     loop {

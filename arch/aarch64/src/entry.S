@@ -52,7 +52,19 @@ primary_entry:
     msr     cnthctl_el2, x9
     msr     cntvoff_el2, xzr        // CNTVOFF_EL2 = 0: virtual count = physical count
     mov     x9, #0x33ff             // CPTR_EL2: RES1 bits [13:12], [9:0]; TFP = 0
-    msr     cptr_el2, x9
+    mrs     x10, hcr_el2            // HCR_EL2.E2H reads 1 where it is RES1 (no FEAT_E2H0):
+    tbz     x10, #34, 1f            //   then CPTR_EL2 has the CPACR_EL1 layout instead:
+    mov     x9, #(3 << 20)          //   FPEN = 0b11, FP/SIMD not trapped
+1:  msr     cptr_el2, x9
+    mrs     x9, id_aa64pfr0_el1     // A GICv3 system register interface (PFR0.GIC != 0):
+    ubfx    x9, x9, #24, #4         //   let EL1 use it, as Linux's init_el2_state does
+    cbz     x9, 2f
+    mrs     x9, s3_4_c12_c9_5       // ICC_SRE_EL2
+    mov     x10, #0x9               //   SRE (bit 0) and Enable (bit 3)
+    orr     x9, x9, x10
+    msr     s3_4_c12_c9_5, x9
+    isb
+2:
     movz    x9, #0x0800             // SCTLR_EL1: RES1 bits (29, 28, 23, 22, 20, 11);
     movk    x9, #0x30d0, lsl #16    //   M = C = I = 0: MMU and caches off, little-endian
     msr     sctlr_el1, x9

@@ -8,6 +8,7 @@
 mod console;
 mod cpu;
 mod mmu;
+mod sha256;
 
 use core::fmt;
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -19,7 +20,8 @@ use shim_common::elf;
 use shim_common::entropy::{self, Health, Mixer, Source};
 use shim_common::fdt::edit::{self, Edit};
 use shim_common::fdt::{self, FdtError, Machine};
-use shim_common::memmap::{Avoid, MemError, MemoryMap, Range};
+use shim_common::layout::{self, MemLimit};
+use shim_common::memmap::{MemError, MemoryMap, Range};
 use shim_common::plan::ARM64_WINDOW;
 
 use crate::mmu::{Attr, MmuError, Pool};
@@ -31,7 +33,6 @@ core::arch::global_asm!(include_str!("handoff.S"));
 /// booting.rst: "The device tree blob (dtb) must be placed on an 8-byte boundary and
 /// must not exceed 2 megabytes in size."
 const FDT_MAX: u64 = 2 << 20;
-const MIB2: u64 = 2 << 20;
 /// The longest bootargs the shim hands on (with their NUL): arm64 Linux's
 /// COMMAND_LINE_SIZE is 2048 (4096 since v6.2).
 const BOOTARGS_MAX: usize = 4096;
@@ -46,7 +47,16 @@ static ENTRY_TICKS: AtomicU64 = AtomicU64::new(0);
 
 /// Microseconds since the shim was entered.
 fn since_entry_us() -> u64 {
-    let ticks = cpu::counter().wrapping_sub(ENTRY_TICKS.load(Ordering::Relaxed));
+    us(cpu::counter().wrapping_sub(ENTRY_TICKS.load(Ordering::Relaxed)))
+}
+
+/// Microseconds from the counter's zero (the machine's reset, on QEMU) to the shim's
+/// entry: what the firmware and the loader took.
+fn entry_us() -> u64 {
+    us(ENTRY_TICKS.load(Ordering::Relaxed))
+}
+
+fn us(ticks: u64) -> u64 {
     ticks.saturating_mul(1_000_000) / cpu::counter_frequency().max(1)
 }
 
@@ -126,7 +136,7 @@ extern "C" fn shim_main(fdt_pa: u64, image_offset: u64, base: u64, entered_el: u
     // anything else, map ourselves and the device tree as normal memory.
     let fdt_size = early_fdt_size(fdt_pa);
     let mut normal = MemoryMap::new();
-    let shim = round_2m(image.base, image.size);
+    let shim = pages(image.base, image.size);
     let written = Range {
         start: image.base,
         end: image.base + image.end,
@@ -134,7 +144,7 @@ extern "C" fn shim_main(fdt_pa: u64, image_offset: u64, base: u64, entered_el: u
     let early = normal
         .insert(shim)
         .and_then(|()| match fdt_size {
-            Ok(size) => normal.insert(round_2m(fdt_pa, size)),
+            Ok(size) => normal.insert(pages(fdt_pa, size)),
             Err(_) => Ok(()),
         })
         .map_err(Fail::Memory)
@@ -179,11 +189,12 @@ fn early_fdt_size(fdt_pa: u64) -> Result<u64, FdtError> {
     }
 }
 
-fn round_2m(start: u64, len: u64) -> Range {
-    let end = start.saturating_add(len).saturating_add(MIB2 - 1) & !(MIB2 - 1);
+/// The pages `[start, start + len)` touches.
+fn pages(start: u64, len: u64) -> Range {
+    let page = layout::PAGE;
     Range {
-        start: start & !(MIB2 - 1),
-        end,
+        start: start & !(page - 1),
+        end: start.saturating_add(len).saturating_add(page - 1) & !(page - 1),
     }
 }
 
@@ -229,26 +240,25 @@ fn boot(
         .map(|len| &args[..len + 1])
         .ok_or(machine.bootargs.len());
 
-    // Everything that must survive until the payload runs.
-    let mut avoid = Avoid::new();
-    avoid.push(Range::from_base_size(image.base, image.size)?, "shim")?;
-    avoid.push(Range::from_base_size(fdt_pa, fdt_size)?, "fdt")?;
-    if let Some(initrd) = machine.initrd {
-        avoid.push(initrd, "initrd")?;
+    // What must survive, what the identity map makes normal, what may be handed out:
+    // one answer from common::layout. RAM beyond the identity map's reach is clipped.
+    let layout = layout::compose(
+        &layout::Machine {
+            ram: &machine.ram,
+            reserved: &machine.reserved,
+            no_map: &machine.no_map,
+            shim: Range::from_base_size(image.base, image.size)?,
+            handoff: Range::from_base_size(fdt_pa, fdt_size)?,
+            initrd: machine.initrd,
+            mapped_limit: mmu::IDENTITY_LIMIT,
+            mem_limit: MemLimit::Amount,
+        },
+        &opts,
+    )?;
+    if let Some(note) = layout.clipped_note() {
+        say!("{note}");
     }
-    for (range, label) in machine.reserved.iter() {
-        avoid.push(range, label)?;
-    }
-
-    // The final identity map: all RAM (and the early ranges) normal memory.
-    // no-map reserved memory stays out of it (device memory: never speculated into).
-    let mut normal = machine.ram;
-    for r in machine.no_map.iter() {
-        normal.remove(r)?;
-    }
-    normal.insert(round_2m(image.base, image.size))?;
-    normal.insert(round_2m(fdt_pa, fdt_size))?;
-    mmu::switch_ttbr0(pool.identity(&normal)?);
+    mmu::switch_ttbr0(pool.identity(&layout.normal)?);
 
     // Entropy: firmware seeds, the CPU's RNG, the counter.
     let mut entropy = Mixer::new();
@@ -269,7 +279,8 @@ fn boot(
     let container = unsafe { phys(image.base + image.end, image.size - image.end) };
     let inputs = boot::Inputs {
         ram: machine.ram,
-        avoid,
+        avoid: layout.avoid,
+        usable: layout.usable,
         opts,
         container,
         arch: elf::Machine::Aarch64,
@@ -309,7 +320,9 @@ fn boot_elf(
     entered: Entered<'_>,
 ) -> Result<Never, Fail> {
     let verbose = inputs.opts.verbose;
-    let loaded = boot::load(&mut Arm64, inputs, shim_rt::inflate_state())?;
+    // SAFETY: the one call this boot (the Linux path makes the other).
+    let inflater = unsafe { shim_rt::inflate_state() };
+    let loaded = boot::load(&mut Arm64, inputs, inflater)?;
     check_stack(verbose)?;
 
     let root = pool.root()?;
@@ -331,7 +344,7 @@ fn boot_elf(
     cpu::invalidate_icache();
     mmu::enter_ttbr1(root);
     if verbose {
-        say!("timing total={}us", since_entry_us());
+        say!("timing total={}us entry={}us", since_entry_us(), entry_us());
     }
     console::flush();
     let fdt_pa = entered.fdt_blob.as_ptr() as u64;
@@ -360,7 +373,8 @@ fn boot_linux(inputs: boot::Inputs<'_>, entered: Entered<'_>) -> Result<Never, F
         inputs,
         entered.initrd,
         room,
-        shim_rt::inflate_state(),
+        // SAFETY: the one call this boot (the ELF path makes the other).
+        unsafe { shim_rt::inflate_state() },
     )?;
 
     // The tree Linux gets: fresh seeds (no kaslr-seed under nokaslr: Linux would
@@ -380,6 +394,10 @@ fn boot_linux(inputs: boot::Inputs<'_>, entered: Entered<'_>) -> Result<Never, F
         edit::rebuild(&old, &edits, loaded.fdt).map_err(|e| Fail::Fdt(loaded.fdt_pa, e))?
     };
     drop(seeds);
+    // booting.rst: "must not exceed 2 megabytes in size".
+    if new_size as u64 > FDT_MAX {
+        return Err(Fail::Fdt(loaded.fdt_pa, FdtError::BadHeader("totalsize")));
+    }
     // The firmware's copies of its seeds: wiped, since the old tree stays in RAM.
     let (kaslr_at, rng_at) = entered.seed_offsets;
     fdt::wipe_seeds(entered.fdt_blob, kaslr_at, rng_at);
@@ -393,12 +411,13 @@ fn boot_linux(inputs: boot::Inputs<'_>, entered: Entered<'_>) -> Result<Never, F
 
     // Right before the jump: the Image must be exactly what was packed.
     let t0 = since_entry_us();
-    loaded.verify()?;
+    loaded.verify(Arm64.sha256_compress())?;
     if opts.verbose {
         let total = since_entry_us();
         say!(
-            "timing verify={}us total={total}us; entering Linux at EL{}",
+            "timing verify={}us total={total}us entry={}us; entering Linux at EL{}",
             total - t0,
+            entry_us(),
             if entered.at_el2 { 2 } else { 1 }
         );
     }
@@ -432,6 +451,18 @@ impl Platform for Arm64 {
 
     fn ticks_per_second(&self) -> u64 {
         cpu::counter_frequency()
+    }
+
+    fn sha256_compress(&self) -> shim_common::digest::Compress {
+        sha256::compress()
+    }
+
+    fn fresh_entropy(&mut self) -> [u64; 3] {
+        [
+            cpu::rndr().unwrap_or(0),
+            cpu::rndr().unwrap_or(0),
+            cpu::counter(),
+        ]
     }
 }
 

@@ -27,6 +27,8 @@ register_bitfields! {u64,
         SH OFFSET(8) NUMBITS(2) [Inner = 0b11],
         /// Access flag: set, so the first access does not fault.
         AF OFFSET(10) NUMBITS(1) [],
+        /// not-Global: the translation is cached under the current ASID only.
+        NG OFFSET(11) NUMBITS(1) [],
         /// Output address (or next table) bits [47:12].
         ADDR OFFSET(12) NUMBITS(36) [],
         PXN OFFSET(53) NUMBITS(1) [],
@@ -40,6 +42,8 @@ const MIB2: u64 = 2 << 20;
 const PAGE: u64 = 4096;
 /// T0SZ = 25: TTBR0 covers 2^39 bytes, 512 entries of 1 GiB at level 1.
 const T0SZ: u64 = 25;
+/// The end of what the identity map covers: 512 GiB.
+pub const IDENTITY_LIMIT: u64 = 1 << (64 - T0SZ);
 /// T1SZ = 16: TTBR1 covers the top 2^48 bytes.
 const T1SZ: u64 = 16;
 
@@ -100,6 +104,11 @@ fn descriptor(pa: u64, attr: Attr, page: bool) -> u64 {
     if attr != Attr::Device {
         d.modify(DESC::SH::Inner);
     }
+    // The identity maps are per-ASID, so that switching from the early one to the final
+    // one never leaves two live translations of one address in the TLB.
+    if matches!(attr, Attr::Device | Attr::Ram) {
+        d.modify(DESC::NG::SET);
+    }
     d.get()
 }
 
@@ -151,32 +160,54 @@ impl Pool {
         Ok(unsafe { &mut *(pa as *mut Table) })
     }
 
-    /// An identity map of [0, 512 GiB): 1 GiB blocks where a whole gigabyte is normal
-    /// memory or none of it is, 2 MiB blocks where it is mixed. A 2 MiB block that is
-    /// only partly normal memory is mapped as device memory. Returns the level 1 table.
+    /// An identity map of [0, 512 GiB): normal memory exactly where `normal` says, to
+    /// the page, Device everywhere else: 1 GiB blocks where a whole gigabyte is one or
+    /// the other, 2 MiB blocks likewise, 4 KiB pages in a 2 MiB block that is mixed.
+    /// Returns the level 1 table.
     pub fn identity(&mut self, normal: &MemoryMap) -> Result<&'static Table, MmuError> {
+        /// Normal, Device, or mixed (`None`) over `r`.
+        fn kind(normal: &MemoryMap, r: Range) -> Option<Attr> {
+            if normal.contains_range(&r) {
+                Some(Attr::Ram)
+            } else if !normal.iter().any(|n| n.overlaps(&r)) {
+                Some(Attr::Device)
+            } else {
+                None
+            }
+        }
         let l1 = self.alloc()?;
         for (i, entry) in l1.0.iter_mut().enumerate() {
             let gib = Range {
                 start: i as u64 * GIB,
                 end: (i as u64 + 1) * GIB,
             };
-            if normal.contains_range(&gib) {
-                *entry = descriptor(gib.start, Attr::Ram, false);
-            } else if !normal.iter().any(|r| r.overlaps(&gib)) {
-                *entry = descriptor(gib.start, Attr::Device, false);
-            } else {
-                let l2 = self.next_level(entry)?;
-                for (j, block) in l2.0.iter_mut().enumerate() {
-                    let start = gib.start + j as u64 * MIB2;
-                    let attr = match normal.contains_range(&Range {
-                        start,
-                        end: start + MIB2,
-                    }) {
-                        true => Attr::Ram,
-                        false => Attr::Device,
-                    };
+            if let Some(attr) = kind(normal, gib) {
+                *entry = descriptor(gib.start, attr, false);
+                continue;
+            }
+            let l2 = self.next_level(entry)?;
+            for (j, block) in l2.0.iter_mut().enumerate() {
+                let start = gib.start + j as u64 * MIB2;
+                let mib2 = Range {
+                    start,
+                    end: start + MIB2,
+                };
+                if let Some(attr) = kind(normal, mib2) {
                     *block = descriptor(start, attr, false);
+                    continue;
+                }
+                let l3 = self.next_level(block)?;
+                for (k, page) in l3.0.iter_mut().enumerate() {
+                    let at = start + k as u64 * PAGE;
+                    let attr = kind(
+                        normal,
+                        Range {
+                            start: at,
+                            end: at + PAGE,
+                        },
+                    )
+                    .unwrap_or(Attr::Device);
+                    *page = descriptor(at, attr, true);
                 }
             }
         }
@@ -249,18 +280,34 @@ pub unsafe fn enable(ttbr0: &Table, written: Range) {
     TTBR0_EL1.set_baddr(pa_of(ttbr0));
     cpu::invalidate_dcache(written.start, written.len());
     cpu::flush_tlb();
-    // SCTLR_EL1.M, C, I: stage 1 translation, data and instruction caches on.
-    SCTLR_EL1.modify(SCTLR_EL1::M::Enable + SCTLR_EL1::C::Cacheable + SCTLR_EL1::I::Cacheable);
+    // SCTLR_EL1 is set whole, not modified: firmware leftovers (WXN, A, EE, ...) must
+    // not survive. Stage 1 translation, data and instruction caches on, SP alignment
+    // checks, little-endian, WFI/WFE not trapped; the RES1 bits of ARMv8.0 (EOS 11,
+    // TSCXT 20, EIS 22, SPAN 23, nTLSMD 28, LSMAOE 29) as they must read.
+    const RES1: u64 = 1 << 11 | 1 << 20 | 1 << 22 | 1 << 23 | 1 << 28 | 1 << 29;
+    SCTLR_EL1.set(RES1);
+    SCTLR_EL1.modify(
+        SCTLR_EL1::M::Enable
+            + SCTLR_EL1::C::Cacheable
+            + SCTLR_EL1::I::Cacheable
+            + SCTLR_EL1::SA::Enable
+            + SCTLR_EL1::SA0::Enable
+            + SCTLR_EL1::NTWE::DontTrap
+            + SCTLR_EL1::NTWI::DontTrap,
+    );
     barrier::isb(barrier::SY);
     cpu::invalidate_icache();
 }
 
 /// Replaces the identity map while the MMU is on. Both maps translate every address
-/// the shim is using to itself.
+/// the shim is using to itself; the new one runs under ASID 1 (the early one had 0),
+/// so the TLB never holds two live translations of one address, whatever their
+/// block sizes (ARM ARM D8.16, break-before-make), and ASID 0's entries are dropped.
 pub fn switch_ttbr0(ttbr0: &Table) {
-    TTBR0_EL1.set_baddr(pa_of(ttbr0));
+    barrier::dsb(barrier::ISHST);
+    TTBR0_EL1.write(TTBR0_EL1::ASID.val(1) + TTBR0_EL1::BADDR.val(pa_of(ttbr0) >> 1));
     barrier::isb(barrier::SY);
-    cpu::flush_tlb();
+    cpu::flush_asid(0);
 }
 
 /// Installs the payload's tables in TTBR1 and enables TTBR1 walks.

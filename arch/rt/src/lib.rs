@@ -31,10 +31,13 @@ pub fn store_boot_info(info: BootInfo) -> u64 {
     }
 }
 
-/// The inflate state (about 11 KB), in bss rather than on the stack. Called once.
-pub fn inflate_state() -> &'static mut DecompressorOxide {
+/// The inflate state (about 11 KB), in bss rather than on the stack.
+///
+/// # Safety
+/// Called at most once per boot: the reference it returns is the only one.
+pub unsafe fn inflate_state() -> &'static mut DecompressorOxide {
     static mut STATE: MaybeUninit<DecompressorOxide> = MaybeUninit::uninit();
-    // SAFETY: called once per boot; the reference is the only one.
+    // SAFETY: as the caller promises, no other reference to STATE exists.
     unsafe { (*addr_of_mut!(STATE)).write(Default::default()) }
 }
 

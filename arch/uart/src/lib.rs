@@ -7,6 +7,7 @@
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
 use core::ptr::{read_volatile, write_volatile};
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use shim_common::fdt::Uart;
 
@@ -146,5 +147,65 @@ impl core::fmt::Write for Mmio {
             }
         }
         Ok(())
+    }
+}
+
+/// Where a program keeps the UART it writes to: the base and the kind in two atomics
+/// (relaxed accesses are plain loads and stores, fine with the MMU off). "None" is
+/// `u64::MAX`, not 0, so that a `static` of it lives in `.data`, not `.bss`.
+pub struct Slot {
+    base: AtomicU64,
+    kind: AtomicU64,
+}
+
+const NONE: u64 = u64::MAX;
+
+impl Slot {
+    pub const fn new() -> Slot {
+        Slot {
+            base: AtomicU64::new(NONE),
+            kind: AtomicU64::new(NONE),
+        }
+    }
+
+    /// # Safety
+    /// As [`Mmio::new`], for as long as the slot holds it.
+    pub unsafe fn set(&self, base: u64, uart: Uart) {
+        let kind = match uart {
+            Uart::Pl011 => 0,
+            Uart::Ns16550 {
+                reg_shift,
+                reg_io_width,
+            } => 1 | u64::from(reg_shift) << 8 | u64::from(reg_io_width) << 16,
+            Uart::Imx => 2,
+        };
+        self.kind.store(kind, Ordering::Relaxed);
+        self.base.store(base, Ordering::Relaxed);
+    }
+
+    /// Forgets the UART (one that stopped taking bytes, say).
+    pub fn clear(&self) {
+        self.base.store(NONE, Ordering::Relaxed);
+    }
+
+    /// The UART, if one was set.
+    pub fn get(&self) -> Option<Mmio> {
+        let base = self.base.load(Ordering::Relaxed);
+        let kind = self.kind.load(Ordering::Relaxed);
+        let uart = match kind & 0xff {
+            0 => Uart::Pl011,
+            1 => Uart::Ns16550 {
+                reg_shift: (kind >> 8) as u8,
+                reg_io_width: (kind >> 16) as u8,
+            },
+            _ => Uart::Imx,
+        };
+        (base != NONE).then_some(Mmio { base, uart })
+    }
+}
+
+impl Default for Slot {
+    fn default() -> Self {
+        Self::new()
     }
 }

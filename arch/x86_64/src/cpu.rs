@@ -151,14 +151,21 @@ pub fn halt() -> ! {
     }
 }
 
-/// Jumps to the payload: rdi = boot-info block, rsi = boot_params, both physical.
+extern "C" {
+    fn shim_enter_payload(entry: u64, info: u64, boot_params: u64, bottom: u64, top: u64) -> !;
+    static __stack_bottom: u8;
+    static __stack_top: u8;
+}
+
+/// Jumps to the payload (handoff.S): rdi = boot-info block, rsi = boot_params, both
+/// physical, with the shim's stack and the other general registers wiped.
 ///
 /// # Safety
-/// `entry` is mapped executable and the payload there expects this handoff.
+/// `entry` is mapped executable and the payload there expects this handoff; nothing
+/// on the shim's stack is needed any more.
 pub unsafe fn jump(entry: u64, info: u64, boot_params: u64) -> ! {
-    // SAFETY: the caller promises `entry` is the payload's entry point.
-    unsafe {
-        asm!("jmp {}", in(reg) entry, in("rdi") info, in("rsi") boot_params,
-             options(noreturn))
-    }
+    let bottom = core::ptr::addr_of!(__stack_bottom) as u64;
+    let top = core::ptr::addr_of!(__stack_top) as u64;
+    // SAFETY: as the caller promises; the routine never returns.
+    unsafe { shim_enter_payload(entry, info, boot_params, bottom, top) }
 }

@@ -19,6 +19,7 @@ use shim_common::bootparams::{self, BootParams, BootParamsError, ZERO_PAGE_SIZE}
 use shim_common::cmdline::{self, CmdlineError};
 use shim_common::elf;
 use shim_common::entropy::{self, Health, Mixer, Source};
+use shim_common::layout::{self, MemLimit};
 use shim_common::memmap::{MemError, MemoryMap, Range};
 use shim_common::plan::X86_64_WINDOW;
 
@@ -27,6 +28,7 @@ use crate::paging::{Caps, PagingError, Pool};
 core::arch::global_asm!(include_str!("entry.S"), options(att_syntax));
 core::arch::global_asm!(include_str!("setup.S"), options(att_syntax));
 core::arch::global_asm!(include_str!("vectors.S"), options(att_syntax));
+core::arch::global_asm!(include_str!("handoff.S"), options(att_syntax));
 
 const GIB: u64 = 1 << 30;
 /// The identity map reaches at least this far: the 32-bit protocol's whole space, where
@@ -142,7 +144,9 @@ unsafe fn phys<'a>(pa: u64, len: u64) -> &'a mut [u8] {
 /// the low 4 GiB.
 fn reach(ram: &MemoryMap, also: &[Range]) -> u64 {
     let top = ram.last().map_or(0, |r| r.end);
-    also.iter().fold(top.max(LOW_4G), |acc, r| acc.max(r.end))
+    let want = also.iter().fold(top.max(LOW_4G), |acc, r| acc.max(r.end));
+    // RAM beyond what one PML4 entry maps is clipped by the layout, not mapped.
+    want.min(paging::IDENTITY_LIMIT)
 }
 
 enum Never {}
@@ -198,10 +202,10 @@ fn boot(image: &Image, bp_pa: u64) -> Result<Never, Fail> {
         entropy.add(Source::RngSeed, seed);
     }
 
-    // Everything that must survive until the payload runs.
+    // Everything the firmware and the loader left that must survive (boot_params is
+    // the handoff; the layout adds it and the shim).
     let mut avoid = machine.avoid;
     avoid.push(FIRST_MIB, "first MiB")?;
-    avoid.push(shim, "shim")?;
     // The command line: NUL-terminated, at most cmdline_size bytes before the NUL.
     let cmdline = bootparams::command_line(&bp, |pa, len| {
         readable(mapped, pa, len.min(mapped.saturating_sub(pa)))
@@ -241,11 +245,31 @@ fn boot(image: &Image, bp_pa: u64) -> Result<Never, Fail> {
     }
     entropy.add(Source::Counter, &cpu::rdtsc().to_le_bytes());
 
+    // What must survive, what may be handed out: one answer from common::layout, with
+    // mem= as an address limit (x86) and RAM past the identity map's 512 GiB clipped.
+    let layout = layout::compose(
+        &layout::Machine {
+            ram: &ram,
+            reserved: &avoid,
+            no_map: &MemoryMap::new(),
+            shim,
+            handoff: bp_range,
+            initrd: None,
+            mapped_limit: paging::IDENTITY_LIMIT,
+            mem_limit: MemLimit::Address,
+        },
+        &opts,
+    )?;
+    if let Some(note) = layout.clipped_note() {
+        say!("{note}");
+    }
+
     // SAFETY: the container (image.end..image.size) lies inside our own image, mapped.
     let container = unsafe { phys(image.base + image.end, image.size - image.end) };
     let inputs = boot::Inputs {
         ram,
-        avoid,
+        avoid: layout.avoid,
+        usable: layout.usable,
         opts,
         container,
         arch: elf::Machine::X86_64,
@@ -255,7 +279,9 @@ fn boot(image: &Image, bp_pa: u64) -> Result<Never, Fail> {
         handoff: bp_pa,
         shim,
     };
-    let loaded = boot::load(&mut X86, inputs, shim_rt::inflate_state())?;
+    // SAFETY: the one call this boot.
+    let inflater = unsafe { shim_rt::inflate_state() };
+    let loaded = boot::load(&mut X86, inputs, inflater)?;
     check_stack(verbose)?;
 
     for (va, pa, len, perm) in loaded.pages() {
@@ -299,6 +325,15 @@ impl Platform for X86 {
 
     fn ticks_per_second(&self) -> u64 {
         cpu::tsc_frequency()
+    }
+
+    fn fresh_entropy(&mut self) -> [u64; 3] {
+        let features = cpu::Features::read();
+        [
+            cpu::rdseed(&features).unwrap_or(0),
+            cpu::rdrand().unwrap_or(0),
+            cpu::rdtsc(),
+        ]
     }
 }
 

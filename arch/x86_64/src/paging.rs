@@ -15,6 +15,8 @@ const MIB2: u64 = 2 << 20;
 const PAGE: u64 = 4096;
 /// One PML4 entry spans 512 GiB.
 const PML4_SPAN: u64 = 512 * GIB;
+/// The end of what the identity map covers: the first PML4 entry.
+pub const IDENTITY_LIMIT: u64 = PML4_SPAN;
 
 /// The identity map, the payload, and 2 MiB pages for up to ~40 GiB without 1 GiB pages.
 const POOL_TABLES: usize = 48;

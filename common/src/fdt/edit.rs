@@ -3,7 +3,7 @@
 //! The copy has the standard layout (header, reservations, structure, strings; DTSpec
 //! 5.1), so it may grow freely; the source blob is only read.
 
-use super::{be32, Fdt, FdtError, FDT_BEGIN_NODE, FDT_END, FDT_END_NODE, FDT_NOP, FDT_PROP};
+use super::{be32, Event, Fdt, FdtError, FDT_BEGIN_NODE, FDT_END, FDT_END_NODE, FDT_PROP};
 use super::{HEADER_SIZE, MAGIC};
 
 /// One change to `/chosen`.
@@ -145,7 +145,6 @@ pub fn rebuild(fdt: &Fdt<'_>, edits: &[Edit<'_>], out: &mut [u8]) -> Result<usiz
     let blob = fdt.bytes();
     let h = &fdt.header;
     let strings = blob.get(h.strings.clone()).ok_or(FdtError::Truncated)?;
-    let structs = blob.get(h.structs.clone()).ok_or(FdtError::Truncated)?;
     let (names, appended) = Names::new(strings, edits)?;
     let mut w = Writer { out, at: 0 };
 
@@ -162,63 +161,30 @@ pub fn rebuild(fdt: &Fdt<'_>, edits: &[Edit<'_>], out: &mut [u8]) -> Result<usiz
         }
     }
 
-    // The structure block.
+    // The structure block, as the checked walk sees it (NOPs are gone); depth 0 is
+    // the root, so `/chosen` is a node of depth 1 and its properties come at depth 1.
     let off_struct = w.at;
     let mut done = [false; MAX_EDITS];
-    let mut depth = 0usize;
     let mut in_chosen = false;
     let mut seen_chosen = false;
-    let mut at = 0usize;
-    loop {
-        let token = be32(structs, at)?;
-        let offset = at;
-        at += 4;
-        match token {
-            FDT_BEGIN_NODE => {
-                let tail = structs.get(at..).ok_or(FdtError::Truncated)?;
-                let len = tail
-                    .iter()
-                    .position(|&b| b == 0)
-                    .ok_or(FdtError::BadName { offset })?;
-                let name = tail.get(..len).unwrap_or_default();
-                at = align4(at + len + 1);
-                in_chosen = depth == 1 && name == b"chosen";
+    fdt.walk(|depth, event| {
+        match event {
+            Event::Begin { name, .. } => {
+                in_chosen = depth == 1 && name == "chosen";
                 seen_chosen |= in_chosen;
-                depth += 1;
                 w.u32(FDT_BEGIN_NODE)?;
-                w.bytes(name)?;
+                w.bytes(name.as_bytes())?;
                 w.bytes(&[0])?;
                 w.pad4()?;
             }
-            FDT_END_NODE => {
-                depth = depth
-                    .checked_sub(1)
-                    .ok_or(FdtError::BadToken { offset, token })?;
-                if in_chosen && depth == 1 {
-                    add_remaining(&mut w, edits, &names, &mut done)?;
-                    in_chosen = false;
-                }
-                if depth == 0 && !seen_chosen {
-                    w.u32(FDT_BEGIN_NODE)?;
-                    w.bytes(b"chosen\0")?;
-                    w.pad4()?;
-                    add_remaining(&mut w, edits, &names, &mut done)?;
-                    w.u32(FDT_END_NODE)?;
-                }
-                w.u32(FDT_END_NODE)?;
-            }
-            FDT_PROP => {
-                let len = be32(structs, at)? as usize;
-                let nameoff = be32(structs, at + 4)? as usize;
-                let value = structs
-                    .get(at + 8..at + 8 + len)
-                    .ok_or(FdtError::Truncated)?;
-                at = align4(at + 8 + len);
-                let edit = match in_chosen && depth == 2 {
-                    true => {
-                        let name = fdt.string(nameoff)?;
-                        edits.iter().position(|e| e.name() == name)
-                    }
+            Event::Prop {
+                name,
+                value,
+                nameoff,
+                ..
+            } => {
+                let edit = match in_chosen && depth == 1 {
+                    true => edits.iter().position(|e| e.name() == name),
                     false => None,
                 };
                 match edit.map(|i| (i, edits.get(i))) {
@@ -232,11 +198,23 @@ pub fn rebuild(fdt: &Fdt<'_>, edits: &[Edit<'_>], out: &mut [u8]) -> Result<usiz
                     Some(_) => {}
                 }
             }
-            FDT_NOP => {}
-            FDT_END if depth == 0 => break,
-            _ => return Err(FdtError::BadToken { offset, token }),
+            Event::End => {
+                if in_chosen && depth == 1 {
+                    add_remaining(&mut w, edits, &names, &mut done)?;
+                    in_chosen = false;
+                }
+                if depth == 0 && !seen_chosen {
+                    w.u32(FDT_BEGIN_NODE)?;
+                    w.bytes(b"chosen\0")?;
+                    w.pad4()?;
+                    add_remaining(&mut w, edits, &names, &mut done)?;
+                    w.u32(FDT_END_NODE)?;
+                }
+                w.u32(FDT_END_NODE)?;
+            }
         }
-    }
+        Ok(())
+    })?;
     w.u32(FDT_END)?;
     let size_struct = w.at - off_struct;
 

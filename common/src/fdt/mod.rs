@@ -168,6 +168,8 @@ enum Event<'a> {
         value: &'a [u8],
         offset: usize,
         cells: Cells,
+        /// Where `name` lies in the strings block.
+        nameoff: usize,
     },
     End,
 }
@@ -286,7 +288,8 @@ impl<'a> Fdt<'a> {
                         return Err(FdtError::BadToken { offset, token });
                     }
                     let len = be32(structs, at)? as usize;
-                    let name = self.string(be32(structs, at + 4)? as usize)?;
+                    let nameoff = be32(structs, at + 4)? as usize;
+                    let name = self.string(nameoff)?;
                     let start = at + 8;
                     let end = start.checked_add(len).ok_or(FdtError::Truncated)?;
                     let value = structs.get(start..end).ok_or(FdtError::Truncated)?;
@@ -307,6 +310,7 @@ impl<'a> Fdt<'a> {
                         value,
                         offset: base + start,
                         cells: node_cells,
+                        nameoff,
                     };
                     f(depth - 1, prop)?;
                 }
@@ -403,6 +407,7 @@ impl<'a> Machine<'a> {
                     value,
                     offset,
                     cells,
+                    ..
                 } => match (top, depth, name) {
                     // The root's cells describe CPU addresses: at most 64 bits.
                     (_, 0, "#address-cells" | "#size-cells") if cells_of(value) > Some(2) => {

@@ -7,10 +7,10 @@
 use crate::{checks, run};
 use core::arch::asm;
 use core::fmt::{self, Write};
-use core::sync::atomic::{AtomicU64, AtomicU8, Ordering::Relaxed};
+use core::sync::atomic::{AtomicU8, Ordering::Relaxed};
 use shim_common::bootinfo::BootInfo;
-use shim_common::fdt::{self, Fdt as Blob, Header, Machine, PsciConduit, Uart};
-use shim_uart::Mmio;
+use shim_common::fdt::{self, Fdt as Blob, Header, Machine, PsciConduit};
+use shim_uart::{Mmio, Slot};
 
 // Entry, at link address 0. x0 = FDT and x1 = BootInfo (physical, identity-mapped) are
 // left untouched for `payload_main`. The stack is found PC-relatively, valid at any VA.
@@ -33,11 +33,8 @@ extern "C" fn payload_main(fdt_pa: u64, info_pa: u64) -> ! {
     run(info_pa, fdt_pa)
 }
 
-/// The console's base and kind, as `init` found them (non-zero initial values keep
-/// them in `.data`).
-const NO_UART: u64 = u64::MAX;
-static UART_BASE: AtomicU64 = AtomicU64::new(NO_UART);
-static UART_KIND: AtomicU64 = AtomicU64::new(u64::MAX);
+/// The console, as `init` found it (kept in `.data`: see `Slot`).
+static UART: Slot = Slot::new();
 const NO_PSCI: u8 = 3;
 const HVC: u8 = 1;
 const SMC: u8 = 2;
@@ -71,37 +68,16 @@ pub fn init(fdt_pa: u64) {
     };
     CONDUIT.store(conduit, Relaxed);
     match fdt::stdout(&fdt) {
-        Ok(Some(c)) => {
-            let kind = match c.uart {
-                Uart::Pl011 => 0,
-                Uart::Ns16550 {
-                    reg_shift,
-                    reg_io_width,
-                } => 1 | u64::from(reg_shift) << 8 | u64::from(reg_io_width) << 16,
-                Uart::Imx => 2,
-            };
-            UART_KIND.store(kind, Relaxed);
-            UART_BASE.store(c.base, Relaxed);
-        }
+        // SAFETY: the UART the device tree names; the shim's identity map covers it as
+        // Device memory.
+        Ok(Some(c)) => unsafe { UART.set(c.base, c.uart) },
         _ => power_off(false),
     }
 }
 
 /// The console UART, once `init` found it.
 pub fn console() -> Option<Mmio> {
-    let base = UART_BASE.load(Relaxed);
-    let kind = UART_KIND.load(Relaxed);
-    let uart = match kind & 0xff {
-        0 => Uart::Pl011,
-        1 => Uart::Ns16550 {
-            reg_shift: (kind >> 8) as u8,
-            reg_io_width: (kind >> 16) as u8,
-        },
-        _ => Uart::Imx,
-    };
-    // SAFETY: `init` stored the UART the device tree names; the shim's identity map
-    // covers it as Device memory.
-    (base != NO_UART).then(|| unsafe { Mmio::new(base, uart) })
+    UART.get()
 }
 
 /// PSCI SYSTEM_OFF on success, SYSTEM_RESET on failure (QEMU `-no-reboot` exits

@@ -1,0 +1,145 @@
+//! SHA-256 (FIPS 180-4) over whichever block function the platform offers: the CPU's
+//! SHA-256 instructions where it has them (the arch code detects and provides them),
+//! sha2's portable code otherwise. Padding and the block loop are here, once; only
+//! the 64-byte block function differs, and every one gives the same digests.
+
+use sha2::digest::generic_array::GenericArray;
+
+/// A SHA-256 block function: folds whole 64-byte blocks into the state.
+pub type Compress = fn(&mut [u32; 8], &[[u8; 64]]);
+
+/// FIPS 180-4 5.3.3.
+const H0: [u32; 8] = [
+    0x6a09_e667,
+    0xbb67_ae85,
+    0x3c6e_f372,
+    0xa54f_f53a,
+    0x510e_527f,
+    0x9b05_688c,
+    0x1f83_d9ab,
+    0x5be0_cd19,
+];
+
+/// sha2's portable block function (its `force-soft` backend on bare metal).
+pub fn portable(state: &mut [u32; 8], blocks: &[[u8; 64]]) {
+    for block in blocks {
+        sha2::compress256(
+            state,
+            core::slice::from_ref(GenericArray::from_slice(block)),
+        );
+    }
+}
+
+/// An incremental SHA-256.
+#[derive(Clone)]
+pub struct Sha256 {
+    state: [u32; 8],
+    buf: [u8; 64],
+    buffered: usize,
+    /// Bytes taken in so far.
+    len: u64,
+    compress: Compress,
+}
+
+impl Sha256 {
+    pub fn new(compress: Compress) -> Sha256 {
+        Sha256 {
+            state: H0,
+            buf: [0; 64],
+            buffered: 0,
+            len: 0,
+            compress,
+        }
+    }
+
+    pub fn update(&mut self, mut data: &[u8]) {
+        self.len = self.len.wrapping_add(data.len() as u64);
+        if self.buffered > 0 {
+            let take = data.len().min(64 - self.buffered);
+            let (head, rest) = data.split_at(take);
+            if let Some(dst) = self.buf.get_mut(self.buffered..self.buffered + take) {
+                dst.copy_from_slice(head);
+            }
+            self.buffered += take;
+            data = rest;
+            if self.buffered < 64 {
+                return;
+            }
+            (self.compress)(&mut self.state, core::slice::from_ref(&self.buf));
+            self.buffered = 0;
+        }
+        let (blocks, rest) = data.as_chunks::<64>();
+        (self.compress)(&mut self.state, blocks);
+        if let Some(dst) = self.buf.get_mut(..rest.len()) {
+            dst.copy_from_slice(rest);
+        }
+        self.buffered = rest.len();
+    }
+
+    pub fn finalize(mut self) -> [u8; 32] {
+        let bits = self.len.wrapping_mul(8);
+        // 0x80, zeros to 56 mod 64, then the length in bits, big-endian.
+        let mut pad = [0u8; 72];
+        pad[0] = 0x80;
+        let zeros = (119 - self.buffered) % 64;
+        let total = 1 + zeros + 8;
+        if let Some(len) = pad.get_mut(1 + zeros..total) {
+            len.copy_from_slice(&bits.to_be_bytes());
+        }
+        let len = self.len;
+        self.update(pad.get(..total).unwrap_or_default());
+        self.len = len;
+        let mut out = [0u8; 32];
+        for (chunk, word) in out.chunks_exact_mut(4).zip(self.state) {
+            chunk.copy_from_slice(&word.to_be_bytes());
+        }
+        out
+    }
+}
+
+/// The SHA-256 of `data` with `compress`.
+pub fn sha256(compress: Compress, data: &[u8]) -> [u8; 32] {
+    let mut h = Sha256::new(compress);
+    h.update(data);
+    h.finalize()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use sha2::Digest;
+
+    #[test]
+    fn fips_180_examples() {
+        let hex = |d: [u8; 32]| d.iter().map(|b| format!("{b:02x}")).collect::<String>();
+        assert_eq!(
+            hex(sha256(portable, b"abc")),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert_eq!(
+            hex(sha256(portable, b"")),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+        assert_eq!(
+            hex(sha256(
+                portable,
+                b"abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq"
+            )),
+            "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1"
+        );
+    }
+
+    proptest! {
+        /// Any data, fed in any pieces, hashes as sha2 hashes it whole.
+        #[test]
+        fn agrees_with_sha2(data in proptest::collection::vec(any::<u8>(), 0..600), cut in 0usize..600) {
+            let mut h = Sha256::new(portable);
+            let cut = cut.min(data.len());
+            h.update(&data[..cut]);
+            h.update(&data[cut..]);
+            let want: [u8; 32] = sha2::Sha256::digest(&data).into();
+            prop_assert_eq!(h.finalize(), want);
+        }
+    }
+}
