@@ -73,7 +73,9 @@ pub struct UBoot {
     /// `CONFIG_FIT`: whether `bootm` takes a FIT image.
     pub fit: bool,
     /// `CONFIG_SYS_BOOTM_LEN`: the most bytes `bootm` copies out of a FIT for a
-    /// kernel, compressed or not (boot/image.c `image_decomp`).
+    /// kernel, compressed or not (boot/image.c `image_decomp`). Where the board takes
+    /// the ARM64 default, the smaller one of the releases in use: 64 MiB up to v2025.10
+    /// (Debian's 2023.01 included), 128 MiB from v2026.01 (boot/Kconfig).
     pub bootm_len: u64,
 }
 
@@ -127,6 +129,38 @@ pub struct Qemu {
     /// raspi4b starts its CPUs from spin tables and has no PSCI: the payload says so
     /// and parks.
     pub powers_off: bool,
+    /// The board's U-Boot as QEMU runs it, where Debian builds one that does.
+    pub uboot: Option<QemuUBoot>,
+}
+
+/// Debian's build of the board's U-Boot and how QEMU starts it and gives it a disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QemuUBoot {
+    /// The Debian package (arm64) that holds it.
+    pub package: &'static str,
+    /// Its path in the package (and on a host that has it installed).
+    pub file: &'static str,
+    pub start: UBootStart,
+    pub medium: Medium,
+}
+
+/// How QEMU starts U-Boot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UBootStart {
+    /// As the firmware, `-bios` (virt: QEMU's tree at the start of RAM).
+    Bios,
+    /// As the `-kernel` the machine's boot stub enters with the tree (`-dtb`) in x0,
+    /// as the RPi firmware enters it (raspi).
+    Kernel,
+}
+
+/// Where the boot disk goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Medium {
+    /// A virtio-blk device (virtio-mmio).
+    Virtio,
+    /// The machine's SD card slot (its size must be a power of two).
+    Sd,
 }
 
 /// QEMU `-machine virt` with U-Boot's `qemu_arm64` (Debian's `u-boot-qemu`).
@@ -134,9 +168,10 @@ pub struct Qemu {
 /// 2023.01, include/configs/qemu-arm.h then). `fdt_addr` 0x4000_0000 is where QEMU puts
 /// its tree (board/emulation/qemu-arm/qemu-arm.c `board_fdt_blob_setup`); there is no
 /// `fdt_addr_r`, so a tree of one's own goes there too (U-Boot runs on a copy of
-/// QEMU's, `fdtcontroladdr`, relocated to the top of RAM), below scriptaddr. CONFIG_FIT=y in configs/qemu_arm64_defconfig; SYS_BOOTM_LEN is the
-/// ARM64 default of boot/Kconfig. QEMU (hw/arm/virt.c) makes the tree: stdout-path is
-/// the PL011 at 0x0900_0000, the first -serial.
+/// QEMU's, `fdtcontroladdr`, relocated to the top of RAM), below scriptaddr.
+/// CONFIG_FIT=y in configs/qemu_arm64_defconfig; SYS_BOOTM_LEN is the ARM64 default.
+/// QEMU (hw/arm/virt.c) makes the tree: stdout-path is the PL011 at 0x0900_0000, the
+/// first -serial.
 pub const QEMU_VIRT: Board = Board {
     name: "qemu-virt",
     arch: Arch::Aarch64,
@@ -148,7 +183,7 @@ pub const QEMU_VIRT: Board = Board {
         script: Some(var("scriptaddr", 0x4020_0000)),
         firmware_fdt: "fdtcontroladdr",
         fit: true,
-        bootm_len: 0x800_0000,
+        bootm_len: 0x400_0000,
     }),
     debian_dtb: None,
     console: Console {
@@ -165,6 +200,12 @@ pub const QEMU_VIRT: Board = Board {
         cpus: None,
         console_serial: 0,
         powers_off: true,
+        uboot: Some(QemuUBoot {
+            package: "u-boot-qemu",
+            file: "/usr/lib/u-boot/qemu_arm64/u-boot.bin",
+            start: UBootStart::Bios,
+            medium: Medium::Virtio,
+        }),
     }),
 };
 
@@ -189,14 +230,16 @@ pub const QEMU_Q35: Board = Board {
         cpus: None,
         console_serial: 0,
         powers_off: true,
+        uboot: None,
     }),
 };
 
 /// Raspberry Pi 4 Model B, with U-Boot's `rpi_arm64` (or `rpi_4`) started by the
 /// Pi's firmware.
 /// Addresses: board/raspberrypi/rpi/rpi.env (kernel_addr_r 0x0008_0000, moved by
-/// `booti` to 0x0020_0000; U-Boot 2023.01 to 2025.01 had scriptaddr 0x0240_0000,
-/// fdt_addr_r 0x0260_0000 and ramdisk_addr_r 0x0270_0000 there instead).
+/// `booti` to 0x0020_0000; up to v2025.04, Debian's 2023.01 included, scriptaddr was
+/// 0x0240_0000, fdt_addr_r 0x0260_0000 and ramdisk_addr_r 0x0270_0000, in
+/// include/configs/rpi.h before v2023.10).
 /// `fdt_addr` is the firmware's tree, set by board/raspberrypi/rpi/rpi.c
 /// `set_fdt_addr`. No CONFIG_FIT in configs/rpi_arm64_defconfig nor from
 /// arch/arm/mach-bcm283x. Debian's tree: stdout-path "serial1:115200n8", the aux mini
@@ -214,7 +257,7 @@ pub const RPI4: Board = Board {
         script: Some(var("scriptaddr", 0x0540_0000)),
         firmware_fdt: "fdt_addr",
         fit: false,
-        bootm_len: 0x800_0000,
+        bootm_len: 0x400_0000,
     }),
     debian_dtb: Some("broadcom/bcm2711-rpi-4-b.dtb"),
     console: Console {
@@ -234,6 +277,12 @@ pub const RPI4: Board = Board {
         cpus: Some(4),
         console_serial: 1,
         powers_off: false,
+        uboot: Some(QemuUBoot {
+            package: "u-boot-rpi",
+            file: "/usr/lib/u-boot/rpi_arm64/u-boot.bin",
+            start: UBootStart::Kernel,
+            medium: Medium::Sd,
+        }),
     }),
 };
 
@@ -276,6 +325,7 @@ pub const IMX8MP_EVK: Board = Board {
         cpus: None,
         console_serial: 1,
         powers_off: true,
+        uboot: None,
     }),
 };
 
@@ -297,7 +347,7 @@ pub const ROCKPRO64: Board = Board {
         script: Some(var("scriptaddr", 0x00c0_0000)),
         firmware_fdt: "fdtcontroladdr",
         fit: true,
-        bootm_len: 0x800_0000,
+        bootm_len: 0x400_0000,
     }),
     debian_dtb: Some("rockchip/rk3399-rockpro64.dtb"),
     console: Console {

@@ -136,7 +136,12 @@ pub const AARCH64: Target = Target {
     },
     qemu_package: "qemu-system-arm",
     firmware_package: "u-boot-qemu",
-    loaders: &[Loader::Direct, Loader::UBoot],
+    loaders: &[
+        Loader::Direct,
+        Loader::UBoot,
+        Loader::UBootScript,
+        Loader::UBootFit,
+    ],
     poweroff_exit: 0,
 };
 
@@ -184,7 +189,8 @@ mod tests {
         assert!(X86_64.check_loader(Loader::Kexec).is_ok());
         assert_eq!(
             AARCH64.check_loader(Loader::Grub).unwrap_err().to_string(),
-            "--loader grub cannot boot aarch64: its loaders are direct, u-boot"
+            "--loader grub cannot boot aarch64: its loaders are direct, u-boot, \
+             u-boot-script, u-boot-fit"
         );
         assert_eq!(
             X86_64.check_loader(Loader::UBoot).unwrap_err().to_string(),

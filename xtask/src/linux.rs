@@ -266,7 +266,7 @@ pub fn kernel_package(depends: &str) -> Option<String> {
 
 /// `apt-get download <package>:arm64` into a fresh `dir/download`, unpacked with
 /// `dpkg-deb -x`; returns the unpacked tree and the package's version.
-fn download(dir: &Path, package: &str) -> Result<(PathBuf, String)> {
+pub fn download(dir: &Path, package: &str) -> Result<(PathBuf, String)> {
     let work = dir.join("download");
     let _ = fs::remove_dir_all(&work);
     fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;

@@ -15,12 +15,12 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 
-use shim_boards::{Board, Qemu};
+use shim_boards::{Board, Medium, Qemu, UBootStart};
 
 use crate::arch::Target;
 use crate::console::{parse_line, Console, Event, Kernel, LinuxTest, Placed};
 use crate::image::{self, BuildArgs, PayloadKind};
-use crate::{announce, deps, dtbs};
+use crate::{announce, deps, disk, dtbs, firmware, pack};
 use crate::{grub, kexec, linux};
 
 /// How long the runner lets QEMU go on after a line that decides the boot...
@@ -38,6 +38,12 @@ pub enum Loader {
     Direct,
     /// U-Boot as firmware: the image is preloaded and started with `booti`.
     UBoot,
+    /// U-Boot as firmware and a FAT disk as the boot medium (virtio-blk): U-Boot's own
+    /// distro boot finds boot.scr, which loads shim.img (and the initrd and tree) and
+    /// `booti`s it, as `cargo xtask pack` wrote them.
+    UBootScript,
+    /// The same with `cargo xtask pack --fit`: boot.scr loads shim.fit and `bootm`s it.
+    UBootFit,
     /// x86_64: GRUB from a BIOS rescue ISO boots the image with `linux` (32-bit entry).
     Grub,
     /// x86_64: a Debian Linux guest runs kexec-tools on the image (64-bit entry).
@@ -108,9 +114,13 @@ pub struct QemuArgs {
     #[arg(long, value_name = "A=B,C=D")]
     pub machine_opts: Option<String>,
     /// A device tree for QEMU's -dtb instead of the one QEMU generates (or, with
-    /// --board, Debian's for the board).
+    /// --board, Debian's for the board): the firmware's tree.
     #[arg(long, value_name = "FILE")]
     pub dtb: Option<PathBuf>,
+    /// u-boot-script, u-boot-fit: a tree the boot script (or the FIT) hands on instead
+    /// of the one U-Boot runs on.
+    #[arg(long, value_name = "FILE")]
+    pub boot_dtb: Option<PathBuf>,
     /// How many times to boot the same image.
     #[arg(long, default_value_t = 1)]
     pub boots: u32,
@@ -158,6 +168,15 @@ pub fn run(args: &QemuArgs) -> Result<()> {
     if args.loader == Loader::UBoot && !on_default {
         bail!("--loader u-boot is for QEMU virt only (U-Boot's qemu_arm64 build)");
     }
+    if args.loader.packs() && board.qemu.and_then(|q| q.uboot).is_none() {
+        bail!(
+            "no U-Boot for {}'s QEMU model to boot from a disk",
+            board.name
+        );
+    }
+    if args.boot_dtb.is_some() && !args.loader.packs() {
+        bail!("--boot-dtb is for the u-boot-script and u-boot-fit loaders");
+    }
     if args.initrd.is_some() && matches!(args.loader, Loader::Grub | Loader::Kexec) {
         bail!("--initrd is for the direct and u-boot loaders");
     }
@@ -185,6 +204,7 @@ pub fn run(args: &QemuArgs) -> Result<()> {
     };
     let machine = Machine {
         target,
+        board,
         qemu,
         loader: args.loader,
         mem,
@@ -194,6 +214,7 @@ pub fn run(args: &QemuArgs) -> Result<()> {
         cpu: args.cpu.as_deref().or(qemu.cpu),
         machine_opts: args.machine_opts.as_deref().unwrap_or(""),
         dtb: args.dtb.as_deref().or(debian_dtb.as_deref()),
+        boot_dtb: args.boot_dtb.as_deref(),
         initrd,
     };
     let linux = matches!(
@@ -223,6 +244,14 @@ pub fn run(args: &QemuArgs) -> Result<()> {
     Ok(())
 }
 
+impl Loader {
+    /// Whether the loader reads the boot files from a disk, `pack`ed: the tree goes
+    /// there too, not to QEMU's -dtb.
+    pub fn packs(self) -> bool {
+        matches!(self, Loader::UBootScript | Loader::UBootFit)
+    }
+}
+
 /// An initrd file and its length (which `booti` needs).
 #[derive(Clone, Copy, Debug)]
 pub struct Initrd<'a> {
@@ -250,6 +279,7 @@ pub fn board_qemu(board: &Board) -> Result<&Qemu> {
 /// One QEMU configuration.
 pub struct Machine<'a> {
     pub target: &'a Target,
+    pub board: &'a Board,
     /// The board's QEMU model: machine, fixed CPU count, which -serial is the console.
     pub qemu: &'a Qemu,
     pub loader: Loader,
@@ -262,7 +292,10 @@ pub struct Machine<'a> {
     pub cpu: Option<&'a str>,
     /// Appended to `-machine` (after the EL2 option); empty for none.
     pub machine_opts: &'a str,
+    /// QEMU's -dtb: the tree the firmware (or QEMU's own loader) hands over.
     pub dtb: Option<&'a Path>,
+    /// A tree the U-Boot disk's boot script or FIT hands on instead of U-Boot's.
+    pub boot_dtb: Option<&'a Path>,
     pub initrd: Option<Initrd<'a>>,
 }
 
@@ -276,22 +309,8 @@ impl Machine<'_> {
     fn command(&self, image: &Path) -> Result<Command> {
         let t = self.target;
         let q = self.qemu;
-        let mut cmd = Command::new(t.qemu);
-        let mut machine = q.machine.to_string();
-        if self.el2 {
-            machine = format!("{machine},{}", t.el2_option);
-        }
-        if !self.machine_opts.is_empty() {
-            machine = format!("{machine},{}", self.machine_opts);
-        }
-        cmd.args(["-machine", &machine]);
-        if let Some(cpu) = self.cpu {
-            cmd.args(["-cpu", cpu]);
-        }
-        cmd.args(["-m", self.mem])
-            .args(["-smp", &q.cpus.unwrap_or(self.smp).to_string()])
-            .args(t.qemu_args)
-            .args(["-display", "none"]);
+        let mut cmd = self.base_command(&self.machine_arg());
+        cmd.args(t.qemu_args).args(["-display", "none"]);
         // The console is the board's console UART on stdio (the serial ports before it
         // go nowhere); no monitor, no window. A guest reset ends QEMU like a power-off.
         for _ in 0..q.console_serial {
@@ -342,6 +361,26 @@ impl Machine<'_> {
                     ]);
                 }
             }
+            Loader::UBootScript | Loader::UBootFit => {
+                let fw = q
+                    .uboot
+                    .with_context(|| format!("no U-Boot for QEMU's {}", q.machine))?;
+                let disk = self.boot_disk(image, fw.medium == Medium::Sd)?;
+                let u_boot = firmware::u_boot(&fw)?;
+                match fw.start {
+                    UBootStart::Bios => cmd.arg("-bios").arg(u_boot),
+                    UBootStart::Kernel => cmd.arg("-kernel").arg(u_boot),
+                };
+                // No network: a script that fails must not end in a DHCP boot.
+                cmd.args(["-nic", "none"]);
+                let file = qemu_value(&disk);
+                match fw.medium {
+                    Medium::Virtio => cmd
+                        .args(["-drive", &format!("if=none,format=raw,id=boot,file={file}")])
+                        .args(["-device", "virtio-blk-device,drive=boot"]),
+                    Medium::Sd => cmd.args(["-drive", &format!("if=sd,format=raw,file={file}")]),
+                };
+            }
             Loader::Grub => {
                 let iso = grub::iso(image, self.append)?;
                 cmd.arg("-cdrom").arg(iso).args(["-boot", "d"]);
@@ -354,6 +393,73 @@ impl Machine<'_> {
             }
         }
         Ok(cmd)
+    }
+
+    /// `-machine` with the EL2 option and the extra options.
+    fn machine_arg(&self) -> String {
+        let mut machine = self.qemu.machine.to_string();
+        if self.el2 {
+            machine = format!("{machine},{}", self.target.el2_option);
+        }
+        if !self.machine_opts.is_empty() {
+            machine = format!("{machine},{}", self.machine_opts);
+        }
+        machine
+    }
+
+    /// QEMU with the machine, CPU, memory and CPU count.
+    fn base_command(&self, machine: &str) -> Command {
+        let mut cmd = Command::new(self.target.qemu);
+        cmd.args(["-machine", machine]);
+        if let Some(cpu) = self.cpu {
+            cmd.args(["-cpu", cpu]);
+        }
+        cmd.args(["-m", self.mem])
+            .args(["-smp", &self.qemu.cpus.unwrap_or(self.smp).to_string()]);
+        cmd
+    }
+
+    /// Writes QEMU's own device tree for this configuration to `out` (`dumpdtb=`),
+    /// for a loader that hands on a tree of its own. The firmware is part of the
+    /// configuration: with one, QEMU virt leaves out the PL061 GPIO, and a tree that
+    /// names it sends Linux to a device that is not there.
+    pub fn dump_dtb(&self, out: &Path) -> Result<()> {
+        let machine = format!("{},dumpdtb={}", self.machine_arg(), qemu_value(out));
+        let mut cmd = self.base_command(&machine);
+        match (self.loader, self.qemu.uboot) {
+            (Loader::UBoot, _) => {
+                cmd.args(["-bios", self.target.firmware.bios]);
+            }
+            (l, Some(fw)) if l.packs() && fw.start == UBootStart::Bios => {
+                cmd.arg("-bios").arg(firmware::u_boot(&fw)?);
+            }
+            _ => {}
+        }
+        crate::exec(cmd.args(["-display", "none"]))
+    }
+
+    /// The FAT disk U-Boot boots from: `pack` for QEMU virt with this image, the
+    /// initrd, the tree and the command line, then disk.rs.
+    fn boot_disk(&self, image: &Path, power_of_two: bool) -> Result<PathBuf> {
+        let fit = self.loader == Loader::UBootFit;
+        let dir = crate::target_dir()
+            .join("xtask")
+            .join("u-boot-disk")
+            .join(if fit { "fit" } else { "script" });
+        let _ = std::fs::remove_dir_all(&dir);
+        let packed = pack::pack(&pack::Spec {
+            board: self.board,
+            shim: image,
+            initrd: self.initrd.map(|i| i.path),
+            dtb: self.boot_dtb,
+            fit,
+            append: Some(self.append).filter(|a| !a.is_empty()),
+            out: &dir,
+        })?;
+        eprintln!("xtask: {}", packed.summary);
+        let disk = dir.with_extension("img");
+        disk::fat(&packed.files, "SHIMBOOT", &disk, power_of_two)?;
+        Ok(disk)
     }
 
     /// The U-Boot commands that boot the preloaded image, one per prompt.
@@ -1023,6 +1129,7 @@ mod tests {
     fn machine(loader: Loader, el2: bool) -> Machine<'static> {
         Machine {
             target: &AARCH64,
+            board: &shim_boards::QEMU_VIRT,
             qemu: shim_boards::QEMU_VIRT.qemu.as_ref().unwrap(),
             loader,
             mem: "1G",
@@ -1032,6 +1139,7 @@ mod tests {
             cpu: Some("max"),
             machine_opts: "",
             dtb: None,
+            boot_dtb: None,
             initrd: None,
         }
     }

@@ -118,6 +118,9 @@ struct Case {
     /// Boot with QEMU virt's tree changed (residue.rs): a planted kaslr-seed, or a
     /// fault.
     tree: Option<residue::Tree>,
+    /// Give QEMU's own tree, dumped, to a loader that hands on a tree of its own (the
+    /// U-Boot disk's boot.scr or FIT).
+    own_dtb: bool,
 }
 
 const fn case(name: &'static str, check: Check) -> Case {
@@ -137,6 +140,7 @@ const fn case(name: &'static str, check: Check) -> Case {
         machine_opts: "",
         timeout: None,
         tree: None,
+        own_dtb: false,
     }
 }
 
@@ -208,6 +212,30 @@ const AARCH64_CASES: &[Case] = &[
     Case {
         loader: Loader::UBoot,
         ..case("u-boot-booti-1g", Check::Ok)
+    },
+    // U-Boot's own distro boot from a FAT disk (virtio) with what `cargo xtask pack`
+    // writes for QEMU virt: boot.scr loads and booti's shim.img, handing on U-Boot's
+    // tree, or also loads QEMU's tree and an initrd; with --fit, it bootm's a FIT
+    // holding the shim (and the tree and the initrd).
+    Case {
+        loader: Loader::UBootScript,
+        ..case("u-boot-disk-script", Check::Ok)
+    },
+    Case {
+        loader: Loader::UBootScript,
+        own_dtb: true,
+        initrd: true,
+        ..case("u-boot-disk-script-dtb-initrd", Check::Ok)
+    },
+    Case {
+        loader: Loader::UBootFit,
+        ..case("u-boot-disk-fit", Check::Ok)
+    },
+    Case {
+        loader: Loader::UBootFit,
+        own_dtb: true,
+        initrd: true,
+        ..case("u-boot-disk-fit-dtb-initrd", Check::Ok)
     },
     Case {
         mem: "4G",
@@ -282,6 +310,14 @@ const AARCH64_CASES: &[Case] = &[
         el2: true,
         ..linux_case("linux-u-boot-el2", Check::LinuxEl2)
     },
+    // The whole board flow with a real kernel: U-Boot's distro boot runs boot.scr
+    // from the disk, which bootm's a FIT holding the shim (Debian's kernel inside),
+    // QEMU's tree and the test initramfs.
+    Case {
+        loader: Loader::UBootFit,
+        own_dtb: true,
+        ..linux_case("linux-fit-from-disk", Check::Linux)
+    },
     // Five draws from some 480 slots of 1 GiB: two collisions have odds near 1 in 5000.
     Case {
         boots: 5,
@@ -333,6 +369,14 @@ const AARCH64_CASES: &[Case] = &[
     // has no PSCI: the payload says so and parks.
     board_case("rpi4-raspi4b", &shim_boards::RPI4),
     board_case("imx8mp-evk", &shim_boards::IMX8MP_EVK),
+    // Debian's U-Boot for the Pi (rpi_arm64) started as the Pi's firmware starts it,
+    // with Debian's tree, finds boot.scr on the SD card (`cargo xtask pack --board
+    // rpi4`), which loads the shim at kernel_addr_r 0x80000; booti moves it to 2 MiB
+    // and hands on the firmware's tree (${fdt_addr}).
+    Case {
+        loader: Loader::UBootScript,
+        ..board_case("rpi4-u-boot-sd", &shim_boards::RPI4)
+    },
     residue_case("residue-linux-el1", Payload::ResidueScanner),
     Case {
         el2: true,
@@ -553,8 +597,13 @@ fn run_case(
         Some(board) => dtbs::of(board)?,
         None => None,
     };
-    let machine = Machine {
+    let dumped = target_dir()
+        .join("xtask")
+        .join("u-boot-disk")
+        .join("virt.dtb");
+    let mut machine = Machine {
         target,
+        board,
         qemu,
         loader: case.loader,
         mem: case.mem,
@@ -564,8 +613,14 @@ fn run_case(
         cpu: case.cpu.or(qemu.cpu),
         machine_opts: case.machine_opts,
         dtb: planted.as_deref().or(debian_dtb.as_deref()),
+        boot_dtb: None,
         initrd,
     };
+    if case.own_dtb {
+        std::fs::create_dir_all(dumped.parent().unwrap_or(&dumped))?;
+        machine.dump_dtb(&dumped)?;
+        machine.boot_dtb = Some(&dumped);
+    }
     let expect = match case.check {
         Check::Refused => Expect::DigestMismatch,
         Check::Error(_) => Expect::ShimError,
@@ -841,6 +896,12 @@ mod tests {
                     "1G",
                     "Console { parked: false }".into()
                 ),
+                (
+                    "rpi4-u-boot-sd",
+                    "rpi4",
+                    "2G",
+                    "Console { parked: true }".into()
+                ),
             ]
         );
         let mut s = Summary {
@@ -851,6 +912,30 @@ mod tests {
         assert!(check(Check::Console { parked: true }, &s).is_ok());
         s.shim_placed = 1;
         assert!(check(Check::Console { parked: false }, &s).is_err());
+    }
+
+    #[test]
+    fn own_trees_go_to_loaders_that_hand_them_on() {
+        let disk: Vec<_> = AARCH64_CASES
+            .iter()
+            .filter(|c| c.loader.packs())
+            .map(|c| (c.name, c.own_dtb, c.initrd))
+            .collect();
+        assert_eq!(disk.len(), 6);
+        assert!(disk.iter().any(|&(_, dtb, initrd)| dtb && initrd));
+        assert!(disk.iter().any(|&(_, dtb, initrd)| !dtb && !initrd));
+        for case in AARCH64_CASES.iter().chain(X86_64_CASES) {
+            assert!(!case.own_dtb || case.loader.packs(), "{}", case.name);
+            // The loaders that pack boot boards with a U-Boot for their QEMU model.
+            let board = case.board.unwrap_or(&shim_boards::QEMU_VIRT);
+            let qemu = board.qemu.unwrap();
+            assert!(
+                !case.loader.packs() || qemu.uboot.is_some(),
+                "{}",
+                case.name
+            );
+            assert!(!(case.own_dtb && case.tree.is_some()), "{}", case.name);
+        }
     }
 
     #[test]
