@@ -106,6 +106,7 @@ pub fn run(args: &SoakArgs) -> Result<()> {
         let qemu = qemu::board_qemu(target.board)?;
         let machine = Machine {
             target,
+            board: target.board,
             qemu,
             loader: config.loader,
             mem: "1G",
@@ -115,6 +116,7 @@ pub fn run(args: &SoakArgs) -> Result<()> {
             cpu: qemu.cpu,
             machine_opts: "",
             dtb: None,
+            boot_dtb: None,
             initrd: None,
         };
         let summary = qemu::boot_many(
