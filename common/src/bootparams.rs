@@ -722,8 +722,10 @@ pub struct Machine<'m> {
     /// boot_params itself, every setup_data node (and what a SETUP_INDIRECT node
     /// points at), the initrd.
     pub avoid: Avoid,
-    /// A SETUP_RNG_SEED node's bytes (kexec passes one) and their physical address.
-    pub rng_seed: Option<(&'m [u8], u64)>,
+    /// Every SETUP_RNG_SEED node (kexec passes one): its bytes, and the physical
+    /// address of the node, whose data and `len` the shim zeroes once it has them.
+    rng_seeds: [(&'m [u8], u64); MAX_SETUP_DATA_NODES],
+    n_rng_seeds: usize,
 }
 
 impl<'m> Machine<'m> {
@@ -744,7 +746,8 @@ impl<'m> Machine<'m> {
         }
         let mut ext: [&[u8]; MAX_SETUP_DATA_NODES] = [&[]; MAX_SETUP_DATA_NODES];
         let mut n_ext = 0;
-        let mut rng_seed = None;
+        let mut rng_seeds = [(&[][..], 0u64); MAX_SETUP_DATA_NODES];
+        let mut n_rng_seeds = 0;
         for node in walk_setup_data(bp.setup_data(), &mut read) {
             let node = node?;
             avoid.push(node.range(), "setup_data")?;
@@ -761,8 +764,10 @@ impl<'m> Machine<'m> {
                     }
                 }
                 SETUP_RNG_SEED => {
-                    let data_pa = node.pa.saturating_add(SETUP_DATA_HEADER_SIZE);
-                    rng_seed = Some((node.data, data_pa));
+                    if let Some(slot) = rng_seeds.get_mut(n_rng_seeds) {
+                        *slot = (node.data, node.pa);
+                        n_rng_seeds += 1;
+                    }
                 }
                 _ => {}
             }
@@ -776,9 +781,31 @@ impl<'m> Machine<'m> {
         Ok(Machine {
             ram,
             avoid,
-            rng_seed,
+            rng_seeds,
+            n_rng_seeds,
         })
     }
+
+    /// Every SETUP_RNG_SEED node: its bytes and the node's physical address.
+    pub fn rng_seeds(&self) -> impl Iterator<Item = (&'m [u8], u64)> + '_ {
+        self.rng_seeds.iter().take(self.n_rng_seeds).copied()
+    }
+}
+
+/// Where a setup_data node's `len` field and data lie: what consuming it zeroes, as
+/// Linux's `parse_setup_data` does (`memzero_explicit(data, len); len = 0`).
+pub fn consumed_fields(node_pa: u64, data_len: u64) -> (Range, Range) {
+    let len = Range {
+        start: node_pa.saturating_add(12),
+        end: node_pa.saturating_add(16),
+    };
+    let data = Range {
+        start: node_pa.saturating_add(SETUP_DATA_HEADER_SIZE),
+        end: node_pa
+            .saturating_add(SETUP_DATA_HEADER_SIZE)
+            .saturating_add(data_len),
+    };
+    (len, data)
 }
 
 /// The command line at `cmd_line_ptr`: its bytes without the NUL, and the range to
@@ -1144,6 +1171,22 @@ mod tests {
     }
 
     #[test]
+    fn every_rng_seed_node_is_kept() {
+        let mut page = zero_page(&[(0x10_0000, 0x3ff0_0000, E820_TYPE_RAM)]);
+        page[0x250..0x258].copy_from_slice(&0x9_0000u64.to_le_bytes());
+        let mut mem = Memory(HashMap::new());
+        mem.0
+            .insert(0x9_0000, node(0x9_1000, SETUP_RNG_SEED, &[1; 32]));
+        mem.0
+            .insert(0x9_1000, node(0x9_2000, SETUP_RNG_SEED, &[2; 16]));
+        mem.0.insert(0x9_2000, node(0, SETUP_RNG_SEED, &[3; 8]));
+        let bp = BootParams::new(&page).unwrap();
+        let m = Machine::read(0x8_0000, &bp, |pa, len| mem.read(pa, len)).unwrap();
+        let seeds: Vec<_> = m.rng_seeds().map(|(d, pa)| (d.len(), pa)).collect();
+        assert_eq!(seeds, [(32, 0x9_0000), (16, 0x9_1000), (8, 0x9_2000)]);
+    }
+
+    #[test]
     fn more_than_128_entries_via_e820_ext() {
         // 128 RAM pages in the table, shuffled; they merge into [0, 0x80000).
         let mut table: Vec<_> = (0..128u64)
@@ -1231,7 +1274,15 @@ mod tests {
                 (0x9_1000, 0x9_1000 + 16 + 40, "setup_data"),
             ]
         );
-        assert_eq!(m.rng_seed, Some((&[9u8; 32][..], 0x9_0010)));
+        assert_eq!(
+            m.rng_seeds().collect::<Vec<_>>(),
+            [(&[9u8; 32][..], 0x9_0000)]
+        );
+        let (len, data) = consumed_fields(0x9_0000, 32);
+        assert_eq!(
+            (len.start, len.end, data.start, data.end),
+            (0x9_000c, 0x9_0010, 0x9_0010, 0x9_0030)
+        );
         // A malformed E820_EXT node is an error, not a shorter map.
         mem.0.insert(0x9_1000, node(0, SETUP_E820_EXT, &ext[..30]));
         let e = Machine::read(0x8_0000, &bp, |pa, len| mem.read(pa, len)).unwrap_err();

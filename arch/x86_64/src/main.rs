@@ -197,8 +197,9 @@ fn boot(image: &Image, bp_pa: u64) -> Result<Never, Fail> {
         unsafe { cpu::load_cr3(paging::pa_of(pml4)) };
         mapped = more;
     }
+    // Every SETUP_RNG_SEED node is mixed in (and consumed before the handoff).
     let mut entropy = Mixer::new();
-    if let Some((seed, _)) = machine.rng_seed {
+    for (seed, _) in machine.rng_seeds() {
         entropy.add(Source::RngSeed, seed);
     }
 
@@ -288,12 +289,22 @@ fn boot(image: &Image, bp_pa: u64) -> Result<Never, Fail> {
         pool.map_pages(pml4, va, pa, len, perm)?;
     }
     let info_pa = shim_rt::store_boot_info(loaded.info);
-    // The payload must not learn what chose its placement (Linux wipes the seed too).
-    if let Some((seed, pa)) = machine.rng_seed {
-        let len = seed.len() as u64;
-        // SAFETY: the seed's bytes lie in a setup_data node in the identity map; the
-        // walk's references to them are no longer used.
-        unsafe { phys(pa, len) }.fill(0);
+    // The payload must not learn what chose its placement: every seed node is consumed
+    // as Linux's parse_setup_data consumes one, its data and its `len` zeroed.
+    let seeds: [(u64, u64); bootparams::MAX_SETUP_DATA_NODES] = {
+        let mut out = [(0, 0); bootparams::MAX_SETUP_DATA_NODES];
+        for (slot, (seed, pa)) in out.iter_mut().zip(machine.rng_seeds()) {
+            *slot = (pa, seed.len() as u64);
+        }
+        out
+    };
+    for &(node_pa, len) in seeds.iter().filter(|(pa, _)| *pa != 0) {
+        let (len_field, data) = bootparams::consumed_fields(node_pa, len);
+        for r in [data, len_field] {
+            // SAFETY: the node's fields lie in a setup_data node in the identity map;
+            // the walk's references to them are no longer used.
+            unsafe { phys(r.start, r.len()) }.fill(0);
+        }
     }
 
     // SAFETY: the payload's pages were added to the tables in use; reloading CR3 drops
