@@ -8,6 +8,7 @@ fuzz_target!(|data: &[u8]| {
     let Ok(fdt) = Fdt::new(data) else { return };
     if let Ok(m) = Machine::read(&fdt) {
         let mut copy = data.to_vec();
-        wipe_seeds(&mut copy, m.kaslr_seed.map(|s| s.1), m.rng_seed.map(|(v, o)| (o, v.len())));
+        let seeds: Vec<_> = m.seeds().map(|(v, o)| (o, v.len())).collect();
+        wipe_seeds(&mut copy, seeds);
     }
 });

@@ -224,10 +224,11 @@ fn boot(
             console::set(c.base, c.uart);
         }
         let m = Machine::read(&fdt).map_err(|e| Fail::Fdt(fdt_pa, e))?;
-        let offsets = (
-            m.kaslr_seed.map(|s| s.1),
-            m.rng_seed.map(|(v, o)| (o, v.len())),
-        );
+        // Where every seed property lies (duplicates too), to wipe them all.
+        let mut offsets = SeedPlaces::default();
+        for (slot, (value, offset)) in offsets.0.iter_mut().zip(m.seeds()) {
+            *slot = (offset, value.len());
+        }
         (m, offsets)
     };
     if let Some(len) = machine.bad_kaslr_seed {
@@ -268,6 +269,9 @@ fn boot(
     if let Some((seed, _)) = machine.rng_seed {
         entropy.add(Source::RngSeed, seed);
     }
+    for (seed, _) in machine.other_seeds() {
+        entropy.add(Source::RngSeed, seed);
+    }
     let samples = [(); entropy::HEALTH_SAMPLES].map(|()| cpu::rndr());
     match entropy.add_checked(Source::CpuRng, &samples) {
         Health::Absent | Health::Good => {}
@@ -303,11 +307,15 @@ fn boot(
     }
 }
 
+/// (offset, length) of each seed property in the firmware's tree; (0, 0) unused.
+#[derive(Default)]
+struct SeedPlaces([(usize, usize); 10]);
+
 /// What the loader handed over that the handoff still needs.
 struct Entered<'a> {
     fdt_blob: &'static mut [u8],
     /// Where the firmware's seeds lie in the blob, to wipe them.
-    seed_offsets: (Option<usize>, Option<(usize, usize)>),
+    seed_offsets: SeedPlaces,
     /// The bootargs Linux gets, NUL-terminated, or the length of ones too long.
     bootargs: Result<&'a [u8], usize>,
     initrd: Option<Range>,
@@ -336,8 +344,7 @@ fn boot_elf(
     }
     let info_pa = shim_rt::store_boot_info(loaded.info);
     // The payload must not learn what chose its placement (Linux wipes them too).
-    let (kaslr, rng) = entered.seed_offsets;
-    fdt::wipe_seeds(entered.fdt_blob, kaslr, rng);
+    fdt::wipe_seeds(entered.fdt_blob, entered.seed_offsets.0);
 
     let (phys, span) = (loaded.placed.phys, loaded.info.image_size);
     cpu::clean_dcache_pou(phys, span);
@@ -399,8 +406,7 @@ fn boot_linux(inputs: boot::Inputs<'_>, entered: Entered<'_>) -> Result<Never, F
         return Err(Fail::Fdt(loaded.fdt_pa, FdtError::BadHeader("totalsize")));
     }
     // The firmware's copies of its seeds: wiped, since the old tree stays in RAM.
-    let (kaslr_at, rng_at) = entered.seed_offsets;
-    fdt::wipe_seeds(entered.fdt_blob, kaslr_at, rng_at);
+    fdt::wipe_seeds(entered.fdt_blob, entered.seed_offsets.0);
     if opts.verbose {
         say!(
             "device tree rebuilt at {:#x} ({new_size} bytes)",

@@ -359,6 +359,13 @@ pub struct Machine<'a> {
     /// The length of a `/chosen/kaslr-seed` that is not 8 bytes: Linux ignores such a
     /// seed, and so does the shim (it says so).
     pub bad_kaslr_seed: Option<usize>,
+    /// Seed properties `/chosen` holds besides the last of each name (a duplicated
+    /// property, a kaslr-seed of the wrong length): their bytes and offsets, so that
+    /// they too are mixed in and wiped.
+    other_seeds: [(&'a [u8], usize); MAX_OTHER_SEEDS],
+    n_other_seeds: usize,
+    /// The blob read, for the seeds' bytes.
+    blob: &'a [u8],
     /// `/chosen/rng-seed` bytes and the blob offset of its value.
     pub rng_seed: Option<(&'a [u8], usize)>,
 }
@@ -371,7 +378,39 @@ enum Top {
     Chosen,
 }
 
+/// Seed properties kept besides the last of each name.
+const MAX_OTHER_SEEDS: usize = 8;
+
 impl<'a> Machine<'a> {
+    /// Every seed property's bytes and blob offset (kaslr-seed as its 8 bytes), the
+    /// duplicates and wrong-length ones too: all are mixed in, all are wiped.
+    pub fn seeds(&self) -> impl Iterator<Item = (&'a [u8], usize)> + '_ {
+        let blob = self.blob;
+        let at = move |o: usize, n: usize| blob.get(o..o + n).unwrap_or_default();
+        let kaslr = self.kaslr_seed.map(|(_, o)| (at(o, 8), o));
+        kaslr
+            .into_iter()
+            .chain(self.rng_seed)
+            .chain(self.other_seeds.iter().take(self.n_other_seeds).copied())
+    }
+
+    /// The seed properties besides the last kaslr-seed and rng-seed: duplicates, and a
+    /// kaslr-seed of the wrong length. Mixed in like the others.
+    pub fn other_seeds(&self) -> impl Iterator<Item = (&'a [u8], usize)> + '_ {
+        self.other_seeds.iter().take(self.n_other_seeds).copied()
+    }
+
+    /// Keeps a seed property (blob offset and length) the walk saw but no longer names
+    /// in `kaslr_seed` or `rng_seed`.
+    fn keep_other_seed(&mut self, seed: Option<(usize, usize)>) {
+        let Some((offset, len)) = seed else { return };
+        let bytes = self.blob.get(offset..offset + len).unwrap_or_default();
+        if let Some(slot) = self.other_seeds.get_mut(self.n_other_seeds) {
+            *slot = (bytes, offset);
+            self.n_other_seeds += 1;
+        }
+    }
+
     /// Reads the machine description from a checked blob.
     pub fn read(fdt: &Fdt<'a>) -> Result<Machine<'a>, FdtError> {
         let mut m = Machine {
@@ -382,6 +421,9 @@ impl<'a> Machine<'a> {
             initrd: None,
             kaslr_seed: None,
             bad_kaslr_seed: None,
+            other_seeds: [(&[], 0); MAX_OTHER_SEEDS],
+            n_other_seeds: 0,
+            blob: fdt.bytes(),
             rng_seed: None,
         };
         let mut top = Top::Other;
@@ -428,12 +470,22 @@ impl<'a> Machine<'a> {
                     }
                     (Top::Chosen, 1, "kaslr-seed") => {
                         // arch/arm64/kernel/pi/kaslr_early.c reads exactly a u64.
-                        match value.len() {
-                            8 => m.kaslr_seed = Some((number(value, "kaslr-seed")?, offset)),
-                            len => m.bad_kaslr_seed = Some(len),
-                        }
+                        let earlier = match value.len() {
+                            8 => m
+                                .kaslr_seed
+                                .replace((number(value, "kaslr-seed")?, offset))
+                                .map(|(_, at)| (at, 8)),
+                            len => {
+                                m.bad_kaslr_seed = Some(len);
+                                Some((offset, len))
+                            }
+                        };
+                        m.keep_other_seed(earlier);
                     }
-                    (Top::Chosen, 1, "rng-seed") => m.rng_seed = Some((value, offset)),
+                    (Top::Chosen, 1, "rng-seed") => {
+                        let earlier = m.rng_seed.replace((value, offset));
+                        m.keep_other_seed(earlier.map(|(v, at)| (at, v.len())));
+                    }
                     _ => {}
                 },
                 Event::End if depth == 1 => {
@@ -549,11 +601,10 @@ pub fn psci(fdt: &Fdt<'_>) -> Result<Option<PsciConduit>, FdtError> {
     Ok(conduit)
 }
 
-/// Zeroes the values of `/chosen/kaslr-seed` and `/chosen/rng-seed` in place, as Linux
-/// does after consuming them, so the next stage cannot read what chose our placement.
-pub fn wipe_seeds(blob: &mut [u8], kaslr_seed: Option<usize>, rng_seed: Option<(usize, usize)>) {
-    let ranges = [kaslr_seed.map(|o| (o, 8)), rng_seed];
-    for (offset, len) in ranges.into_iter().flatten() {
+/// Zeroes the values at these (offset, length) places of the blob, as Linux zeroes
+/// the seeds it consumes, so the next stage cannot read what chose our placement.
+pub fn wipe_seeds(blob: &mut [u8], seeds: impl IntoIterator<Item = (usize, usize)>) {
+    for (offset, len) in seeds {
         if let Some(bytes) = offset
             .checked_add(len)
             .and_then(|end| blob.get_mut(offset..end))
@@ -676,6 +727,37 @@ mod tests {
     }
 
     #[test]
+    fn duplicated_seeds_are_all_found_and_wiped() {
+        let blob = dtb("virt-1G-smp1.dtb");
+        assert_eq!(
+            Machine::read(&Fdt::new(&blob).unwrap())
+                .unwrap()
+                .seeds()
+                .count(),
+            2
+        );
+        // Rename the string "stdout-path" to "rng-seed": /chosen then holds two.
+        let mut twice = blob.clone();
+        let at = twice
+            .windows(12)
+            .position(|w| w == b"stdout-path\0")
+            .unwrap();
+        twice[at..at + 12].copy_from_slice(b"rng-seed\0\0\0\0");
+        let (seeds, others): (Vec<_>, Vec<_>) = {
+            let m = Machine::read(&Fdt::new(&twice).unwrap()).unwrap();
+            (
+                m.seeds().map(|(v, o)| (o, v.len())).collect(),
+                m.other_seeds().map(|(v, _)| v.to_vec()).collect(),
+            )
+        };
+        assert_eq!(seeds.len(), 3);
+        assert_eq!(others.len(), 1);
+        wipe_seeds(&mut twice, seeds.iter().copied());
+        let m = Machine::read(&Fdt::new(&twice).unwrap()).unwrap();
+        assert!(m.seeds().all(|(v, _)| v.iter().all(|&b| b == 0)));
+    }
+
+    #[test]
     fn wipe_seeds_zeroes_exactly_the_values() {
         let mut blob = dtb("virt-1G-smp1.dtb");
         let before = blob.clone();
@@ -686,7 +768,7 @@ mod tests {
                 m.rng_seed.map(|(v, o)| (o, v.len())).unwrap(),
             )
         };
-        wipe_seeds(&mut blob, Some(k), Some(r));
+        wipe_seeds(&mut blob, [(k, 8), r]);
         let m = Machine::read(&Fdt::new(&blob).unwrap()).unwrap();
         assert_eq!(m.kaslr_seed.unwrap().0, 0);
         assert!(m.rng_seed.unwrap().0.iter().all(|&b| b == 0));
