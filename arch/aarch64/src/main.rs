@@ -23,6 +23,7 @@ use shim_common::fdt::{self, FdtError, Machine};
 use shim_common::layout::{self, MemLimit};
 use shim_common::memmap::{MemError, MemoryMap, Range};
 use shim_common::plan::ARM64_WINDOW;
+use shim_rt::phys;
 
 use crate::mmu::{Attr, MmuError, Pool};
 
@@ -196,13 +197,6 @@ fn pages(start: u64, len: u64) -> Range {
         start: start & !(page - 1),
         end: start.saturating_add(len).saturating_add(page - 1) & !(page - 1),
     }
-}
-
-/// # Safety
-/// `[pa, pa + len)` is identity-mapped memory that nothing else references.
-unsafe fn phys<'a>(pa: u64, len: u64) -> &'a mut [u8] {
-    // SAFETY: as the caller promises.
-    unsafe { core::slice::from_raw_parts_mut(pa as *mut u8, len as usize) }
 }
 
 enum Never {}
@@ -472,14 +466,9 @@ impl Platform for Arm64 {
     }
 }
 
-/// An overflow of our stack is an error, not a silent corruption of the bss below
-/// it; `shim.verbose` prints the high-water mark.
+/// The stack check (shim-rt), its figure on the console.
 fn check_stack(verbose: bool) -> Result<(), Fail> {
-    let (used, size) = shim_rt::stack_use().map_err(Fail::StackOverflow)?;
-    if verbose {
-        say!("stack used {used} of {size} bytes");
-    }
-    Ok(())
+    shim_rt::check_stack(verbose, |line| console::line(line)).map_err(Fail::StackOverflow)
 }
 
 fn fail(e: Fail) -> ! {

@@ -41,6 +41,26 @@ pub unsafe fn inflate_state() -> &'static mut DecompressorOxide {
     unsafe { (*addr_of_mut!(STATE)).write(Default::default()) }
 }
 
+/// `[pa, pa + len)` as bytes: physical memory through the shim's identity map.
+///
+/// # Safety
+/// `[pa, pa + len)` is identity-mapped memory that nothing else references mutably
+/// while the slice lives.
+pub unsafe fn phys<'a>(pa: u64, len: u64) -> &'a mut [u8] {
+    // SAFETY: as the caller promises.
+    unsafe { core::slice::from_raw_parts_mut(pa as *mut u8, len as usize) }
+}
+
+/// An overflow of the shim's stack is an error (`Err(size)`), not a silent corruption
+/// of the bss below it; with `verbose`, `say` gets the high-water mark.
+pub fn check_stack(verbose: bool, say: impl FnOnce(core::fmt::Arguments<'_>)) -> Result<(), u64> {
+    let (used, size) = stack_use()?;
+    if verbose {
+        say(format_args!("stack used {used} of {size} bytes"));
+    }
+    Ok(())
+}
+
 /// How deep the stack ever went, and its size: `Err(size)` if it ran off the bottom
 /// (into the bss below it), a corruption that must stop the boot.
 pub fn stack_use() -> Result<(u64, u64), u64> {

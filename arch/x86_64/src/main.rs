@@ -22,6 +22,7 @@ use shim_common::entropy::{self, Health, Mixer, Source};
 use shim_common::layout::{self, MemLimit};
 use shim_common::memmap::{MemError, MemoryMap, Range};
 use shim_common::plan::X86_64_WINDOW;
+use shim_rt::phys;
 
 use crate::paging::{Caps, PagingError, Pool};
 
@@ -131,13 +132,6 @@ extern "C" fn shim_main(boot_params_pa: u64, base: u64, five_level: u64) -> ! {
         Err(e) => fail(e),
         Ok(never) => match never {},
     }
-}
-
-/// # Safety
-/// `[pa, pa + len)` is identity-mapped memory that nothing else references mutably.
-unsafe fn phys<'a>(pa: u64, len: u64) -> &'a mut [u8] {
-    // SAFETY: as the caller promises.
-    unsafe { core::slice::from_raw_parts_mut(pa as *mut u8, len as usize) }
 }
 
 /// How far the identity map must reach: all RAM, ourselves, boot_params, and at least
@@ -348,14 +342,9 @@ impl Platform for X86 {
     }
 }
 
-/// An overflow of our stack is an error, not a silent corruption of the bss below
-/// it; `shim.verbose` prints the high-water mark.
+/// The stack check (shim-rt), its figure on the console.
 fn check_stack(verbose: bool) -> Result<(), Fail> {
-    let (used, size) = shim_rt::stack_use().map_err(Fail::StackOverflow)?;
-    if verbose {
-        say!("stack used {used} of {size} bytes");
-    }
-    Ok(())
+    shim_rt::check_stack(verbose, |line| console::line(line)).map_err(Fail::StackOverflow)
 }
 
 fn fail(e: Fail) -> ! {
