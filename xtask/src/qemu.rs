@@ -539,6 +539,8 @@ pub struct LinuxBoot {
     pub kernel_code: Option<(u64, u64)>,
     /// /data.bin's digest.
     pub sha256: Option<String>,
+    /// `_stext` in /proc/kallsyms: the kernel's virtual base.
+    pub text: Option<u64>,
     /// `KASLR enabled` (true) or `KASLR disabled ...` (false) in the kernel log.
     pub kaslr: Option<bool>,
     /// N from `CPU: All CPU(s) started at ELN`.
@@ -794,6 +796,9 @@ impl Boot {
                     LinuxTest::Iomem(iomem) if iomem.name == "Kernel code" => {
                         l.kernel_code.get_or_insert((iomem.start, iomem.end));
                     }
+                    LinuxTest::Text(va) => {
+                        l.text.get_or_insert(va);
+                    }
                     LinuxTest::Iomem(_) | LinuxTest::Other(_) => {}
                 }
             }
@@ -902,6 +907,8 @@ pub struct Summary {
     /// Linux boots: distinct "Kernel code" start addresses, and how many boots logged
     /// `KASLR enabled`, `KASLR disabled` and all CPUs started at EL2.
     pub kernel_code: BTreeSet<u64>,
+    /// Distinct `_stext` virtual addresses.
+    pub text: BTreeSet<u64>,
     pub kaslr_enabled: u32,
     pub kaslr_disabled: u32,
     pub el2: u32,
@@ -930,6 +937,7 @@ impl Summary {
         if let Some((start, _)) = l.kernel_code {
             self.kernel_code.insert(start);
         }
+        self.text.extend(l.text);
         match l.kaslr {
             Some(true) => self.kaslr_enabled += 1,
             Some(false) => self.kaslr_disabled += 1,
@@ -959,8 +967,9 @@ impl Summary {
         }
         if !self.kernel_code.is_empty() {
             line.push_str(&format!(
-                "; {} distinct Kernel code, KASLR enabled {} / disabled {}, EL2 {}",
+                "; {} distinct Kernel code, {} distinct _stext, KASLR enabled {} / disabled {}, EL2 {}",
                 self.kernel_code.len(),
+                self.text.len(),
                 self.kaslr_enabled,
                 self.kaslr_disabled,
                 self.el2

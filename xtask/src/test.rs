@@ -821,6 +821,14 @@ fn check(check: Check, s: &Summary) -> Result<()> {
                     kernel_code(s)
                 );
             }
+            // The virtual base is drawn apart from the physical one: it varies too.
+            if s.text.len() < 2 {
+                bail!(
+                    "expected the kernel's _stext to vary, saw {} distinct: {:x?}",
+                    s.text.len(),
+                    s.text
+                );
+            }
             Ok(())
         }
         Check::LinuxSame => {
@@ -829,6 +837,13 @@ fn check(check: Check, s: &Summary) -> Result<()> {
                     "expected one Kernel code address, saw {}: {}",
                     s.kernel_code.len(),
                     kernel_code(s)
+                );
+            }
+            if s.text.len() != 1 {
+                bail!(
+                    "expected one _stext address, saw {}: {:x?}",
+                    s.text.len(),
+                    s.text
                 );
             }
             if s.kaslr_disabled != s.passed {
