@@ -1551,22 +1551,29 @@ mod tests {
     #[test]
     fn summary_counts_linux_boots() {
         let mut s = Summary::default();
-        for (code, kaslr, el) in [
-            ("40210000", "enabled", 2),
-            ("5c610000", "enabled", 1),
-            ("40210000", "disabled on command line", 2),
+        for (code, kaslr, el, text) in [
+            ("40210000", "enabled", 2, "ffff800008010000"),
+            ("5c610000", "enabled", 1, "ffffb3f2c5410000"),
+            (
+                "40210000",
+                "disabled on command line",
+                2,
+                "ffff800008010000",
+            ),
         ] {
             let lines = [
                 format!("[ 0.0] KASLR {kaslr}"),
                 format!("[ 0.1] CPU: All CPU(s) started at EL{el}"),
                 format!("linux-test: iomem   {code}-5fffffff : Kernel code"),
+                format!("linux-test: text {text}"),
             ];
             s.add(&linux_boot(&lines, exited()), true);
         }
         assert_eq!(s.kernel_code.len(), 2);
+        assert_eq!(s.text.len(), 2);
         assert_eq!((s.kaslr_enabled, s.kaslr_disabled, s.el2), (2, 1, 2));
-        assert!(s
-            .line()
-            .ends_with("2 distinct Kernel code, KASLR enabled 2 / disabled 1, EL2 2"));
+        assert!(s.line().ends_with(
+            "2 distinct Kernel code, 2 distinct _stext, KASLR enabled 2 / disabled 1, EL2 2"
+        ));
     }
 }

@@ -955,10 +955,13 @@ mod tests {
 
     #[test]
     fn linux_checks() {
+        // Each boot's _stext differs from its Kernel code by one fixed amount.
         let linux = |codes: &[u64], kaslr: (u32, u32), el2: u32| {
             let mut s = summary(&[], 0);
             s.passed = codes.len() as u32;
             s.kernel_code.extend(codes);
+            s.text
+                .extend(codes.iter().map(|c| c + 0xffff_8000_0000_0000));
             (s.kaslr_enabled, s.kaslr_disabled) = kaslr;
             s.el2 = el2;
             s
@@ -969,6 +972,12 @@ mod tests {
         let five = [1, 2, 3, 4, 4];
         assert!(check(Check::LinuxDistinct(4), &linux(&five, (5, 0), 0)).is_ok());
         assert!(check(Check::LinuxDistinct(4), &linux(&[1, 2, 3, 3, 3], (5, 0), 0)).is_err());
+        let mut fixed_text = linux(&five, (5, 0), 0);
+        fixed_text.text = [0xffff_8000_0801_0000].into();
+        assert!(check(Check::LinuxDistinct(4), &fixed_text).is_err());
+        let mut moved_text = linux(&[7, 7], (0, 2), 0);
+        moved_text.text.insert(1);
+        assert!(check(Check::LinuxSame, &moved_text).is_err());
         assert!(check(Check::LinuxSame, &linux(&[7, 7], (0, 2), 0)).is_ok());
         assert!(check(Check::LinuxSame, &linux(&[7, 8], (0, 2), 0)).is_err());
         assert!(check(Check::LinuxSame, &linux(&[7, 7], (1, 1), 0)).is_err());
