@@ -10,6 +10,13 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
 use crate::memmap::{Avoid, MemError, MemoryMap, Range, RangeSet, MAX_RANGES};
 
+mod build;
+
+pub use build::{
+    build_linux_zero_page, write_rng_seed_node, write_setup_data_node, LinuxBootParams,
+    LOADER_UNDEFINED, MAX_SETUP_HEADER_END, MIN_LINUX_PROTOCOL,
+};
+
 /// Size of `struct boot_params`, the "zero page".
 pub const ZERO_PAGE_SIZE: usize = 4096;
 /// Offset of [`SetupHeader`] in the zero page and in the kernel (here: shim) image.
@@ -36,6 +43,11 @@ pub const E820_ENTRIES: usize = 0x1e8;
 /// `u8 sentinel`: 0xff in the image; non-zero in boot_params means a loader copied more
 /// than the setup header and the fields Linux does not preserve must be read as zero.
 pub const SENTINEL: usize = 0x1ef;
+/// `u32 edd_mbr_sig_buffer[EDD_MBR_SIG_MAX]`: the first field after the setup header's
+/// hole, so no setup header can reach past it.
+pub const EDD_MBR_SIG_BUFFER: usize = 0x290;
+/// `EDD_MBR_SIG_MAX`.
+pub const EDD_MBR_SIG_MAX: usize = 16;
 /// `struct boot_e820_entry e820_table[128]`.
 pub const E820_TABLE: usize = 0x2d0;
 /// `E820_MAX_ENTRIES_ZEROPAGE`.
@@ -130,6 +142,23 @@ pub enum BootParamsError {
     CmdlineUnreadable { pa: u64 },
     /// The memory map does not fit the fixed-size range sets.
     Memory(MemError),
+    /// The kernel's setup area is `len` bytes, shorter than the `need` its header takes.
+    KernelSetupTruncated { len: usize, need: usize },
+    /// No `"HdrS"` in the kernel's setup header: not a bzImage.
+    KernelHeaderMagic(u32),
+    /// The kernel speaks boot protocol `version`, older than 2.12.
+    KernelProtocol { version: u16 },
+    /// The jump at 0x200 ends the kernel's setup header at `end`, before `setup_data`
+    /// or past 0x281.
+    KernelHeaderEnd { end: usize },
+    /// `what` reaches `pa`, above 4 GiB, and the kernel lacks XLF_CAN_BE_LOADED_ABOVE_4G.
+    Above4G { what: &'static str, pa: u64 },
+    /// An initrd range that ends before it starts or past 2^64.
+    BadInitrd { start: u64, end: u64 },
+    /// A setup_data node of `need` bytes does not fit in `have`.
+    SetupDataNoRoom { need: usize, have: usize },
+    /// setup_data of `len` bytes: more than its u32 `len` field can say.
+    SetupDataTooLong { len: usize },
 }
 
 impl fmt::Display for BootParamsError {
@@ -182,6 +211,42 @@ impl fmt::Display for BootParamsError {
                 "command line has no NUL within cmdline_size {max} + 1 bytes"
             ),
             BootParamsError::Memory(e) => write!(f, "e820: {e}"),
+            BootParamsError::KernelSetupTruncated { len, need } => write!(
+                f,
+                "kernel setup area is {len:#x} bytes, its header needs {need:#x}"
+            ),
+            BootParamsError::KernelHeaderMagic(m) => {
+                write!(f, "kernel header magic {m:#x} is not HdrS: not a bzImage")
+            }
+            BootParamsError::KernelProtocol { version } => write!(
+                f,
+                "kernel boot protocol {}.{:02} is older than 2.12",
+                version >> 8,
+                version & 0xff
+            ),
+            BootParamsError::KernelHeaderEnd { end } => {
+                write!(
+                    f,
+                    "kernel setup header ends at {end:#x}, outside 0x258..=0x281"
+                )
+            }
+            BootParamsError::Above4G { what, pa } => write!(
+                f,
+                "{what} reaches {pa:#x}, above 4 GiB, and the kernel cannot take it there"
+            ),
+            BootParamsError::BadInitrd { start, end } => {
+                write!(f, "initrd range {start:#x}..{end:#x} is malformed")
+            }
+            BootParamsError::SetupDataNoRoom { need, have } => write!(
+                f,
+                "setup_data node needs {need:#x} bytes, {have:#x} available"
+            ),
+            BootParamsError::SetupDataTooLong { len } => {
+                write!(
+                    f,
+                    "setup_data of {len:#x} bytes does not fit its u32 length"
+                )
+            }
         }
     }
 }
@@ -354,38 +419,98 @@ impl E820Entry {
     }
 }
 
-/// `struct boot_params` with the fields the shim reads named and the rest opaque.
+/// `struct boot_params` as bootparam.h lays it out, every field named (zero-page.rst
+/// says who fills each); the structures the shim only carries over (`screen_info`,
+/// `edid_info`, `efi_info`, EDD, ...) are kept as bytes.
 #[repr(C, packed)]
 #[derive(Clone, Copy, FromBytes, IntoBytes, Immutable, KnownLayout, Unaligned)]
 pub struct ZeroPage {
-    _pad0: [u8; ACPI_RSDP_ADDR],
+    /// `struct screen_info`: text mode or framebuffer.
+    pub screen_info: [u8; 0x40],
+    /// `struct apm_bios_info`.
+    pub apm_bios_info: [u8; 0x14],
+    _pad2: [u8; 4],
+    /// PA of the tboot shared page.
+    pub tboot_addr: U64,
+    /// `struct ist_info`: Intel SpeedStep BIOS support.
+    pub ist_info: [u8; 0x10],
+    /// PA of the ACPI RSDP, 0 if unknown.
     pub acpi_rsdp_addr: U64,
-    _pad1: [u8; EXT_RAMDISK_IMAGE - ACPI_RSDP_ADDR - 8],
+    _pad3: [u8; 8],
+    /// Obsolete.
+    pub hd0_info: [u8; 0x10],
+    /// Obsolete.
+    pub hd1_info: [u8; 0x10],
+    /// Obsolete.
+    pub sys_desc_table: [u8; 0x10],
+    pub olpc_ofw_header: [u8; 0x10],
+    /// Bits 32..63 of `ramdisk_image`.
     pub ext_ramdisk_image: U32,
+    /// Bits 32..63 of `ramdisk_size`.
     pub ext_ramdisk_size: U32,
+    /// Bits 32..63 of `cmd_line_ptr`.
     pub ext_cmd_line_ptr: U32,
-    _pad2: [u8; E820_ENTRIES - EXT_CMD_LINE_PTR - 4],
+    _pad4: [u8; 0x70],
+    /// PA of the confidential-computing blob.
+    pub cc_blob_address: U32,
+    /// `struct edid_info`.
+    pub edid_info: [u8; 0x80],
+    /// `struct efi_info`: system table and memory map.
+    pub efi_info: [u8; 0x20],
+    pub alt_mem_k: U32,
+    /// For the kernel's own setup code.
+    pub scratch: U32,
+    /// How many entries of `e820_table` are valid.
     pub e820_entries: u8,
-    _pad3: [u8; SENTINEL - E820_ENTRIES - 1],
+    pub eddbuf_entries: u8,
+    pub edd_mbr_sig_buf_entries: u8,
+    pub kbd_status: u8,
+    pub secure_boot: u8,
+    _pad5: [u8; 2],
+    /// 0xff in the image; non-zero in boot_params means a loader copied more than the
+    /// setup header, and `sanitize_boot_params` then zeroes what it does not trust.
     pub sentinel: u8,
-    _pad4: [u8; SETUP_HEADER_OFFSET - SENTINEL - 1],
+    _pad6: [u8; 1],
     pub hdr: SetupHeader,
-    _pad5: [u8; E820_TABLE - SETUP_HEADER_END],
+    _pad7: [u8; EDD_MBR_SIG_BUFFER - SETUP_HEADER_END],
+    pub edd_mbr_sig_buffer: [U32; EDD_MBR_SIG_MAX],
     pub e820_table: [E820Entry; E820_MAX_ENTRIES_ZEROPAGE],
-    _pad6: [u8; ZERO_PAGE_SIZE - E820_TABLE - E820_MAX_ENTRIES_ZEROPAGE * E820_ENTRY_SIZE],
+    _pad8: [u8; 48],
+    /// `struct edd_info eddbuf[EDDMAXNR]`: 6 entries of 82 bytes.
+    pub eddbuf: [u8; 0x1ec],
+    _pad9: [u8; 276],
 }
 
 const _: () = {
     use core::mem::{offset_of, size_of};
     assert!(size_of::<ZeroPage>() == ZERO_PAGE_SIZE);
+    // The offsets of bootparam.h's comments and zero-page.rst's table.
+    assert!(offset_of!(ZeroPage, apm_bios_info) == 0x040);
+    assert!(offset_of!(ZeroPage, tboot_addr) == 0x058);
+    assert!(offset_of!(ZeroPage, ist_info) == 0x060);
     assert!(offset_of!(ZeroPage, acpi_rsdp_addr) == ACPI_RSDP_ADDR);
+    assert!(offset_of!(ZeroPage, hd0_info) == 0x080);
+    assert!(offset_of!(ZeroPage, hd1_info) == 0x090);
+    assert!(offset_of!(ZeroPage, sys_desc_table) == 0x0a0);
+    assert!(offset_of!(ZeroPage, olpc_ofw_header) == 0x0b0);
     assert!(offset_of!(ZeroPage, ext_ramdisk_image) == EXT_RAMDISK_IMAGE);
     assert!(offset_of!(ZeroPage, ext_ramdisk_size) == EXT_RAMDISK_SIZE);
     assert!(offset_of!(ZeroPage, ext_cmd_line_ptr) == EXT_CMD_LINE_PTR);
+    assert!(offset_of!(ZeroPage, cc_blob_address) == 0x13c);
+    assert!(offset_of!(ZeroPage, edid_info) == 0x140);
+    assert!(offset_of!(ZeroPage, efi_info) == 0x1c0);
+    assert!(offset_of!(ZeroPage, alt_mem_k) == 0x1e0);
+    assert!(offset_of!(ZeroPage, scratch) == 0x1e4);
     assert!(offset_of!(ZeroPage, e820_entries) == E820_ENTRIES);
+    assert!(offset_of!(ZeroPage, eddbuf_entries) == 0x1e9);
+    assert!(offset_of!(ZeroPage, edd_mbr_sig_buf_entries) == 0x1ea);
+    assert!(offset_of!(ZeroPage, kbd_status) == 0x1eb);
+    assert!(offset_of!(ZeroPage, secure_boot) == 0x1ec);
     assert!(offset_of!(ZeroPage, sentinel) == SENTINEL);
     assert!(offset_of!(ZeroPage, hdr) == SETUP_HEADER_OFFSET);
+    assert!(offset_of!(ZeroPage, edd_mbr_sig_buffer) == EDD_MBR_SIG_BUFFER);
     assert!(offset_of!(ZeroPage, e820_table) == E820_TABLE);
+    assert!(offset_of!(ZeroPage, eddbuf) == 0xd00);
     assert!(E820_TABLE + E820_MAX_ENTRIES_ZEROPAGE * E820_ENTRY_SIZE == 0xcd0);
 };
 
@@ -1510,6 +1635,17 @@ mod tests {
             BootParamsError::BadSetupIndirect { pa: 1 },
             BootParamsError::CmdlineUnterminated { max: 1 },
             BootParamsError::Memory(MemError::TooManyRanges),
+            BootParamsError::KernelSetupTruncated { len: 1, need: 2 },
+            BootParamsError::KernelHeaderMagic(0),
+            BootParamsError::KernelProtocol { version: 0x20b },
+            BootParamsError::KernelHeaderEnd { end: 0x300 },
+            BootParamsError::Above4G {
+                what: "initrd",
+                pa: 1 << 32,
+            },
+            BootParamsError::BadInitrd { start: 2, end: 1 },
+            BootParamsError::SetupDataNoRoom { need: 2, have: 1 },
+            BootParamsError::SetupDataTooLong { len: 1 << 32 },
         ];
         for e in all {
             let s = e.to_string();
