@@ -6,9 +6,8 @@ use zerocopy::little_endian::{U32, U64};
 use zerocopy::{FromBytes, FromZeros, IntoBytes};
 
 use super::{
-    BootParams, BootParamsError, SetupDataHeader, SetupHeader, ZeroPage, HDRS_MAGIC, KASLR_FLAG,
-    LOADED_HIGH, QUIET_FLAG, SETUP_DATA_HEADER_SIZE, SETUP_HEADER_END, SETUP_HEADER_OFFSET,
-    SETUP_RNG_SEED, XLF_CAN_BE_LOADED_ABOVE_4G,
+    BootParams, BootParamsError, SetupHeader, ZeroPage, HDRS_MAGIC, KASLR_FLAG, LOADED_HIGH,
+    QUIET_FLAG, SETUP_HEADER_END, SETUP_HEADER_OFFSET, XLF_CAN_BE_LOADED_ABOVE_4G,
 };
 use crate::memmap::Range;
 
@@ -229,54 +228,13 @@ fn split(v: u64) -> (U32, U32) {
     (U32::new(v as u32), U32::new((v >> 32) as u32))
 }
 
-/// Writes a `struct setup_data` node (`{u64 next; u32 type; u32 len; u8 data[len]}`)
-/// at the start of `out`; returns the bytes written, `16 + data.len()`.
-pub fn write_setup_data_node(
-    out: &mut [u8],
-    next: u64,
-    typ: u32,
-    data: &[u8],
-) -> Result<usize, BootParamsError> {
-    let len = u32::try_from(data.len())
-        .map_err(|_| BootParamsError::SetupDataTooLong { len: data.len() })?;
-    let header = SETUP_DATA_HEADER_SIZE as usize;
-    let need = header
-        .checked_add(data.len())
-        .ok_or(BootParamsError::SetupDataTooLong { len: data.len() })?;
-    let have = out.len();
-    let node = out
-        .get_mut(..need)
-        .ok_or(BootParamsError::SetupDataNoRoom { need, have })?;
-    let (head, body) = node.split_at_mut(header);
-    let h = SetupDataHeader {
-        next: U64::new(next),
-        typ: U32::new(typ),
-        len: U32::new(len),
-    };
-    head.copy_from_slice(h.as_bytes());
-    body.copy_from_slice(data);
-    Ok(need)
-}
-
-/// A SETUP_RNG_SEED node (type 9) holding `seed`, linking to `next` (the rest of the
-/// chain, 0 for none). Linux's `parse_setup_data` credits the bytes as entropy and
-/// then zeroes them. Returns the bytes written.
-pub fn write_rng_seed_node(
-    out: &mut [u8],
-    next: u64,
-    seed: &[u8],
-) -> Result<usize, BootParamsError> {
-    write_setup_data_node(out, next, SETUP_RNG_SEED, seed)
-}
-
 #[cfg(test)]
 mod tests {
-    use super::super::{
-        walk_setup_data, E820Entry, BOOT_FLAG, CAN_USE_HEAP, E820_ENTRIES, E820_TYPE_ACPI,
-        E820_TYPE_NVS, E820_TYPE_RAM, E820_TYPE_RESERVED, KEEP_SEGMENTS, SENTINEL, XLF_KERNEL_64,
-        ZERO_PAGE_SIZE,
-    };
     use super::*;
+    use crate::bootparams::{
+        E820Entry, BOOT_FLAG, CAN_USE_HEAP, E820_ENTRIES, E820_TYPE_ACPI, E820_TYPE_NVS,
+        E820_TYPE_RAM, E820_TYPE_RESERVED, KEEP_SEGMENTS, SENTINEL, XLF_KERNEL_64, ZERO_PAGE_SIZE,
+    };
     use proptest::prelude::*;
     use zerocopy::little_endian::U16;
 
@@ -802,43 +760,6 @@ mod tests {
                 assert_eq!(out.hdr.payload_offset.get(), hdr.payload_offset.get());
             }
         }
-    }
-
-    #[test]
-    fn rng_seed_node_links_into_the_chain() {
-        // Two nodes in one buffer at PA 0x9_0000: the seed first, then a DTB node.
-        let mut mem = vec![0u8; 0x100];
-        let seed: Vec<u8> = (0..32).collect();
-        let n = write_rng_seed_node(&mut mem, 0x9_0080, &seed).unwrap();
-        assert_eq!(n, 48);
-        assert_eq!(mem[..8], 0x9_0080u64.to_le_bytes());
-        assert_eq!(mem[8..12], 9u32.to_le_bytes());
-        assert_eq!(mem[12..16], 32u32.to_le_bytes());
-        assert_eq!(mem[16..48], seed[..]);
-        assert!(mem[48..].iter().all(|&b| b == 0));
-        let m =
-            write_setup_data_node(&mut mem[0x80..], 0, super::super::SETUP_DTB, b"dtb").unwrap();
-        assert_eq!(m, 19);
-        let read = |pa: u64, len: u64| {
-            let s = usize::try_from(pa.checked_sub(0x9_0000)?).ok()?;
-            mem.get(s..s + len as usize)
-        };
-        let nodes: Vec<_> = walk_setup_data(0x9_0000, read)
-            .collect::<Result<_, _>>()
-            .unwrap();
-        assert_eq!(nodes.len(), 2);
-        assert_eq!((nodes[0].typ, nodes[0].data), (SETUP_RNG_SEED, &seed[..]));
-        assert_eq!(nodes[1].data, b"dtb");
-
-        // Exactly enough room is enough; one byte less is an error, nothing written.
-        let mut exact = [0u8; 16 + 8];
-        assert_eq!(write_rng_seed_node(&mut exact, 0, &[7; 8]), Ok(24));
-        let mut short = [0xeeu8; 16 + 7];
-        assert_eq!(
-            write_rng_seed_node(&mut short, 0, &[7; 8]),
-            Err(BootParamsError::SetupDataNoRoom { need: 24, have: 23 })
-        );
-        assert!(short.iter().all(|&b| b == 0xee));
     }
 
     proptest! {
