@@ -680,7 +680,7 @@ mod tests {
     //! buffer, a container around a small relocatable ELF, and checks on what lands in
     //! RAM and what does not.
     use super::*;
-    use crate::elf::tests::{rela, sample, BASE};
+    use crate::elf::builder::{rela, sample, BASE};
     use crate::entropy::Source;
     use sha2::{Digest, Sha256};
 
