@@ -5,14 +5,18 @@ use super::parse::{
     DT_NULL, DT_RELA, DT_RELAENT, DT_RELASZ, DT_RELR, DT_RELRENT, DT_RELRSZ, PF_R, PF_W, PF_X,
 };
 
-/// A PT_LOAD to build: `data` at `vaddr`, `memsz` bytes in memory.
+/// A PT_LOAD to build: `data` at `vaddr`, `memsz` bytes in memory, `p_align` `align`.
 #[derive(Clone)]
 pub struct Seg {
     pub vaddr: u64,
     pub data: Vec<u8>,
     pub memsz: u64,
     pub flags: u32,
+    pub align: u64,
 }
+
+/// The `p_align` of a page-aligned segment.
+pub const PAGE_ALIGN: u64 = 4096;
 
 /// Builds an ELF64 ET_DYN: header, program headers (PT_LOADs, then PT_DYNAMIC if
 /// `dynamic` is non-empty), segment data, the dynamic table.
@@ -34,21 +38,30 @@ pub fn build(em: u16, entry: u64, segs: &[Seg], dynamic: &[(u64, u64)]) -> Vec<u
     put(&mut out, 54, &56u16.to_le_bytes());
     put(&mut out, 56, &(nph as u16).to_le_bytes());
     let mut blobs = Vec::new();
-    let phdr = |t: u32, flags: u32, off: usize, vaddr: u64, filesz: usize, memsz: u64| {
-        [
-            &t.to_le_bytes()[..],
-            &flags.to_le_bytes(),
-            &(off as u64).to_le_bytes(),
-            &vaddr.to_le_bytes(),
-            &vaddr.to_le_bytes(),
-            &(filesz as u64).to_le_bytes(),
-            &memsz.to_le_bytes(),
-            &4096u64.to_le_bytes(),
-        ]
-        .concat()
-    };
+    let phdr =
+        |t: u32, flags: u32, off: usize, vaddr: u64, filesz: usize, memsz: u64, align: u64| {
+            [
+                &t.to_le_bytes()[..],
+                &flags.to_le_bytes(),
+                &(off as u64).to_le_bytes(),
+                &vaddr.to_le_bytes(),
+                &vaddr.to_le_bytes(),
+                &(filesz as u64).to_le_bytes(),
+                &memsz.to_le_bytes(),
+                &align.to_le_bytes(),
+            ]
+            .concat()
+        };
     for s in segs {
-        out.extend(phdr(1, s.flags, data_off, s.vaddr, s.data.len(), s.memsz));
+        out.extend(phdr(
+            1,
+            s.flags,
+            data_off,
+            s.vaddr,
+            s.data.len(),
+            s.memsz,
+            s.align,
+        ));
         blobs.extend_from_slice(&s.data);
         data_off += s.data.len();
     }
@@ -57,7 +70,7 @@ pub fn build(em: u16, entry: u64, segs: &[Seg], dynamic: &[(u64, u64)]) -> Vec<u
             .iter()
             .flat_map(|(t, v)| [t.to_le_bytes(), v.to_le_bytes()].concat())
             .collect();
-        out.extend(phdr(2, 4, data_off, 0, d.len(), d.len() as u64));
+        out.extend(phdr(2, 4, data_off, 0, d.len(), d.len() as u64, 8));
         blobs.extend(d);
     }
     out.extend(blobs);
@@ -85,6 +98,7 @@ pub fn sample(relas: &[Vec<u8>], relrs: &[u64]) -> Vec<u8> {
         data: vec![0xaa; 0x100],
         memsz: 0x100,
         flags: PF_R | PF_X,
+        align: PAGE_ALIGN,
     };
     let mut data: Vec<u8> = (0..32u64)
         .flat_map(|i| (BASE + 0x1000 + 8 * i).to_le_bytes())
@@ -99,6 +113,7 @@ pub fn sample(relas: &[Vec<u8>], relrs: &[u64]) -> Vec<u8> {
         data,
         memsz: 0x2000,
         flags: PF_R | PF_W,
+        align: PAGE_ALIGN,
     };
     let dynamic = [
         (DT_RELA, rela_at),

@@ -76,6 +76,16 @@ pub enum ElfError {
     BadSegmentAlign {
         align: u64,
     },
+    /// The largest `p_align` is above the `granule` the loader places images at.
+    AlignAboveGranule {
+        align: u64,
+        granule: u64,
+    },
+    /// The image's first page is not aligned to its largest `p_align`.
+    LinkBaseMisaligned {
+        link_base: u64,
+        align: u64,
+    },
     EntryOutsideImage {
         entry: u64,
     },
@@ -153,6 +163,14 @@ impl fmt::Display for ElfError {
             E::BadSegmentAlign { align } => {
                 write!(f, "segment alignment 0x{align:x} is not a power of two")
             }
+            E::AlignAboveGranule { align, granule } => write!(
+                f,
+                "segment alignment 0x{align:x} is above the 0x{granule:x} the image is placed at"
+            ),
+            E::LinkBaseMisaligned { link_base, align } => write!(
+                f,
+                "image base 0x{link_base:x} is not aligned to its segment alignment 0x{align:x}"
+            ),
             E::EntryOutsideImage { entry } => {
                 write!(f, "entry point 0x{entry:x} is outside the image")
             }

@@ -109,6 +109,32 @@ pub struct Headers {
     pub span: u64,
     /// As [`Elf::align`].
     pub align: u64,
+    /// As [`Elf::link_base`].
+    pub link_base: u64,
+}
+
+impl Headers {
+    /// Whether a loader whose load bias (run address minus link address) is always a
+    /// multiple of `granule` (a power of two) honours every PT_LOAD's `p_align`: the
+    /// gABI asks that a segment land at an address congruent to its `p_vaddr` modulo
+    /// `p_align`. That holds when the largest `p_align` divides `granule` and image
+    /// byte 0 (`link_base`, which lands on a granule boundary) is a multiple of it.
+    /// A larger alignment is refused, not dropped.
+    pub fn check_align(&self, granule: u64) -> Result<(), ElfError> {
+        if self.align > granule {
+            return Err(ElfError::AlignAboveGranule {
+                align: self.align,
+                granule,
+            });
+        }
+        if !self.link_base.is_multiple_of(self.align) {
+            return Err(ElfError::LinkBaseMisaligned {
+                link_base: self.link_base,
+                align: self.align,
+            });
+        }
+        Ok(())
+    }
 }
 
 fn align_up(x: u64, align: u64) -> Option<u64> {
@@ -192,6 +218,7 @@ impl<'a> Elf<'a> {
         Ok(Headers {
             span: elf.span,
             align: elf.align,
+            link_base: elf.link_base,
         })
     }
 
@@ -360,10 +387,6 @@ impl<'a> Elf<'a> {
         slice(self.file, seg.offset.checked_add(vaddr - seg.vaddr)?, len)
     }
 
-    pub fn machine(&self) -> Machine {
-        self.machine
-    }
-
     /// Link-time entry address.
     pub fn entry(&self) -> u64 {
         self.entry
@@ -510,9 +533,58 @@ mod tests {
             data: vec![0; 8],
             memsz,
             flags: PF_R,
+            align: PAGE_ALIGN,
         };
         let file = build(AARCH64, first.0, &[seg(first), seg(second)], &[]);
         Elf::parse(&file, Machine::Aarch64).err()
+    }
+
+    #[test]
+    fn p_align_is_honoured_or_refused() {
+        const MIB: u64 = 1 << 20;
+        let headers = |vaddr: u64, align: u64| {
+            let seg = Seg {
+                vaddr,
+                data: vec![0; 8],
+                memsz: 0x10,
+                flags: PF_R,
+                align,
+            };
+            let file = build(AARCH64, vaddr, &[seg], &[]);
+            Elf::headers(&file[..120], file.len() as u64, Machine::Aarch64).unwrap()
+        };
+        // The sample: 4 KiB pages at a 4 KiB-aligned base.
+        let file = sample(&[], &[]);
+        let h = Elf::headers(&file[..0x100], file.len() as u64, Machine::Aarch64).unwrap();
+        assert_eq!((h.span, h.align, h.link_base), (0x3000, 4096, BASE));
+        assert_eq!(h.check_align(2 * MIB), Ok(()));
+        // 64 KiB (aarch64 linkers' max-page-size) and 2 MiB at base 0: honoured.
+        assert_eq!(headers(0, 0x1_0000).check_align(2 * MIB), Ok(()));
+        assert_eq!(headers(0, 2 * MIB).check_align(2 * MIB), Ok(()));
+        // Above the granule: refused, naming both.
+        let e = headers(0, 4 * MIB).check_align(2 * MIB).unwrap_err();
+        assert_eq!(
+            e,
+            ElfError::AlignAboveGranule {
+                align: 4 * MIB,
+                granule: 2 * MIB
+            }
+        );
+        assert_eq!(
+            e.to_string(),
+            "segment alignment 0x400000 is above the 0x200000 the image is placed at"
+        );
+        // A base that is not a multiple of p_align would move the segment off it.
+        assert_eq!(
+            headers(0x1000, 0x1_0000).check_align(2 * MIB),
+            Err(ElfError::LinkBaseMisaligned {
+                link_base: 0x1000,
+                align: 0x1_0000
+            })
+        );
+        // p_align 0 and 1 mean no constraint: the page.
+        assert_eq!(headers(0x1000, 0).align, 4096);
+        assert_eq!(headers(0x1000, 1).check_align(2 * MIB), Ok(()));
     }
 
     #[test]
@@ -541,6 +613,7 @@ mod tests {
             data: vec![],
             memsz: 0x10,
             flags: PF_R,
+            align: PAGE_ALIGN,
         };
         let many: Vec<_> = (0..17).map(seg).collect();
         assert_eq!(
@@ -560,6 +633,7 @@ mod tests {
             data: vec![0; 0x40],
             memsz: 0x40,
             flags: PF_R,
+            align: PAGE_ALIGN,
         };
         let p = |d: &[(u64, u64)]| {
             Elf::parse(
