@@ -11,7 +11,7 @@ use crate::memmap::Range;
 
 // setup_data types (arch/x86/include/uapi/asm/setup_data.h).
 pub const SETUP_NONE: u32 = 0;
-/// More E820 entries than the zero page holds, as a packed [`E820Entry`] array.
+/// More E820 entries than the zero page holds, as a packed [`E820Entry`](super::E820Entry) array.
 pub const SETUP_E820_EXT: u32 = 1;
 pub const SETUP_DTB: u32 = 2;
 pub const SETUP_PCI: u32 = 3;

@@ -198,7 +198,7 @@ impl<'a> BootParams<'a> {
         })
     }
 
-    /// PA of the first `setup_data` node, 0 for none (walk it with [`walk_setup_data`]).
+    /// PA of the first `setup_data` node, 0 for none (walk it with [`walk_setup_data`](super::walk_setup_data)).
     pub fn setup_data(&self) -> u64 {
         self.zp.hdr.setup_data.get()
     }
@@ -237,14 +237,6 @@ pub fn cmdline_len(bytes: &[u8], max: usize) -> Result<usize, BootParamsError> {
     window
         .iter()
         .position(|&b| b == 0)
-        .ok_or(BootParamsError::CmdlineUnterminated { max })
-}
-
-/// The command line itself (without its NUL), checked as [`cmdline_len`] does.
-pub fn cmdline(bytes: &[u8], max: usize) -> Result<&[u8], BootParamsError> {
-    let len = cmdline_len(bytes, max)?;
-    bytes
-        .get(..len)
         .ok_or(BootParamsError::CmdlineUnterminated { max })
 }
 
@@ -430,10 +422,6 @@ mod tests {
     #[test]
     fn command_line() {
         assert_eq!(cmdline_len(b"console=ttyS0\0junk", 2047), Ok(13));
-        assert_eq!(
-            cmdline(b"console=ttyS0\0junk", 2047),
-            Ok(&b"console=ttyS0"[..])
-        );
         assert_eq!(cmdline_len(b"\0", 0), Ok(0));
         // The NUL may sit right after `max` characters ...
         assert_eq!(cmdline_len(b"abcd\0", 4), Ok(4));
