@@ -71,8 +71,8 @@ fn kernel_header(setup: &[u8]) -> Result<(&[u8], SetupHeader), BootParamsError> 
     Ok((bytes, hdr))
 }
 
-/// Without XLF_CAN_BE_LOADED_ABOVE_4G the kernel reads only the low 32 bits of the
-/// command line and initrd pointers (boot.rst, xloadflags bit 1).
+/// boot.rst, xloadflags bit 1: only a kernel with XLF_CAN_BE_LOADED_ABOVE_4G takes its
+/// command line and ramdisk above 4 GiB.
 fn below_4g(what: &'static str, last: u64, may_be_above: bool) -> Result<(), BootParamsError> {
     if may_be_above || last <= u64::from(u32::MAX) {
         Ok(())
