@@ -54,7 +54,7 @@ impl E820Entry {
 }
 
 /// Usable RAM from an E820 map: the union of every `E820_TYPE_RAM` entry minus every
-/// other entry, whatever their order. Duplicates, overlaps and zero-length entries are
+/// other entry, whatever their order. Repeated, overlapping and zero-length entries are
 /// fine; where a non-RAM entry overlaps RAM the non-RAM entry wins (conservative, as
 /// Linux's `e820__update_table` prefers the higher type). Pass every source at once
 /// (the zero-page table chained with each `SETUP_E820_EXT` node) so a reserved entry in
