@@ -196,11 +196,15 @@ pub fn load(
     let t0 = platform.ticks();
     let mut head = [0u8; HEADERS_PREFIX];
     let n = container::unpack_prefix(&payload, &mut head, inflater)?;
+    // The slot is 2 MiB aligned, and so is the virtual base: a payload asking for more
+    // (its largest p_align) is refused rather than placed against it.
     let headers = match Elf::headers(
         head.get(..n).unwrap_or_default(),
         payload.unpacked_size,
         inputs.arch,
-    ) {
+    )
+    .and_then(|h| h.check_align(plan::SLOT_ALIGN).map(|()| h))
+    {
         Ok(headers) => headers,
         // Unreadable headers: a corrupt payload is reported as such (its digest), a
         // sound one by what is wrong with its headers.
@@ -267,7 +271,8 @@ pub fn load(
     let n = unpacked.len();
     let t3 = platform.ticks();
     let elf = Elf::parse(unpacked, inputs.arch)?;
-    if elf.span() != span {
+    let verified = (elf.span(), elf.align(), elf.link_base());
+    if verified != (span, headers.align, headers.link_base) {
         // The verified file's headers are the ones the slot was chosen by.
         return Err(BootError::Elf(ElfError::HeadersChanged));
     }
@@ -680,7 +685,7 @@ mod tests {
     //! buffer, a container around a small relocatable ELF, and checks on what lands in
     //! RAM and what does not.
     use super::*;
-    use crate::elf::tests::{rela, sample, BASE};
+    use crate::elf::builder::{rela, sample, BASE};
     use crate::entropy::Source;
     use sha2::{Digest, Sha256};
 
@@ -928,6 +933,36 @@ mod tests {
             .unwrap();
         let text = e.to_string();
         assert!(text.contains("257") && text.contains("0x401008"), "{text}");
+    }
+
+    #[test]
+    fn a_payload_aligned_above_2_mib_is_refused_not_misplaced() {
+        use crate::elf::builder::{build, Seg, AARCH64};
+        let seg = Seg {
+            vaddr: 0,
+            data: vec![0xaa; 0x100],
+            memsz: 0x100,
+            flags: 5,
+            align: 4 << 20,
+        };
+        let elf = build(AARCH64, 0, &[seg], &[]);
+        let c = container(&elf, &elf);
+        let mut fake = Fake::new();
+        let e = load(&mut fake, inputs(&c, b"", 1), &mut DecompressorOxide::new())
+            .err()
+            .unwrap();
+        assert_eq!(
+            e,
+            BootError::Elf(ElfError::AlignAboveGranule {
+                align: 4 << 20,
+                granule: 2 << 20
+            })
+        );
+        assert_eq!(
+            fake.handed.len(),
+            1,
+            "only the scratch the digest was checked in"
+        );
     }
 
     #[test]

@@ -27,7 +27,7 @@ pub enum MemmapKind {
     Avoid,
     /// `nn@ss`: declares usable memory; KASLR ignores it.
     Ignore,
-    /// Bare `nn`: "memmap=nn[KMG] has the same behaviour as mem=nn[KMG]".
+    /// Bare `nn`: "memmap=nn\[KMG\] has the same behaviour as mem=nn\[KMG\]".
     Limit,
 }
 

@@ -52,11 +52,6 @@ impl Source {
             Source::Counter => "counter",
         }
     }
-
-    /// Everything but the counter is unpredictable enough to count as strong.
-    pub const fn is_strong(self) -> bool {
-        !matches!(self, Source::Counter)
-    }
 }
 
 /// Samples a CPU RNG gives for its health check, and how many consecutive pairs of
@@ -296,7 +291,12 @@ mod tests {
         m.add(Source::CpuRng, &[1]);
         assert_eq!(m.sources(), source::COUNTER | source::CPU_RNG);
         assert!(m.strong());
-        assert!(!Source::Counter.is_strong() && Source::CpuSeed.is_strong());
+        // Every source but the counter is strong on its own.
+        for s in Source::ALL {
+            let mut m = Mixer::new();
+            m.add(s, &[1; 8]);
+            assert_eq!(m.strong(), s != Source::Counter, "{s:?}");
+        }
         assert_eq!(Source::KaslrSeed.name(), "kaslr-seed");
     }
 

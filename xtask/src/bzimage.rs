@@ -37,6 +37,9 @@ pub const PREF_ADDRESS: u64 = 0x100_0000;
 pub const CMDLINE_SIZE: u32 = 4095;
 /// Linux's value: loaders put the initrd below 2 GiB unless XLF_CAN_BE_LOADED_ABOVE_4G.
 pub const INITRD_ADDR_MAX: u32 = 0x7fff_ffff;
+/// `vid_mode` NORMAL_VGA, Linux's default: a loader writes it only for `vga=`, and the
+/// shim hands the loader's value on to a Linux payload.
+pub const VID_MODE_NORMAL: u16 = 0xffff;
 /// The setup part's offset of the jump field (`jmp` to the 16-bit code).
 const JUMP_OFFSET: usize = 0x200;
 /// Linux's `SETUP_SECT_MIN`: some loaders assume at least 4 sectors after the boot one.
@@ -78,6 +81,7 @@ pub fn assemble(setup: &[u8], protected: &[u8]) -> Result<Vec<u8>> {
         .map_err(|_| anyhow::anyhow!("setup header size mismatch"))?;
     hdr.setup_sects = (sectors - 1) as u8;
     hdr.syssize.set(init_size / 16);
+    hdr.vid_mode.set(VID_MODE_NORMAL);
     hdr.boot_flag.set(BOOT_FLAG);
     hdr.header.set(HDRS_MAGIC);
     hdr.version.set(VERSION);
@@ -107,7 +111,12 @@ pub fn assemble(setup: &[u8], protected: &[u8]) -> Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shim_common::bootparams::{BootParams, ZERO_PAGE_SIZE};
+    use shim_common::bootparams::{
+        build_linux_zero_page, BootParams, LinuxBootParams, ZeroPage, CAN_USE_HEAP, KASLR_FLAG,
+        ZERO_PAGE_SIZE,
+    };
+    use shim_common::memmap::Range;
+    use zerocopy::FromZeros;
 
     /// A setup part like setup.S's: zeros, the jmp at 0x200, code at 0x1000.
     fn setup(len: usize) -> Vec<u8> {
@@ -143,6 +152,7 @@ mod tests {
         assert_eq!(h.syssize.get(), 0x6_0000 / 16);
         assert_eq!(h.boot_flag.get(), 0xaa55);
         assert_eq!(&image[0x1fe..0x200], &[0x55, 0xaa]);
+        assert_eq!(&image[0x1fa..0x1fc], &[0xff, 0xff], "vid_mode normal");
         assert_eq!(h.jump.get(), 0x6aeb);
         assert_eq!(&image[0x202..0x206], b"HdrS");
         assert_eq!(h.version.get(), 0x020f);
@@ -201,5 +211,45 @@ mod tests {
         assert!(assemble(&setup(257 * 512), &protected(0x1000)).is_err());
         assert!(assemble(&setup(0x1100), &protected(0x1001)).is_err());
         assert!(assemble(&setup(0x1100), &[]).is_err());
+    }
+
+    /// The shim's header is a real bzImage header: as the zero page QEMU's `-kernel`
+    /// leaves (its writes at 0x210, 0x211, 0x224, 0x228) and as the kernel whose header
+    /// a Linux zero page copies, it goes through `build_linux_zero_page`.
+    #[test]
+    fn header_through_the_linux_zero_page_builder() {
+        let image = assemble(&setup(0x111e), &protected(0x6_0000)).unwrap();
+        let kernel = &image[..header(&image).protected_mode_offset() as usize];
+        let mut loader = image[..ZERO_PAGE_SIZE].to_vec();
+        loader[0x210] = 0xb0;
+        loader[0x211] |= CAN_USE_HEAP;
+        loader[0x224..0x226].copy_from_slice(&0xfe00u16.to_le_bytes());
+        loader[0x228..0x22c].copy_from_slice(&0x2_0000u32.to_le_bytes());
+        let args = LinuxBootParams {
+            loader: BootParams::new(&loader).unwrap(),
+            kernel_setup: kernel,
+            cmd_line_ptr: 0x2_0000,
+            initrd: Some(Range {
+                start: 0x7f00_0000,
+                end: 0x7f80_0000,
+            }),
+            kaslr: true,
+            setup_data: 0,
+        };
+        let mut out = ZeroPage::new_zeroed();
+        build_linux_zero_page(&mut out, &args).unwrap();
+        let page = zerocopy::IntoBytes::as_bytes(&out);
+        assert_eq!(page[0x1ef], 0, "sentinel");
+        assert_eq!(&page[0x1f1..0x1fa], &image[0x1f1..0x1fa]);
+        assert_eq!(&page[0x1fa..0x1fc], &[0xff, 0xff], "the loader's vid_mode");
+        assert_eq!(&page[0x1fc..0x210], &image[0x1fc..0x210]);
+        assert_eq!(page[0x210], 0xb0);
+        assert_eq!(page[0x211], LOADED_HIGH | KASLR_FLAG);
+        assert_eq!(&page[0x224..0x226], &[0, 0], "no real-mode heap");
+        assert_eq!(&page[0x22c..0x250], &image[0x22c..0x250]);
+        assert_eq!(&page[0x258..0x26c], &image[0x258..0x26c]);
+        let bp = BootParams::new(page).unwrap();
+        assert_eq!(bp.cmd_line_ptr(), 0x2_0000);
+        assert_eq!(bp.initrd(), args.initrd);
     }
 }

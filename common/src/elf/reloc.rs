@@ -1,0 +1,240 @@
+//! Applying an ELF payload's relative relocations for the base it runs at: the RELA
+//! table (RELATIVE and NONE only) and the RELR bitmap encoding, every write inside the
+//! image.
+
+use zerocopy::little_endian::U64;
+use zerocopy::{FromBytes, Immutable, KnownLayout};
+
+use super::{slice_mut, Elf, ElfError};
+
+pub(super) const RELA_SIZE: usize = 24;
+pub(super) const RELR_SIZE: usize = 8;
+
+#[repr(C)]
+#[derive(FromBytes, KnownLayout, Immutable)]
+struct Rela {
+    r_offset: U64,
+    /// `ELF64_R_TYPE(info) = info & 0xffffffff`.
+    r_info: U64,
+    /// Signed; two's complement makes `wrapping_add` right.
+    r_addend: U64,
+}
+
+const _: () = assert!(core::mem::size_of::<Rela>() == RELA_SIZE);
+
+/// Relocation counts: words patched.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RelocStats {
+    pub rela: usize,
+    pub relr: usize,
+}
+
+impl<'a> Elf<'a> {
+    /// Number of RELA and RELR table entries.
+    pub fn reloc_entries(&self) -> (usize, usize) {
+        (self.rela.len() / RELA_SIZE, self.relr.len() / RELR_SIZE)
+    }
+
+    /// The type (`ELF64_R_TYPE`, the low 32 bits of `r_info`) of each RELA entry, in
+    /// table order: what a report counts by type, before [`Elf::relocate`] refuses
+    /// any type but RELATIVE and NONE.
+    pub fn rela_types(&self) -> impl Iterator<Item = u32> + 'a {
+        self.rela
+            .chunks_exact(RELA_SIZE)
+            .filter_map(|c| Rela::ref_from_bytes(c).ok())
+            .map(|r| (r.r_info.get() & 0xffff_ffff) as u32)
+    }
+
+    /// How many words the RELR table relocates: one per address entry, one per set
+    /// bit 1..=63 of each bitmap entry (what [`Elf::relocate`] reports as `relr`).
+    pub fn relr_words(&self) -> usize {
+        self.relr
+            .chunks_exact(RELR_SIZE)
+            .filter_map(|c| U64::ref_from_bytes(c).ok())
+            .map(|e| match e.get() {
+                w if w & 1 == 0 => 1,
+                w => (w >> 1).count_ones() as usize,
+            })
+            .sum()
+    }
+
+    /// Applies the relative relocations to a loaded `image` that will run with
+    /// `link_base` at `virt_base`. The tables are read from the file; only words
+    /// inside `image[..span]` are ever written.
+    ///
+    /// RELA (as arch/arm64/kernel/pi/relocate.c): for the machine's RELATIVE type,
+    /// `*(u64 *)(image + r_offset - link_base) = r_addend + displacement`.
+    /// RELR: "an even entry is an address: relocate the word there and move `where` to
+    /// the next word; an odd entry is a bitmap: bit i (1..=63) relocates
+    /// `where + (i - 1) * 8`, then `where` advances by 63 words". Relocating adds the
+    /// displacement to the word.
+    pub fn relocate(&self, image: &mut [u8], virt_base: u64) -> Result<RelocStats, ElfError> {
+        let image = self.window(image)?;
+        let disp = virt_base.wrapping_sub(self.link_base);
+        let mut stats = RelocStats::default();
+
+        let relas = <[Rela]>::ref_from_bytes(self.rela).map_err(|_| ElfError::Truncated)?;
+        for r in relas {
+            let offset = r.r_offset.get();
+            let r_type = (r.r_info.get() & 0xffff_ffff) as u32;
+            if r_type == 0 {
+                continue; // R_*_NONE
+            }
+            if r_type != self.machine.relative() {
+                return Err(ElfError::UnsupportedRelocation { r_type, offset });
+            }
+            *self.word(image, offset)? = U64::new(r.r_addend.get().wrapping_add(disp));
+            stats.rela += 1;
+        }
+
+        let relrs = <[U64]>::ref_from_bytes(self.relr).map_err(|_| ElfError::Truncated)?;
+        let mut place: Option<u64> = None;
+        for entry in relrs.iter().map(|e| e.get()) {
+            if entry & 1 == 0 {
+                self.add(image, entry, disp)?;
+                stats.relr += 1;
+                place = Some(entry.wrapping_add(8));
+            } else {
+                let base = place.ok_or(ElfError::RelrBitmapFirst)?;
+                for bit in 1..64u64 {
+                    if (entry >> bit) & 1 != 0 {
+                        self.add(image, base.wrapping_add((bit - 1) * 8), disp)?;
+                        stats.relr += 1;
+                    }
+                }
+                place = Some(base.wrapping_add(63 * 8));
+            }
+        }
+        Ok(stats)
+    }
+
+    /// The little-endian word at link address `offset`, if it lies inside `image`.
+    fn word<'i>(&self, image: &'i mut [u8], offset: u64) -> Result<&'i mut U64, ElfError> {
+        let out = ElfError::RelocOutOfImage { offset };
+        let at = offset.checked_sub(self.link_base).ok_or(out)?;
+        let bytes = slice_mut(image, at, 8).ok_or(out)?;
+        U64::mut_from_bytes(bytes).map_err(|_| out)
+    }
+
+    fn add(&self, image: &mut [u8], offset: u64, disp: u64) -> Result<(), ElfError> {
+        let w = self.word(image, offset)?;
+        *w = U64::new(w.get().wrapping_add(disp));
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::elf::builder::*;
+    use crate::elf::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn applies_rela_and_relr() {
+        let w = |i: u64| BASE + 0x1000 + 8 * i;
+        let relas = [
+            rela(w(0), 1027, 0x1234),
+            rela(w(1), 0, 0),
+            rela(BASE + 0x2ff8, 1027, 7),
+        ];
+        // Address entry for word 2, then a bitmap for words 3, 5 and (3 + 62) = 65:
+        // out of the 32 data words but still in bss, so legal.
+        let relr = [w(2), 1 | (1 << 1) | (1 << 3), w(10), 1 | (1 << 63)];
+        let file = sample(&relas, &relr);
+        let elf = Elf::parse(&file, Machine::Aarch64).unwrap();
+        assert_eq!(elf.reloc_entries(), (3, 4));
+        assert_eq!(elf.rela_types().collect::<Vec<_>>(), [1027, 0, 1027]);
+        assert_eq!(elf.relr_words(), 5);
+        let mut image = vec![0u8; 0x3000];
+        elf.load(&mut image).unwrap();
+        let virt = 0xffff_8000_1000_0000;
+        let disp = virt - BASE;
+        let stats = elf.relocate(&mut image, virt).unwrap();
+        assert_eq!(stats, RelocStats { rela: 2, relr: 5 });
+        assert_eq!(word(&image, w(0)), 0x1234 + disp);
+        assert_eq!(word(&image, w(1)), w(1), "R_AARCH64_NONE skipped");
+        assert_eq!(word(&image, BASE + 0x2ff8), 7 + disp);
+        for i in [2, 3, 5, 10] {
+            assert_eq!(word(&image, w(i)), w(i) + disp, "word {i}");
+        }
+        for i in [4, 6, 9, 11, 12] {
+            assert_eq!(word(&image, w(i)), w(i), "word {i} untouched");
+        }
+        assert_eq!(
+            word(&image, w(11 + 62)),
+            disp,
+            "bitmap bit 63 patched a bss word"
+        );
+        // Relocating down (virt below link base) wraps correctly.
+        let mut again = vec![0u8; 0x3000];
+        elf.load(&mut again).unwrap();
+        elf.relocate(&mut again, 0x1000).unwrap();
+        assert_eq!(word(&again, w(2)), w(2) - BASE + 0x1000);
+    }
+
+    #[test]
+    fn unsupported_relocation_names_type_and_offset() {
+        let file = sample(&[rela(BASE + 0x1000, 257, 0)], &[]);
+        let elf = Elf::parse(&file, Machine::Aarch64).unwrap();
+        let mut image = vec![0u8; 0x3000];
+        let err = elf.relocate(&mut image, 0).unwrap_err();
+        assert_eq!(
+            err,
+            ElfError::UnsupportedRelocation {
+                r_type: 257,
+                offset: BASE + 0x1000
+            }
+        );
+        assert_eq!(
+            err.to_string(),
+            "unsupported relocation type 257 at offset 0x401000"
+        );
+    }
+
+    #[test]
+    fn relocation_outside_image() {
+        for (relas, relr) in [
+            (vec![rela(BASE + 0x2ff9, 1027, 0)], vec![]),
+            (vec![rela(BASE - 8, 1027, 0)], vec![]),
+            (vec![rela(u64::MAX - 3, 1027, 0)], vec![]),
+            (vec![], vec![BASE + 0x3000]),
+            (vec![], vec![BASE + 0x2ff0, 0b101]),
+            (vec![], vec![u64::MAX - 7, 0b11]),
+        ] {
+            let file = sample(&relas, &relr);
+            let elf = Elf::parse(&file, Machine::Aarch64).unwrap();
+            let mut image = vec![0u8; 0x3100];
+            elf.load(&mut image).unwrap();
+            let err = elf.relocate(&mut image, 0x8000_0000).unwrap_err();
+            assert!(matches!(err, ElfError::RelocOutOfImage { .. }), "{err:?}");
+            assert!(image[0x3000..].iter().all(|&b| b == 0));
+        }
+        let file = sample(&[], &[0b11]);
+        let elf = Elf::parse(&file, Machine::Aarch64).unwrap();
+        assert_eq!(
+            elf.relocate(&mut vec![0; 0x3000], 0),
+            Err(ElfError::RelrBitmapFirst)
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn random_relocations_stay_inside(
+            relas in proptest::collection::vec((0u64..0x3100, prop::sample::select(vec![0u32, 1027, 1027, 1027, 8, 1026])), 0..20),
+            relr in proptest::collection::vec(any::<u64>().prop_map(|w| if w & 1 == 0 { BASE - 0x100 + w % 0x3200 } else { w }), 0..20),
+            virt in any::<u64>(),
+        ) {
+            let relas: Vec<_> = relas.iter().map(|&(o, t)| rela(BASE - 0x80 + o, t, o)).collect();
+            let file = sample(&relas, &relr);
+            let elf = Elf::parse(&file, Machine::Aarch64).unwrap();
+            let mut image = vec![0x5au8; 0x3000 + 64];
+            elf.load(&mut image).unwrap();
+            let _ = elf.relocate(&mut image, virt);
+            prop_assert!(image[0x3000..].iter().all(|&b| b == 0x5a));
+            let mut exact = vec![0u8; 0x3000];
+            elf.load(&mut exact).unwrap();
+            let _ = elf.relocate(&mut exact, virt);
+        }
+    }
+}
