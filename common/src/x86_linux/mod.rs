@@ -1,0 +1,23 @@
+//! A distribution's x86_64 bzImage as the payload: what Linux's own decompressor
+//! (arch/x86/boot/compressed/misc.c) and its EFI stub do, as pure steps on byte slices:
+//! read the setup header, decompress the kernel, lay out vmlinux, apply its relocations.
+//!
+//! The order the boot sequence calls them in, all on one slot-sized buffer `buf` (the
+//! random 2 MiB-aligned physical slot):
+//!
+//! ```text
+//! parse_bzimage(file)                      setup header, payload, sizes, version
+//! needed_size(bz, vm) bytes for the slot   (vm from the first decompressed bytes)
+//! decompress(bz, buf, ..) -> output_len    buf[..output_len] = vmlinux.bin ++ vmlinux.relocs
+//! parse_vmlinux(&buf[..output_len])        PT_LOAD segments (by p_paddr), sizes, entry
+//! place_segments(buf, output_len, vm)      each segment moved to p_paddr - LOAD_PHYSICAL_ADDR
+//! relocate(buf, output_len, vm, delta, ..) delta = virt_addr - LOAD_PHYSICAL_ADDR
+//! jump to slot + vm.entry_offset           (startup_64, rsi = boot_params)
+//! ```
+
+mod bzimage;
+
+pub use bzimage::{is_bzimage, parse_bzimage, BzImage, BzImageError, Compression, KernelVersion};
+/// 2 MiB: the x86_64 kernel's `MIN_KERNEL_ALIGN` (PMD size). Physical and virtual
+/// bases must both be multiples of it (misc.c checks both).
+pub const MIN_KERNEL_ALIGN: u64 = 2 << 20;
