@@ -16,8 +16,11 @@
 //! ```
 
 mod bzimage;
+mod decompress;
 
 pub use bzimage::{is_bzimage, parse_bzimage, BzImage, BzImageError, Compression, KernelVersion};
+pub use decompress::{decompress, DecompressError, Lz4Failure, LZ4_CHUNK};
+
 /// 2 MiB: the x86_64 kernel's `MIN_KERNEL_ALIGN` (PMD size). Physical and virtual
 /// bases must both be multiples of it (misc.c checks both).
 pub const MIN_KERNEL_ALIGN: u64 = 2 << 20;
