@@ -17,9 +17,15 @@
 
 mod bzimage;
 mod decompress;
+mod relocs;
+mod vmlinux;
 
 pub use bzimage::{is_bzimage, parse_bzimage, BzImage, BzImageError, Compression, KernelVersion};
 pub use decompress::{decompress, DecompressError, Lz4Failure, LZ4_CHUNK};
+pub use relocs::{KERNEL_IMAGE_SIZE, START_KERNEL_MAP};
+pub use vmlinux::{
+    parse_vmlinux, place_segments, LoadSegment, Vmlinux, VmlinuxError, MAX_LOAD_SEGMENTS,
+};
 
 /// 2 MiB: the x86_64 kernel's `MIN_KERNEL_ALIGN` (PMD size). Physical and virtual
 /// bases must both be multiples of it (misc.c checks both).
