@@ -7,12 +7,15 @@
 //!
 //! ```text
 //! parse_bzimage(file)                      setup header, payload, sizes, version
-//! needed_size(bz, vm) bytes for the slot   (vm from the first decompressed bytes)
+//! slot_size(bz)                            the slot to choose, from the header alone
 //! decompress(bz, buf, ..) -> output_len    buf[..output_len] = vmlinux.bin ++ vmlinux.relocs
 //! parse_vmlinux(&buf[..output_len])        PT_LOAD segments (by p_paddr), sizes, entry
+//! needed_size(bz, vm) <= slot_size(bz)     or refuse: the header understated the image
 //! place_segments(buf, output_len, vm)      each segment moved to p_paddr - LOAD_PHYSICAL_ADDR
-//! relocate(buf, output_len, vm, delta, ..) delta = virt_addr - LOAD_PHYSICAL_ADDR
-//! jump to slot + vm.entry_offset           (startup_64, rsi = boot_params)
+//! reloc_layout(bz.version)                 or detect_layout(buf, output_len, vm)
+//! relocate(buf, output_len, vm, delta, ..) delta = virt_addr(k, ..) - LOAD_PHYSICAL_ADDR,
+//!                                          k uniform below virt_slots(needed, ..)
+//! jump to slot + vm.entry_offset()         (startup_64, rsi = boot_params)
 //! ```
 
 mod bzimage;
@@ -22,7 +25,11 @@ mod vmlinux;
 
 pub use bzimage::{is_bzimage, parse_bzimage, BzImage, BzImageError, Compression, KernelVersion};
 pub use decompress::{decompress, DecompressError, Lz4Failure, LZ4_CHUNK};
-pub use relocs::{KERNEL_IMAGE_SIZE, START_KERNEL_MAP};
+pub use relocs::{
+    detect_layout, needed_size, reloc_layout, relocate, scan_relocs, slot_size, virt_addr,
+    virt_slots, RelocCounts, RelocError, RelocKind, RelocLayout, KERNEL_IMAGE_SIZE,
+    START_KERNEL_MAP,
+};
 pub use vmlinux::{
     parse_vmlinux, place_segments, LoadSegment, Vmlinux, VmlinuxError, MAX_LOAD_SEGMENTS,
 };
