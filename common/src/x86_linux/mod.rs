@@ -23,6 +23,9 @@ mod decompress;
 mod relocs;
 mod vmlinux;
 
+#[cfg(test)]
+mod debian;
+
 pub use bzimage::{is_bzimage, parse_bzimage, BzImage, BzImageError, Compression, KernelVersion};
 pub use decompress::{decompress, DecompressError, Lz4Failure, LZ4_CHUNK};
 pub use relocs::{

@@ -318,15 +318,17 @@ impl Vmlinux {
         self.entry_offset
     }
 
-    /// `max(p_paddr + p_memsz) - LOAD_PHYSICAL_ADDR`, i.e. `_end - _text`
-    /// (misc.c's `kernel_total_size`).
+    /// `max(p_paddr + p_memsz) - LOAD_PHYSICAL_ADDR`: what the laid-out image spans,
+    /// `_end - _text` (misc.c's `kernel_total_size`) or more: Debian's 6.1 has a 4 MiB
+    /// `.init.scratch` past `_end` inside the last segment, so 0x2e00000 against 0x2830000.
     pub fn image_size(&self) -> u64 {
         self.image_size
     }
 
     /// `max(p_paddr + p_filesz) - LOAD_PHYSICAL_ADDR`: the bytes that hold file data once
-    /// laid out (up to `__bss_start`, or `_end` where the last segment's bss is in the
-    /// file, as Debian's 6.1 has it). Relocated fields must lie below it.
+    /// laid out, up to `__bss_start` or, where a section with file bytes follows bss (as
+    /// `.init.scratch` in Debian's 6.1), up to its end. Relocated fields must lie below
+    /// it (misc.c's bound is `__bss_start`, which the header does not give).
     pub fn file_end(&self) -> u64 {
         self.file_end
     }
