@@ -340,7 +340,7 @@ impl Vmlinux {
     }
 }
 
-/// `len` bytes at `offset` of `bytes`, with the arithmetic checked.
+/// `[offset, offset + len)` as indices, with the arithmetic checked.
 fn range(offset: u64, len: u64) -> Option<(usize, usize)> {
     let start = usize::try_from(offset).ok()?;
     Some((start, start.checked_add(usize::try_from(len).ok()?)?))
@@ -584,12 +584,11 @@ pub fn place_segments(buf: &mut [u8], output_len: usize, vm: &Vmlinux) -> Result
         }
     }
     for s in segs {
-        let src = range(s.offset, s.filesz);
-        let dest = usize::try_from(s.dest(load)).ok();
+        // Both ranges were checked above; checked again so copy_within cannot panic.
+        let src = range(s.offset, s.filesz).filter(|&(_, end)| end <= output_len);
+        let dest = range(s.dest(load), s.filesz).filter(|&(_, end)| end <= buf.len());
         match (src, dest) {
-            (Some((start, end)), Some(dest)) if end <= output_len => {
-                buf.copy_within(start..end, dest);
-            }
+            (Some((start, end)), Some((dest, _))) => buf.copy_within(start..end, dest),
             _ => return Err(VmlinuxError::SegmentOutOfFile { paddr: s.paddr }),
         }
     }
