@@ -616,6 +616,33 @@ mod tests {
     }
 
     #[test]
+    fn every_cut_and_flip_of_the_table_fails_cleanly() {
+        use proptest::prelude::*;
+        for (layout, table) in [
+            (RelocLayout::ThreeLists, three()),
+            (RelocLayout::TwoLists, two()),
+        ] {
+            let (f, n, vm) = placed(&table);
+            // Shorter outputs: the end moves into the table; only whole tables pass.
+            for cut in 0..n {
+                let mut g = f.clone();
+                let r = relocate(&mut g, cut, &vm, 0x20_0000, layout);
+                if r.is_err() {
+                    assert_eq!(g, f, "cut {cut}: {r:?}");
+                }
+            }
+            proptest!(|(at in 0x2000..n, bit in 0..8u8, delta in any::<u64>())| {
+                let mut g = f.clone();
+                g[at] ^= 1 << bit;
+                let before = g.clone();
+                if relocate(&mut g, n, &vm, delta, layout).is_err() {
+                    prop_assert_eq!(g, before);
+                }
+            });
+        }
+    }
+
+    #[test]
     fn a_field_inside_the_table_is_refused() {
         // Segments laid out past the output (moved up beyond the table): fields there
         // are fine, fields on the table are not.
