@@ -32,3 +32,4 @@ pub mod memmap;
 pub mod plan;
 pub mod slot;
 pub mod stack;
+pub mod x86_linux;

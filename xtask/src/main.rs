@@ -16,6 +16,7 @@ mod inspect;
 mod kexec;
 mod linux;
 mod linux_models;
+mod linux_x86;
 mod pack;
 mod qemu;
 mod residue;

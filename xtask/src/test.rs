@@ -13,7 +13,7 @@ use clap::{Args, ValueEnum};
 use crate::arch::Arch;
 use crate::image::{self, BuildArgs};
 use crate::qemu::{self, Expect, Initrd, Loader, Machine, Summary};
-use crate::{cargo, deps, dtbs, exec, linux, residue, target_dir};
+use crate::{cargo, deps, dtbs, exec, linux, linux_x86, residue, target_dir};
 use shim_boards::Board;
 
 #[derive(Args, Debug)]
@@ -575,14 +575,17 @@ pub fn run(args: &TestArgs) -> Result<()> {
     let filters = &args.cases;
 
     if !args.qemu_only && selected(filters, "host-tests") {
-        // The board DTB test skips without its directory; here it must run, so a
-        // download that fails fails the step.
+        // The board DTB and Debian x86 kernel tests skip without their directories;
+        // here they must run, so a download that fails fails the step.
         let outcome = dtbs::all()
             .context("getting the boards' device trees for the host tests")
-            .and_then(|dir| {
+            .and_then(|dtbs| {
+                let x86 = linux_x86::inputs()
+                    .context("getting Debian's x86_64 kernel for the host tests")?;
                 let mut cmd = cargo();
                 cmd.args(["test", "-p", "shim-common", "-p", "xtask"])
-                    .env(dtbs::ENV, dir);
+                    .env(dtbs::ENV, dtbs)
+                    .env(linux_x86::ENV, x86);
                 exec(&mut cmd)
             });
         record("host-tests".into(), outcome);

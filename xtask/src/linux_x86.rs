@@ -1,0 +1,212 @@
+//! Debian's x86_64 cloud kernel, for the x86 Linux payload: its bzImage (from
+//! `linux-image-<abi>-cloud-amd64-unsigned`) and its System.map (from the `-dbg`
+//! package: the image package's own /boot/System.map is a one-line stub). Fetched with
+//! `apt-get download`, unpacked with `dpkg-deb`, cached under
+//! `target/xtask/linux-x86_64/{bzImage,System.map}`; the host test in
+//! common/src/x86_linux reads that directory through `SHIM_LINUX_X86`.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{bail, ensure, Context, Result};
+use shim_common::x86_linux::{self, Compression};
+
+use crate::{announce, capture, deps, exec, target_dir};
+
+/// The metapackage that names Debian's current cloud kernel for amd64.
+pub const KERNEL_METAPACKAGE: &str = "linux-image-cloud-amd64";
+pub const ARCH: &str = "amd64";
+/// The environment variable the host test reads the directory from.
+pub const ENV: &str = "SHIM_LINUX_X86";
+
+/// The cache directory.
+pub fn dir() -> PathBuf {
+    target_dir().join("xtask").join("linux-x86_64")
+}
+
+/// The directory holding `bzImage` and `System.map`, downloading them once.
+pub fn inputs() -> Result<PathBuf> {
+    let dir = dir();
+    let (bzimage, map, stamp) = (
+        dir.join("bzImage"),
+        dir.join("System.map"),
+        dir.join("kernel-package"),
+    );
+    if !(bzimage.is_file() && map.is_file() && stamp.is_file()) {
+        fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        fetch(&dir)?;
+    }
+    let label = fs::read_to_string(&stamp).unwrap_or_default();
+    eprintln!(
+        "xtask: Debian's x86_64 kernel {}: {}",
+        label.trim(),
+        dir.display()
+    );
+    Ok(dir)
+}
+
+/// Downloads the kernel and its debug package and keeps the two files.
+fn fetch(dir: &Path) -> Result<()> {
+    let meta = format!("{KERNEL_METAPACKAGE}:{ARCH}");
+    let depends = capture(Command::new("apt-cache").args(["depends", &meta]))?;
+    let abi = kernel_abi(&depends)
+        .with_context(|| format!("`apt-cache depends {meta}` names no linux-image package"))?;
+    let work = dir.join("download");
+    let _ = fs::remove_dir_all(&work);
+    fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
+
+    let image_pkg = format!("linux-image-{abi}-unsigned");
+    let (deb, version) = download(&work, &image_pkg)?;
+    let root = work.join("image");
+    exec(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&root))?;
+    let vmlinuz = root.join("boot").join(format!("vmlinuz-{abi}"));
+    let bytes =
+        fs::read(&vmlinuz).with_context(|| format!("{image_pkg} has no {}", vmlinuz.display()))?;
+    let bz = x86_linux::parse_bzimage(&bytes)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", vmlinuz.display()))?;
+    if bz.compression != Compression::Lz4 && bz.compression != Compression::Gzip {
+        eprintln!(
+            "xtask: note: {} is {}-compressed; the shim decodes only gzip and lz4",
+            vmlinuz.display(),
+            bz.compression
+        );
+    }
+    fs::write(dir.join("bzImage"), &bytes)?;
+
+    // The real System.map is in the debug package (~280 MB): only it is extracted.
+    let dbg_pkg = format!("linux-image-{abi}-dbg");
+    let (dbg, _) = download(&work, &dbg_pkg)?;
+    let dbg_root = work.join("dbg");
+    fs::create_dir_all(&dbg_root)?;
+    extract(&dbg, &dbg_root, &format!("*/boot/System.map-{abi}"))?;
+    let map_path = dbg_root.join(format!("usr/lib/debug/boot/System.map-{abi}"));
+    let map = fs::read_to_string(&map_path)
+        .with_context(|| format!("{dbg_pkg} has no {}", map_path.display()))?;
+    check_system_map(&map).with_context(|| map_path.display().to_string())?;
+    fs::write(dir.join("System.map"), &map)?;
+
+    fs::write(
+        dir.join("kernel-package"),
+        format!("{image_pkg} {version}\n"),
+    )?;
+    fs::remove_dir_all(&work)?;
+    Ok(())
+}
+
+/// `apt-get download <package>:amd64` into `work`; the .deb and its version.
+fn download(work: &Path, package: &str) -> Result<(PathBuf, String)> {
+    let spec = format!("{package}:{ARCH}");
+    deps::announce_download(&spec);
+    exec(
+        Command::new("apt-get")
+            .args(["download", &spec])
+            .current_dir(work),
+    )?;
+    let deb = fs::read_dir(work)?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.extension().is_some_and(|e| e == "deb")
+                && p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with(&format!("{package}_")))
+        })
+        .with_context(|| format!("apt-get download {spec} left no .deb"))?;
+    let version = capture(
+        Command::new("dpkg-deb")
+            .arg("--field")
+            .arg(&deb)
+            .arg("Version"),
+    )?;
+    Ok((deb, version.trim().to_string()))
+}
+
+/// `dpkg-deb --fsys-tarfile deb | tar -x -C root --wildcards pattern`.
+fn extract(deb: &Path, root: &Path, pattern: &str) -> Result<()> {
+    let mut dpkg = Command::new("dpkg-deb");
+    dpkg.arg("--fsys-tarfile").arg(deb).stdout(Stdio::piped());
+    announce(&dpkg);
+    let mut dpkg = dpkg.spawn().context("cannot start dpkg-deb")?;
+    let stdout = dpkg.stdout.take().context("dpkg-deb has no stdout")?;
+    let mut tar = Command::new("tar");
+    tar.arg("-x")
+        .arg("-C")
+        .arg(root)
+        .args(["--wildcards", pattern])
+        .stdin(Stdio::from(stdout));
+    announce(&tar);
+    let tar_status = tar.status().context("cannot start tar")?;
+    let dpkg_status = dpkg.wait()?;
+    if !dpkg_status.success() || !tar_status.success() {
+        bail!(
+            "extracting {pattern} from {} failed (dpkg-deb: {dpkg_status}, tar: {tar_status})",
+            deb.display()
+        );
+    }
+    Ok(())
+}
+
+/// The ABI name `apt-cache depends linux-image-cloud-amd64` points at:
+/// `Depends: linux-image-6.1.0-56-cloud-amd64` -> `6.1.0-56-cloud-amd64`.
+pub fn kernel_abi(depends: &str) -> Option<String> {
+    depends
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("Depends: "))
+        .map(|p| p.trim().trim_start_matches('<').trim_end_matches('>'))
+        .map(|p| p.strip_suffix(&format!(":{ARCH}")).unwrap_or(p))
+        .filter(|p| *p != KERNEL_METAPACKAGE)
+        .filter_map(|p| p.strip_prefix("linux-image-"))
+        .map(|abi| abi.strip_suffix("-unsigned").unwrap_or(abi))
+        .find(|abi| abi.ends_with("-cloud-amd64") && abi.starts_with(|c: char| c.is_ascii_digit()))
+        .map(String::from)
+}
+
+/// A real System.map names `_text`, `_end` and thousands of symbols (the image
+/// package's stub has one line).
+fn check_system_map(map: &str) -> Result<()> {
+    let has = |name: &str| {
+        map.lines()
+            .any(|l| l.split_whitespace().nth(2) == Some(name))
+    };
+    ensure!(
+        map.lines().count() > 1000 && has("_text") && has("_end"),
+        "not a full System.map ({} lines)",
+        map.lines().count()
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn abi_from_apt() {
+        let depends = "linux-image-cloud-amd64\n  Depends: linux-image-6.1.0-56-cloud-amd64\n";
+        assert_eq!(kernel_abi(depends).as_deref(), Some("6.1.0-56-cloud-amd64"));
+        let unsigned =
+            "linux-image-cloud-amd64:amd64\n  Depends: <linux-image-6.12.38+deb13-cloud-amd64-unsigned:amd64>\n";
+        assert_eq!(
+            kernel_abi(unsigned).as_deref(),
+            Some("6.12.38+deb13-cloud-amd64")
+        );
+        assert_eq!(kernel_abi("linux-image-cloud-amd64\n"), None);
+        assert_eq!(
+            kernel_abi("x\n  Depends: linux-image-cloud-amd64\n  Depends: kmod\n"),
+            None
+        );
+    }
+
+    #[test]
+    fn system_map_check() {
+        assert!(check_system_map(
+            "ffffffffffffffff B The real System.map is in the linux-image-<version>-dbg package\n"
+        )
+        .is_err());
+        let mut map = String::from("ffffffff81000000 T _text\nffffffff83e00000 B _end\n");
+        for i in 0..1000 {
+            map.push_str(&format!("ffffffff81{i:06x} t f{i}\n"));
+        }
+        assert!(check_system_map(&map).is_ok());
+    }
+}
