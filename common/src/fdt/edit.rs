@@ -99,8 +99,8 @@ fn u32_of(n: usize) -> Result<u32, FdtError> {
     u32::try_from(n).map_err(|_| FdtError::NoRoom)
 }
 
-/// Where each edited name lies in the new strings block: found in the old one, or
-/// appended after it.
+/// Where each set name lies in the new strings block: found in the old one, or
+/// appended after it. A removed name needs no string (no property refers to it).
 struct Names {
     offsets: [usize; MAX_EDITS],
 }
@@ -113,7 +113,8 @@ impl Names {
         let mut appended = 0usize;
         for (i, edit) in edits.iter().enumerate() {
             let slot = names.offsets.get_mut(i).ok_or(FdtError::NoRoom)?;
-            let name = edit.name().as_bytes();
+            let Edit::Set(name, _) = edit else { continue };
+            let name = name.as_bytes();
             *slot = match find_string(strings, name) {
                 Some(at) => at,
                 None => {
@@ -223,9 +224,11 @@ pub fn rebuild(fdt: &Fdt<'_>, edits: &[Edit<'_>], out: &mut [u8]) -> Result<usiz
     w.bytes(strings)?;
     for (i, edit) in edits.iter().enumerate() {
         let offset = names.offsets.get(i).copied().unwrap_or(0);
-        if offset >= strings.len() && offset == w.at - off_strings {
-            w.bytes(edit.name().as_bytes())?;
-            w.bytes(&[0])?;
+        if let Edit::Set(name, _) = edit {
+            if offset >= strings.len() && offset == w.at - off_strings {
+                w.bytes(name.as_bytes())?;
+                w.bytes(&[0])?;
+            }
         }
     }
     let size_strings = w.at - off_strings;
@@ -391,6 +394,27 @@ mod tests {
         // Rebuilding without edits is a fixed point once NOPs are gone.
         let once = rebuilt(&again, &[]);
         assert_eq!(rebuilt(&once, &[]), once);
+    }
+
+    /// Found by the fdt fuzz target: removing a property whose name the strings block
+    /// lacks appended the name anyway, so the tree outgrew `rebuilt_size`.
+    #[test]
+    fn removing_an_absent_name_adds_no_string() {
+        let blob = dtb("virt-1G-smp1.dtb");
+        let fdt = Fdt::new(&blob).unwrap();
+        let edits = [
+            Edit::Remove("linux,initrd-start"),
+            Edit::Remove("linux,initrd-end"),
+            Edit::Remove("linux,elfcorehdr"),
+        ];
+        let mut out = vec![0; rebuilt_size(&fdt, &edits)];
+        let n = rebuild(&fdt, &edits, &mut out).unwrap();
+        let strings = |b: &[u8]| {
+            let h = crate::fdt::Header::read(b).unwrap();
+            b[h.strings].to_vec()
+        };
+        assert_eq!(strings(&out[..n]), strings(&blob));
+        assert_eq!(rebuilt(&out[..n], &[]), rebuilt(&blob, &[]));
     }
 
     #[test]
