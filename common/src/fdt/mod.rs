@@ -376,6 +376,18 @@ enum Top {
     Other,
     Reserved,
     Chosen,
+    /// A top-level `chosen` or `chosen@<unit>` after the first: no one reads it as
+    /// `/chosen`, but seeds in it are wiped all the same.
+    LaterChosen,
+}
+
+/// Whether a top-level node named `name` is a `/chosen` candidate. libfdt's
+/// `fdt_path_offset(fdt, "/chosen")`, through which Linux (early_init_dt_scan_chosen,
+/// the arm64 `pi/` code) and U-Boot read it, matches `chosen` and `chosen@<unit>`
+/// alike and takes the first in tree order; the reader, `stdout` and the editor take
+/// that same node.
+fn is_chosen(name: &str) -> bool {
+    name.split('@').next() == Some("chosen")
 }
 
 /// Seed properties kept besides the last of each name.
@@ -432,15 +444,18 @@ impl<'a> Machine<'a> {
         // A /reserved-memory child's `no-map` may come after its `reg`, likewise.
         let (mut res_reg, mut res_cells, mut no_map) = (&[][..], Cells::default(), false);
         let (mut initrd_start, mut initrd_end) = (None, None);
+        let mut seen_chosen = false;
 
         fdt.walk(|depth, event| {
             match event {
                 Event::Begin { name, .. } if depth == 1 => {
                     top = match name.split('@').next().unwrap_or(name) {
                         "reserved-memory" => Top::Reserved,
-                        "chosen" => Top::Chosen,
+                        _ if is_chosen(name) && !seen_chosen => Top::Chosen,
+                        _ if is_chosen(name) => Top::LaterChosen,
                         _ => Top::Other,
                     };
+                    seen_chosen |= top == Top::Chosen;
                     (mem_reg, is_memory) = (&[], false);
                 }
                 Event::Begin { .. } => (res_reg, no_map) = (&[], false),
@@ -485,6 +500,9 @@ impl<'a> Machine<'a> {
                     (Top::Chosen, 1, "rng-seed") => {
                         let earlier = m.rng_seed.replace((value, offset));
                         m.keep_other_seed(earlier.map(|(v, at)| (at, v.len())));
+                    }
+                    (Top::LaterChosen, 1, "kaslr-seed" | "rng-seed") => {
+                        m.keep_other_seed(Some((offset, value.len())))
                     }
                     _ => {}
                 },
@@ -623,6 +641,90 @@ mod tests {
         std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
     }
 
+    /// A tree written token by token, for shapes QEMU never makes: `begin`/`prop`/`end`
+    /// in DTSpec 5.4 order, then `finish` lays out header, reservations, structure
+    /// and strings.
+    #[derive(Default)]
+    pub(crate) struct Tree {
+        structs: Vec<u8>,
+        strings: Vec<u8>,
+    }
+
+    impl Tree {
+        pub(crate) fn begin(mut self, name: &str) -> Tree {
+            self.structs
+                .extend_from_slice(&FDT_BEGIN_NODE.to_be_bytes());
+            self.structs.extend_from_slice(name.as_bytes());
+            self.structs.push(0);
+            self.pad();
+            self
+        }
+
+        pub(crate) fn prop(mut self, name: &str, value: &[u8]) -> Tree {
+            let nameoff = self.strings.len() as u32;
+            self.strings.extend_from_slice(name.as_bytes());
+            self.strings.push(0);
+            for word in [FDT_PROP, value.len() as u32, nameoff] {
+                self.structs.extend_from_slice(&word.to_be_bytes());
+            }
+            self.structs.extend_from_slice(value);
+            self.pad();
+            self
+        }
+
+        pub(crate) fn end(mut self) -> Tree {
+            self.structs.extend_from_slice(&FDT_END_NODE.to_be_bytes());
+            self
+        }
+
+        /// A root with 2-cell addresses and sizes and 1 GiB of RAM at 1 GiB.
+        pub(crate) fn with_ram() -> Tree {
+            Tree::default()
+                .begin("")
+                .prop("#address-cells", &2u32.to_be_bytes())
+                .prop("#size-cells", &2u32.to_be_bytes())
+                .begin("memory@40000000")
+                .prop("device_type", b"memory\0")
+                .prop(
+                    "reg",
+                    &[0, 0, 0, 0, 0x40, 0, 0, 0, 0, 0, 0, 0, 0x40, 0, 0, 0],
+                )
+                .end()
+        }
+
+        pub(crate) fn finish(mut self) -> Vec<u8> {
+            self.structs.extend_from_slice(&FDT_END.to_be_bytes());
+            let off_struct = HEADER_SIZE + 16;
+            let off_strings = off_struct + self.structs.len();
+            let total = off_strings + self.strings.len();
+            let mut blob = Vec::new();
+            for word in [
+                MAGIC,
+                total as u32,
+                off_struct as u32,
+                off_strings as u32,
+                HEADER_SIZE as u32,
+                17,
+                16,
+                0,
+                self.strings.len() as u32,
+                self.structs.len() as u32,
+            ] {
+                blob.extend_from_slice(&word.to_be_bytes());
+            }
+            blob.extend_from_slice(&[0; 16]);
+            blob.extend_from_slice(&self.structs);
+            blob.extend_from_slice(&self.strings);
+            blob
+        }
+
+        fn pad(&mut self) {
+            while !self.structs.len().is_multiple_of(4) {
+                self.structs.push(0);
+            }
+        }
+    }
+
     fn ram(m: &Machine<'_>) -> Vec<(u64, u64)> {
         m.ram.iter().map(|r| (r.start, r.end)).collect()
     }
@@ -755,6 +857,32 @@ mod tests {
         wipe_seeds(&mut twice, seeds.iter().copied());
         let m = Machine::read(&Fdt::new(&twice).unwrap()).unwrap();
         assert!(m.seeds().all(|(v, _)| v.iter().all(|&b| b == 0)));
+    }
+
+    /// Found by the fdt fuzz target: a top-level `chosen@<unit>` before `chosen` is the
+    /// node libfdt (so Linux and U-Boot) reads as `/chosen`; the reader took the
+    /// properties of both, last one winning. Now it reads the first, and still wipes
+    /// the seeds of the second.
+    #[test]
+    fn chosen_is_the_first_chosen_or_chosen_at_unit() {
+        let mut blob = dtb("virt-1G-smp1.dtb");
+        let at = blob
+            .windows(15)
+            .position(|w| w == b"fw-cfg@9020000\0")
+            .unwrap();
+        blob[at..at + 6].copy_from_slice(b"chosen");
+        let fdt = Fdt::new(&blob).unwrap();
+        let m = Machine::read(&fdt).unwrap();
+        assert_eq!(
+            (m.kaslr_seed, m.rng_seed, m.bootargs),
+            (None, None, &b""[..])
+        );
+        assert_eq!(stdout(&fdt), Ok(None));
+        // The real /chosen's two seeds are still found, to be mixed in and wiped.
+        assert_eq!(m.seeds().count(), 2);
+        assert_eq!(m.other_seeds().count(), 2);
+        let oracle = ::fdt::Fdt::new(&blob).unwrap();
+        assert_eq!(oracle.find_node("/chosen").unwrap().name, "chosen@9020000");
     }
 
     #[test]

@@ -13,8 +13,11 @@ const END: u32 = 9;
 pub struct Flat {
     /// Every node's path ("/" for the root), in tree order.
     pub nodes: Vec<String>,
-    /// (node path, property name, value), in tree order.
-    pub props: Vec<(String, String, Vec<u8>)>,
+    /// (node index in `nodes`, property name, value), in tree order.
+    pub props: Vec<(usize, String, Vec<u8>)>,
+    /// The top-level nodes named `chosen` or `chosen@<unit>`, by index in `nodes`.
+    /// The first is `/chosen` to libfdt (`fdt_path_offset(fdt, "/chosen")`).
+    pub chosen: Vec<usize>,
     /// Every node lists its properties before its subnodes, as DTSpec 5.4.2 lays a
     /// node out. libfdt (Linux's early `fdt_getprop`) and the `fdt` crate see only
     /// the properties before the first subnode.
@@ -72,8 +75,8 @@ pub fn read(blob: &[u8]) -> Option<Flat> {
         at += 16;
     }
 
-    // The open nodes' paths, and whether each has had a subnode yet.
-    let mut open: Vec<(String, bool)> = Vec::new();
+    // The open nodes' paths and indices, and whether each has had a subnode yet.
+    let mut open: Vec<(String, usize, bool)> = Vec::new();
     let mut at = 0usize;
     let mut done_root = false;
     loop {
@@ -86,9 +89,12 @@ pub fn read(blob: &[u8]) -> Option<Flat> {
                 }
                 let (name, len) = cstr(structs.get(at..)?)?;
                 at = (at + len + 3) & !3;
+                if open.len() == 1 && name.split('@').next() == Some("chosen") {
+                    flat.chosen.push(flat.nodes.len());
+                }
                 let path = match open.last_mut() {
                     None => "/".to_string(),
-                    Some((parent, had_child)) => {
+                    Some((parent, _, had_child)) => {
                         *had_child = true;
                         match parent.as_str() {
                             "/" => format!("/{name}"),
@@ -96,15 +102,15 @@ pub fn read(blob: &[u8]) -> Option<Flat> {
                         }
                     }
                 };
-                flat.nodes.push(path.clone());
-                open.push((path, false));
+                open.push((path.clone(), flat.nodes.len(), false));
+                flat.nodes.push(path);
             }
             END_NODE => {
                 open.pop()?;
                 done_root = true;
             }
             PROP => {
-                let (path, had_child) = open.last()?;
+                let (_, node, had_child) = open.last()?;
                 let len = be32(structs, at)? as usize;
                 let nameoff = be32(structs, at + 4)? as usize;
                 let value = structs.get(at + 8..(at + 8).checked_add(len)?)?;
@@ -112,7 +118,7 @@ pub fn read(blob: &[u8]) -> Option<Flat> {
                 if *had_child {
                     flat.props_first = false;
                 }
-                flat.props.push((path.clone(), name, value.to_vec()));
+                flat.props.push((*node, name, value.to_vec()));
                 at = (at + 8 + len + 3) & !3;
             }
             NOP => flat.nops = true,
@@ -123,11 +129,11 @@ pub fn read(blob: &[u8]) -> Option<Flat> {
 }
 
 impl Flat {
-    /// The values of property `name` of the node at `path`, in order.
-    pub fn values<'s>(&'s self, path: &'s str, name: &'s str) -> impl Iterator<Item = &'s [u8]> {
+    /// The values of property `name` of node `node` (an index in `nodes`), in order.
+    pub fn values<'s>(&'s self, node: usize, name: &'s str) -> impl Iterator<Item = &'s [u8]> {
         self.props
             .iter()
-            .filter(move |(p, n, _)| p == path && n == name)
+            .filter(move |(i, n, _)| *i == node && n == name)
             .map(|(_, _, v)| v.as_slice())
     }
 }

@@ -82,15 +82,14 @@ fn check_wipe(data: &[u8], m: &Machine<'_>) {
         "a seed survived"
     );
 
-    // Every seed property in /chosen, as the independent reading sees them.
+    // Every seed property of every top-level chosen node, as the independent reading
+    // sees them: the first node is /chosen, seeds in later ones are wiped too.
     if let Some(flat) = dtspec::read(data) {
-        let in_chosen = |name: &str| {
-            flat.props
-                .iter()
-                .filter(|(p, n, _)| p == "/chosen" && n == name)
-                .count()
-        };
-        let all = in_chosen("kaslr-seed") + in_chosen("rng-seed");
+        let all = flat
+            .props
+            .iter()
+            .filter(|(i, n, _)| flat.chosen.contains(i) && (n == "kaslr-seed" || n == "rng-seed"))
+            .count();
         assert_eq!(seeds.len(), all, "seed properties missed by Machine::seeds");
     }
 }
@@ -247,24 +246,30 @@ fn check_rebuild(data: &[u8], tree: &Fdt<'_>, m: &Machine<'_>) {
 /// The node list after a rebuild: as before, with `/chosen` added last if absent.
 fn expected_nodes(before: &Flat) -> Vec<String> {
     let mut nodes = before.nodes.clone();
-    if !nodes.iter().any(|p| p == "/chosen") {
+    if before.chosen.is_empty() {
         nodes.push("/chosen".into());
     }
     nodes
 }
 
+/// The index of `/chosen` after a rebuild: the first chosen node, or the one added.
+fn chosen_after(before: &Flat) -> usize {
+    before.chosen.first().copied().unwrap_or(before.nodes.len())
+}
+
 /// The properties after a rebuild: every `/chosen` copy of an edited property gone,
-/// one copy of each `Set` value in.
-fn expected_props(before: &Flat, plan: &Plan) -> Vec<(String, String, Vec<u8>)> {
+/// one copy of each `Set` value in; later chosen nodes untouched.
+fn expected_props(before: &Flat, plan: &Plan) -> Vec<(usize, String, Vec<u8>)> {
+    let chosen = chosen_after(before);
     let mut props: Vec<_> = before
         .props
         .iter()
-        .filter(|(path, name, _)| path != "/chosen" || plan.edited(name).is_none())
+        .filter(|(node, name, _)| *node != chosen || plan.edited(name).is_none())
         .cloned()
         .collect();
     for name in ["kaslr-seed", "rng-seed", "bootargs"] {
         if let Some(Some(v)) = plan.edited(name) {
-            props.push(("/chosen".into(), name.into(), v.to_vec()));
+            props.push((chosen, name.into(), v.to_vec()));
         }
     }
     props
@@ -278,12 +283,22 @@ fn check_fdt_crate(out: &[u8], after: &Flat, plan: &Plan) {
     let chosen = oracle
         .find_node("/chosen")
         .expect("no /chosen after the rebuild");
+    let index = *after
+        .chosen
+        .first()
+        .expect("no chosen node after the rebuild");
+    let path = &after.nodes[index];
+    assert_eq!(
+        path.trim_start_matches('/'),
+        chosen.name,
+        "which node is /chosen"
+    );
     for name in ["kaslr-seed", "rng-seed", "bootargs", "stdout-path"] {
         let found = chosen.property(name).map(|p| p.value);
         match plan.edited(name) {
             Some(want) => assert_eq!(found, want, "/chosen/{name} as the fdt crate reads it"),
             None => {
-                let first = after.values("/chosen", name).next();
+                let first = after.values(index, name).next();
                 assert_eq!(found, first, "/chosen/{name} as the fdt crate reads it");
             }
         }
