@@ -23,14 +23,43 @@ fn files(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
+/// A committed input: hex digits, whitespace and `#` comments to the end of a line
+/// (`cargo xtask fuzz` writes them so from libFuzzer's crash files).
+fn hex(path: &Path) -> Vec<u8> {
+    let text = std::fs::read_to_string(path).unwrap();
+    let digits: Vec<u8> = text
+        .lines()
+        .flat_map(|line| line.split('#').next().unwrap_or_default().bytes())
+        .filter(|b| !b.is_ascii_whitespace())
+        .collect();
+    assert!(
+        digits.len() % 2 == 0,
+        "{}: odd number of hex digits",
+        path.display()
+    );
+    digits
+        .chunks(2)
+        .map(|pair| {
+            let pair = std::str::from_utf8(pair).unwrap();
+            u8::from_str_radix(pair, 16)
+                .unwrap_or_else(|_| panic!("{}: {pair:?} is not hex", path.display()))
+        })
+        .collect()
+}
+
 /// Every committed crash input still passes its target's checks.
 #[test]
 fn regressions() {
     let dir = root().join("tests/data/fuzz");
     for (name, check) in checks::TARGETS {
         for file in files(&dir.join(name)) {
+            assert!(
+                file.extension().is_some_and(|e| e == "hex"),
+                "{}: inputs are committed as .hex text",
+                file.display()
+            );
             eprintln!("{name}: {}", file.display());
-            check(&std::fs::read(&file).unwrap());
+            check(&hex(&file));
         }
     }
     // Nothing but target directories there.

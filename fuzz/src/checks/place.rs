@@ -340,10 +340,13 @@ fn from_boot_params(mem: &[u8]) -> Option<Parts> {
     Some((m.ram, avoid, MemoryMap::new(), None, cmdline))
 }
 
+/// `r` widened to whole pages. The last page of the 64-bit space is no whole page
+/// a `Range` can end (its end would be 2^64): layout ends such a range at the last
+/// whole page, so that the identity map only ever sees page-aligned ranges.
 fn pages_out(r: Range) -> Range {
     Range {
         start: r.start & !(PAGE - 1),
-        end: r.end.checked_next_multiple_of(PAGE).unwrap_or(u64::MAX),
+        end: r.end.checked_next_multiple_of(PAGE).unwrap_or(!(PAGE - 1)),
     }
 }
 
