@@ -33,7 +33,7 @@ fn hex(path: &Path) -> Vec<u8> {
         .filter(|b| !b.is_ascii_whitespace())
         .collect();
     assert!(
-        digits.len() % 2 == 0,
+        digits.len().is_multiple_of(2),
         "{}: odd number of hex digits",
         path.display()
     );
