@@ -51,6 +51,8 @@ pub enum FdtError {
     Memory(MemError),
     /// The buffer for an edited copy is too small.
     NoRoom,
+    /// More duplicate seed properties in `/chosen` than the shim keeps to wipe.
+    TooManySeeds,
 }
 
 impl core::fmt::Display for FdtError {
@@ -74,6 +76,10 @@ impl core::fmt::Display for FdtError {
             FdtError::NoMemory => write!(f, "device tree has no memory node"),
             FdtError::Memory(e) => write!(f, "device tree memory: {e}"),
             FdtError::NoRoom => write!(f, "no room for the edited device tree"),
+            FdtError::TooManySeeds => write!(
+                f,
+                "device tree /chosen repeats its seeds more than {MAX_OTHER_SEEDS} times"
+            ),
         }
     }
 }
@@ -413,14 +419,20 @@ impl<'a> Machine<'a> {
     }
 
     /// Keeps a seed property (blob offset and length) the walk saw but no longer names
-    /// in `kaslr_seed` or `rng_seed`.
-    fn keep_other_seed(&mut self, seed: Option<(usize, usize)>) {
-        let Some((offset, len)) = seed else { return };
+    /// in `kaslr_seed` or `rng_seed`. More than the table holds is an error: a seed
+    /// the shim does not know of is one it cannot wipe.
+    fn keep_other_seed(&mut self, seed: Option<(usize, usize)>) -> Result<(), FdtError> {
+        let Some((offset, len)) = seed else {
+            return Ok(());
+        };
         let bytes = self.blob.get(offset..offset + len).unwrap_or_default();
-        if let Some(slot) = self.other_seeds.get_mut(self.n_other_seeds) {
-            *slot = (bytes, offset);
-            self.n_other_seeds += 1;
-        }
+        let slot = self
+            .other_seeds
+            .get_mut(self.n_other_seeds)
+            .ok_or(FdtError::TooManySeeds)?;
+        *slot = (bytes, offset);
+        self.n_other_seeds += 1;
+        Ok(())
     }
 
     /// Reads the machine description from a checked blob.
@@ -495,14 +507,14 @@ impl<'a> Machine<'a> {
                                 Some((offset, len))
                             }
                         };
-                        m.keep_other_seed(earlier);
+                        m.keep_other_seed(earlier)?;
                     }
                     (Top::Chosen, 1, "rng-seed") => {
                         let earlier = m.rng_seed.replace((value, offset));
-                        m.keep_other_seed(earlier.map(|(v, at)| (at, v.len())));
+                        m.keep_other_seed(earlier.map(|(v, at)| (at, v.len())))?;
                     }
                     (Top::LaterChosen, 1, "kaslr-seed" | "rng-seed") => {
-                        m.keep_other_seed(Some((offset, value.len())))
+                        m.keep_other_seed(Some((offset, value.len())))?
                     }
                     _ => {}
                 },
@@ -883,6 +895,28 @@ mod tests {
         assert_eq!(m.other_seeds().count(), 2);
         let oracle = ::fdt::Fdt::new(&blob).unwrap();
         assert_eq!(oracle.find_node("/chosen").unwrap().name, "chosen@9020000");
+    }
+
+    /// What the fdt fuzz target's wipe check asserts: past eight extra copies, seeds were
+    /// neither mixed in nor wiped, and nothing said so. Now that is an error.
+    #[test]
+    fn more_seeds_than_the_shim_can_wipe_is_an_error() {
+        let tree = |n: usize| {
+            let mut t = Tree::with_ram().begin("chosen");
+            for i in 0..n {
+                t = t.prop("rng-seed", &[i as u8 + 1; 16]);
+            }
+            t.end().end().finish()
+        };
+        // The last rng-seed and eight earlier ones.
+        let most = tree(MAX_OTHER_SEEDS + 1);
+        let m = Machine::read(&Fdt::new(&most).unwrap()).unwrap();
+        assert_eq!(m.seeds().count(), MAX_OTHER_SEEDS + 1);
+        let too_many = tree(MAX_OTHER_SEEDS + 2);
+        assert_eq!(
+            Machine::read(&Fdt::new(&too_many).unwrap()).unwrap_err(),
+            FdtError::TooManySeeds
+        );
     }
 
     #[test]
