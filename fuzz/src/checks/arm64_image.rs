@@ -2,7 +2,7 @@
 //! its result is exactly what booting.rst says the 64 bytes mean; the placement
 //! request built from it keeps its sizes and bounds.
 
-use shim_common::arm64_linux::{Layout, PA_LIMIT};
+use shim_common::arm64_linux::{Layout, INITRD_WINDOW, PA_LIMIT};
 use shim_common::image::{self, Arm64Image, ImageError, ImageSize, PageSize};
 use shim_common::memmap::Range;
 use shim_common::plan::SLOT_ALIGN;
@@ -74,9 +74,23 @@ pub fn run(data: &[u8]) {
             assert!(req.min_addr >= dram_base && req.max_end <= PA_LIMIT);
         }
         None => assert!(
-            layout.text_offset.checked_add(layout.reserve).is_none()
-                || initrd.is_some_and(|i| i.end > u64::MAX - (1 << 30)),
+            may_refuse(&layout, initrd),
             "request refused sizes that fit"
         ),
     }
+}
+
+/// Whether booting.rst leaves no slot: the sizes overflow, or no 1 GiB-aligned 32 GiB
+/// window holds the initrd and a kernel this large.
+pub fn may_refuse(layout: &Layout, initrd: Option<Range>) -> bool {
+    const GIB: u64 = 1 << 30;
+    let Some(size) = layout.text_offset.checked_add(layout.reserve) else {
+        return true;
+    };
+    initrd.is_some_and(|i| {
+        let Some(end) = i.end.checked_next_multiple_of(GIB) else {
+            return true;
+        };
+        end - (i.start & !(GIB - 1)) > INITRD_WINDOW || size > INITRD_WINDOW - GIB
+    })
 }

@@ -181,8 +181,7 @@ pub fn run(data: &[u8]) {
     let kernel = arm64_linux::Layout::new(&img, file_size);
     let Some(req) = kernel.request(dram_base, w.initrd) else {
         assert!(
-            kernel.text_offset.checked_add(kernel.reserve).is_none()
-                || w.initrd.is_some_and(|i| i.end > u64::MAX - GIB),
+            super::arm64_image::may_refuse(&kernel, w.initrd),
             "request refused sizes that fit"
         );
         return;
