@@ -24,6 +24,9 @@ pub struct Flat {
     pub props_first: bool,
     /// The structure block holds FDT_NOP tokens.
     pub nops: bool,
+    /// The root node's name is empty, as DTSpec 5.4.1 has it (libfdt and the shim
+    /// do not check; the `fdt` crate finds no node under a named root).
+    pub root_unnamed: bool,
     /// The memory reservation block up to its (0, 0) terminator.
     pub memreserve: Vec<(u64, u64)>,
     pub boot_cpuid: u32,
@@ -93,7 +96,10 @@ pub fn read(blob: &[u8]) -> Option<Flat> {
                     flat.chosen.push(flat.nodes.len());
                 }
                 let path = match open.last_mut() {
-                    None => "/".to_string(),
+                    None => {
+                        flat.root_unnamed = name.is_empty();
+                        "/".to_string()
+                    }
                     Some((parent, _, had_child)) => {
                         *had_child = true;
                         match parent.as_str() {
