@@ -227,15 +227,7 @@ pub fn run_target(name: &str, seconds: u64) -> Result<Stats> {
     if status.success() {
         return Ok(stats);
     }
-    // What libFuzzer said about the failure: the panic and its summary.
-    for line in text.lines().filter(|l| {
-        l.contains("panicked at")
-            || l.starts_with("assertion")
-            || l.contains("ERROR: libFuzzer")
-            || l.starts_with("SUMMARY:")
-            || l.starts_with("  left:")
-            || l.starts_with(" right:")
-    }) {
+    for line in failure_lines(&text) {
         eprintln!("xtask: fuzz/{name}: {line}");
     }
     let found = new_files(&artifacts, started);
@@ -256,6 +248,24 @@ pub fn run_target(name: &str, seconds: u64) -> Result<Stats> {
         );
     }
     bail!("{} failing input(s) after {} runs", found.len(), stats.runs)
+}
+
+/// What libFuzzer's log says about a failure: the panic with its message (up to the
+/// backtrace), and libFuzzer's error and summary lines.
+fn failure_lines(log: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut in_panic = false;
+    for line in log.lines() {
+        if line.contains("panicked at") {
+            in_panic = true;
+        } else if line.starts_with("stack backtrace:") || line.starts_with("note: ") {
+            in_panic = false;
+        }
+        if in_panic || line.contains("ERROR: libFuzzer") || line.starts_with("SUMMARY:") {
+            out.push(line);
+        }
+    }
+    out
 }
 
 /// The files in `dir` written since `since`, without the `.hex` copies.
@@ -353,6 +363,23 @@ mod tests {
                 corpus: 0,
                 peak_rss_mb: 354
             }
+        );
+    }
+
+    #[test]
+    fn failures_are_told_with_their_message() {
+        let log = "#1 INITED\nthread '<unnamed>' (1) panicked at src/checks/place.rs:206:13:\n\
+                   kernel at 0x400000000 and initrd share no window\n\
+                   stack backtrace:\n   0: rust_begin_unwind\n\
+                   ==1== ERROR: libFuzzer: deadly signal\nSUMMARY: libFuzzer: deadly signal\n";
+        assert_eq!(
+            failure_lines(log),
+            [
+                "thread '<unnamed>' (1) panicked at src/checks/place.rs:206:13:",
+                "kernel at 0x400000000 and initrd share no window",
+                "==1== ERROR: libFuzzer: deadly signal",
+                "SUMMARY: libFuzzer: deadly signal",
+            ]
         );
     }
 
