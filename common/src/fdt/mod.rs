@@ -356,9 +356,9 @@ pub struct Machine<'a> {
     /// The `/reserved-memory` children marked `no-map`: the OS must not map them at all
     /// (firmware-owned memory a speculative access may fault on). Also in `reserved`.
     pub no_map: MemoryMap,
-    /// `/chosen/bootargs` without its trailing NUL.
+    /// `/chosen/bootargs` (its first copy, as libfdt reads it) without its NUL.
     pub bootargs: &'a [u8],
-    /// `/chosen/linux,initrd-start` .. `linux,initrd-end`.
+    /// `/chosen/linux,initrd-start` .. `linux,initrd-end` (their first copies).
     pub initrd: Option<Range>,
     /// `/chosen/kaslr-seed` (big-endian u64) and the blob offset of its value.
     pub kaslr_seed: Option<(u64, usize)>,
@@ -456,6 +456,7 @@ impl<'a> Machine<'a> {
         // A /reserved-memory child's `no-map` may come after its `reg`, likewise.
         let (mut res_reg, mut res_cells, mut no_map) = (&[][..], Cells::default(), false);
         let (mut initrd_start, mut initrd_end) = (None, None);
+        let mut bootargs = None;
         let mut seen_chosen = false;
 
         fdt.walk(|depth, event| {
@@ -486,13 +487,15 @@ impl<'a> Machine<'a> {
                     (_, 1, "device_type") => is_memory = value == b"memory\0",
                     (Top::Reserved, 2, "reg") => (res_reg, res_cells) = (value, cells),
                     (Top::Reserved, 2, "no-map") => no_map = true,
-                    (Top::Chosen, 1, "bootargs") => {
-                        m.bootargs = value.split(|&b| b == 0).next().unwrap_or_default()
+                    // The first copy of a property, as libfdt's fdt_getprop (so Linux
+                    // and U-Boot) reads it; later copies are never seen.
+                    (Top::Chosen, 1, "bootargs") if bootargs.is_none() => {
+                        bootargs = Some(value.split(|&b| b == 0).next().unwrap_or_default())
                     }
-                    (Top::Chosen, 1, "linux,initrd-start") => {
+                    (Top::Chosen, 1, "linux,initrd-start") if initrd_start.is_none() => {
                         initrd_start = Some(number(value, "linux,initrd-start")?)
                     }
-                    (Top::Chosen, 1, "linux,initrd-end") => {
+                    (Top::Chosen, 1, "linux,initrd-end") if initrd_end.is_none() => {
                         initrd_end = Some(number(value, "linux,initrd-end")?)
                     }
                     (Top::Chosen, 1, "kaslr-seed") => {
@@ -540,6 +543,7 @@ impl<'a> Machine<'a> {
             Ok(())
         })?;
 
+        m.bootargs = bootargs.unwrap_or_default();
         for r in fdt.memreserve() {
             m.reserved.push(r?, "memreserve")?;
         }
@@ -916,6 +920,40 @@ mod tests {
         assert_eq!(
             Machine::read(&Fdt::new(&too_many).unwrap()).unwrap_err(),
             FdtError::TooManySeeds
+        );
+    }
+
+    /// Linux and U-Boot read a property through libfdt's fdt_getprop, which returns
+    /// its first copy; the reader took the last bootargs and initrd. With repeated copies,
+    /// the shim then avoided an initrd Linux does not use and could overwrite the one
+    /// it does. (The fdt fuzz target compares with the first copy now.)
+    #[test]
+    fn duplicated_chosen_properties_are_read_as_libfdt_reads_them() {
+        let blob = Tree::with_ram()
+            .begin("chosen")
+            .prop("bootargs", b"console=ttyAMA0 mem=512M\0")
+            .prop("linux,initrd-start", &0x4800_0000u32.to_be_bytes())
+            .prop("linux,initrd-end", &0x4810_0000u32.to_be_bytes())
+            .prop("bootargs", b"quiet\0")
+            .prop("linux,initrd-start", &0x5000_0000u64.to_be_bytes())
+            .prop("linux,initrd-end", &0x5010_0000u64.to_be_bytes())
+            .end()
+            .end()
+            .finish();
+        let m = Machine::read(&Fdt::new(&blob).unwrap()).unwrap();
+        assert_eq!(m.bootargs, b"console=ttyAMA0 mem=512M");
+        assert_eq!(
+            m.initrd,
+            Some(Range {
+                start: 0x4800_0000,
+                end: 0x4810_0000
+            })
+        );
+        let oracle = ::fdt::Fdt::new(&blob).unwrap();
+        let chosen = oracle.find_node("/chosen").unwrap();
+        assert_eq!(
+            chosen.property("bootargs").unwrap().value,
+            b"console=ttyAMA0 mem=512M\0"
         );
     }
 

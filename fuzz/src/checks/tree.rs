@@ -43,6 +43,29 @@ fn check_machine(tree: &Fdt<'_>, m: &Machine<'_>) {
     if let Some(initrd) = m.initrd {
         assert!(initrd.start <= initrd.end);
     }
+    // /chosen as libfdt reads it (Linux, U-Boot): the first copy of each property.
+    let Some(flat) = dtspec::read(blob) else {
+        return;
+    };
+    let Some(&chosen) = flat.chosen.first() else {
+        assert_eq!((m.bootargs, m.initrd), (&b""[..], None), "no /chosen");
+        return;
+    };
+    let first = |name: &'static str| flat.values(chosen, name).next();
+    let bootargs = first("bootargs").map_or(&[][..], |v| v.split(|&b| b == 0).next().unwrap());
+    assert_eq!(m.bootargs, bootargs, "bootargs other than the first");
+    let number = |v: &[u8]| match v.len() {
+        4 => u64::from(u32::from_be_bytes(v.try_into().unwrap())),
+        8 => u64::from_be_bytes(v.try_into().unwrap()),
+        _ => panic!("Machine::read took a malformed initrd property"),
+    };
+    let start = first("linux,initrd-start").map(number);
+    let end = first("linux,initrd-end").map(number);
+    assert_eq!(
+        m.initrd.map(|r| (r.start, r.end)),
+        start.zip(end),
+        "initrd other than the first"
+    );
 }
 
 /// `wipe_seeds` zeroes every seed value `Machine::seeds` names (each `/chosen`
