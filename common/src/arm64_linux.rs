@@ -59,11 +59,18 @@ impl Layout {
 
     /// The slots: 2 MiB-aligned bases whose `text_offset + reserve` bytes are free, at
     /// or above `dram_base`, below 2^48, and inside a 32 GiB window with `initrd`.
-    /// `None` if the sizes overflow.
+    /// `None` if the sizes overflow, or if no window can hold the kernel and the
+    /// initrd: an initrd spanning more than 32 GiB, or a kernel of more than 31 GiB
+    /// with an initrd (below that the two bounds suffice: a kernel starting anywhere
+    /// in its first GiB still ends inside the window that GiB begins).
     pub fn request(&self, dram_base: u64, initrd: Option<Range>) -> Option<slot::Request> {
         let size = self.text_offset.checked_add(self.reserve)?;
         let (mut min_addr, mut max_end) = (dram_base, PA_LIMIT);
         if let Some(initrd) = initrd {
+            let span = initrd.end.checked_next_multiple_of(GIB)? - (initrd.start & !(GIB - 1));
+            if span > INITRD_WINDOW || size > INITRD_WINDOW - GIB {
+                return None;
+            }
             // Any 1 GiB-aligned window of 32 GiB that holds the initrd starts at or
             // after `align_up(end, 1G) - 32G` and ends by `align_down(start, 1G) + 32G`.
             let lowest = initrd.end.checked_next_multiple_of(GIB)?;
@@ -135,6 +142,32 @@ mod tests {
         );
         let big = Layout::new(&image(0, ImageSize::Unknown, false), 20 * MIB);
         assert_eq!(big.reserve, 20 * MIB);
+    }
+
+    /// Found by the place fuzz target: a kernel of more than 32 GiB (its header's
+    /// image_size) got a slot with an initrd, though no 32 GiB window holds both.
+    #[test]
+    fn no_slot_when_no_window_holds_kernel_and_initrd() {
+        let initrd = Range {
+            start: 48 * GIB,
+            end: 48 * GIB + (1 << 20),
+        };
+        let kernel = |reserve: u64| Layout {
+            text_offset: 0,
+            reserve,
+            anywhere: true,
+            legacy: false,
+        };
+        assert!(kernel(31 * GIB).request(GIB, Some(initrd)).is_some());
+        assert!(kernel(31 * GIB + (2 << 20))
+            .request(GIB, Some(initrd))
+            .is_none());
+        assert!(kernel(40 * GIB).request(GIB, None).is_some());
+        let huge = Range {
+            start: GIB,
+            end: 34 * GIB,
+        };
+        assert!(kernel(64 << 20).request(GIB, Some(huge)).is_none());
     }
 
     #[test]

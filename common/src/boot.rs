@@ -78,7 +78,8 @@ pub enum BootError {
     Elf(ElfError),
     /// The Linux Image header is not one we can boot.
     Image(ImageError),
-    /// The kernel's sizes overflow the address space.
+    /// The kernel's sizes overflow the address space, or no 32 GiB window holds it
+    /// with the initrd.
     KernelTooLarge,
     Memory(MemError),
     Plan(PlanError),
@@ -93,7 +94,9 @@ impl fmt::Display for BootError {
             BootError::Format(format) => write!(f, "payload format {format:?} not supported yet"),
             BootError::Elf(e) => write!(f, "bad payload ELF: {e}"),
             BootError::Image(e) => write!(f, "bad Linux Image: {e}"),
-            BootError::KernelTooLarge => f.write_str("the Linux Image's sizes overflow"),
+            BootError::KernelTooLarge => f.write_str(
+                "the Linux Image's sizes overflow, or no 32 GiB window holds it with the initrd",
+            ),
             BootError::Memory(e) => write!(f, "memory map: {e}"),
             BootError::Plan(e) => write!(f, "cannot place payload: {e}"),
         }

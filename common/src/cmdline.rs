@@ -205,6 +205,21 @@ fn next_arg(args: &[u8]) -> (&[u8], Option<&[u8]>, &[u8]) {
     }
 }
 
+/// The length of the next token as written (an opening quote included): up to the
+/// first whitespace outside quotes, where `next_arg` ends it. Whitespace inside an
+/// unterminated quote belongs to the token.
+fn token_len(args: &[u8]) -> usize {
+    let mut in_quote = false;
+    args.iter()
+        .position(|&b| {
+            if b == b'"' {
+                in_quote = !in_quote;
+            }
+            is_space(b) && !in_quote
+        })
+        .unwrap_or(args.len())
+}
+
 fn trim_start(s: &[u8]) -> &[u8] {
     let skip = s.iter().take_while(|&&b| is_space(b)).count();
     s.get(skip..).unwrap_or(&[])
@@ -402,10 +417,7 @@ pub fn without_shim_options(cmdline: &[u8], out: &mut [u8]) -> Option<usize> {
     };
     while !args.is_empty() {
         let (param, value, rest) = next_arg(args);
-        let token = args.get(..args.len() - rest.len()).unwrap_or_default();
-        let token = token
-            .get(..token.len() - token.iter().rev().take_while(|&&b| is_space(b)).count())
-            .unwrap_or_default();
+        let token = args.get(..token_len(args)).unwrap_or_default();
         if param == b"--" && value.is_none() {
             put(args)?;
             break;
@@ -447,6 +459,18 @@ mod tests {
         );
         let mut small = [0u8; 3];
         assert_eq!(without_shim_options(b"abcd", &mut small), None);
+    }
+
+    /// Found by the cmdline fuzz target: the whitespace ending an unterminated quote
+    /// is part of its token (Linux `next_arg()`), but stripping trimmed it, so
+    /// `"mem\t` (ignored) came out as `"mem`, which is `mem` with no value.
+    #[test]
+    fn an_unterminated_quote_keeps_its_whitespace() {
+        assert!(parse(b"\"mem\t\t\t\t").is_ok());
+        assert_eq!(stripped("\"mem\t\t\t\t"), "\"mem\t\t\t\t");
+        assert_eq!(stripped("a \"b c  "), "a \"b c  ");
+        assert_eq!(stripped("a  b  "), "a b");
+        assert_eq!(token_len(b"\"q r\" s"), 5);
     }
 
     proptest! {

@@ -1,8 +1,8 @@
-//! Any bytes as an arm64 Image header.
+//! Any bytes as a Linux arm64 Image header (checks/arm64_image.rs).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let _ = shim_common::image::parse_arm64(data);
+    shim_fuzz::run("arm64_image", data);
 });

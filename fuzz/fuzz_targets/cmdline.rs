@@ -1,8 +1,8 @@
-//! Any bytes as a kernel command line.
+//! Any bytes as a kernel command line: parse, strip shim options (checks/cmdline.rs).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let _ = shim_common::cmdline::parse(data);
+    shim_fuzz::run("cmdline", data);
 });

@@ -10,6 +10,8 @@ mod deps;
 mod disk;
 mod dtbs;
 mod firmware;
+mod fuzz;
+mod fuzz_seeds;
 mod grub;
 mod image;
 mod inspect;
@@ -61,6 +63,9 @@ enum Cmd {
     /// Boot the demo payload many times over both arches and every loader and print
     /// boots, failures, distinct placements and boot times.
     Soak(soak::SoakArgs),
+    /// Run every fuzz target (cargo +nightly fuzz run) from seeds made of real inputs,
+    /// each asserting its invariants; print executions per second.
+    Fuzz(fuzz::FuzzArgs),
 }
 
 fn main() -> ExitCode {
@@ -87,6 +92,7 @@ fn dispatch(command: Cmd) -> Result<()> {
         Cmd::Inspect(args) => inspect::run(&args),
         Cmd::Simulate(args) => simulate::run(&args),
         Cmd::Soak(args) => soak::run(&args),
+        Cmd::Fuzz(args) => fuzz::run(&args),
     }
 }
 

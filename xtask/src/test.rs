@@ -1,5 +1,6 @@
 //! `cargo xtask test`: the host tests, then the QEMU boot matrix of each architecture,
-//! printing `case <name>: pass|FAIL` per case and `N passed, M failed` at the end.
+//! then a short pass of every fuzz target (fuzz.rs), printing `case <name>: pass|FAIL`
+//! per case and `N passed, M failed` at the end.
 //! The matrix is one table per architecture; on arm64 it includes Debian's kernel as
 //! the payload (linux.rs), booted with the test initramfs.
 
@@ -13,12 +14,12 @@ use clap::{Args, ValueEnum};
 use crate::arch::Arch;
 use crate::image::{self, BuildArgs};
 use crate::qemu::{self, Expect, Initrd, Loader, Machine, Summary};
-use crate::{cargo, deps, dtbs, exec, linux, linux_x86, residue, target_dir};
+use crate::{cargo, deps, dtbs, exec, fuzz, linux, linux_x86, residue, target_dir};
 use shim_boards::Board;
 
 #[derive(Args, Debug)]
 pub struct TestArgs {
-    /// Only the host tests (cargo test).
+    /// Only the host tests (cargo test) and the fuzz pass.
     #[arg(long, conflicts_with = "qemu_only")]
     pub host_only: bool,
     /// Only the QEMU boot matrix.
@@ -31,10 +32,17 @@ pub struct TestArgs {
     #[arg(long)]
     pub timeout: Option<u64>,
     /// Only the cases named this, or whose name contains it (names are
-    /// `<arch>/<case>` and `host-tests`); may be given more than once.
+    /// `<arch>/<case>`, `host-tests` and `fuzz/<target>`); may be given more than once.
     #[arg(long = "case", value_name = "NAME")]
     pub cases: Vec<String>,
+    /// Seconds each fuzz target runs (`fuzz/<target>` cases, after the boot matrix);
+    /// 0 leaves them out, saying so.
+    #[arg(long, default_value_t = FUZZ_SECONDS)]
+    pub fuzz_seconds: u64,
 }
+
+/// A short pass per fuzz target: seven targets stay under two minutes.
+const FUZZ_SECONDS: u64 = 15;
 
 /// Seconds a boot may take unless its case says otherwise.
 const DEFAULT_TIMEOUT: u64 = 60;
@@ -644,6 +652,35 @@ pub fn run(args: &TestArgs) -> Result<()> {
                     Err(why) => Err(anyhow!("building the image failed: {why}")),
                 };
                 record(name, outcome);
+            }
+        }
+    }
+
+    // The fuzz targets last: their seeds come from what the cases above downloaded
+    // and built (board trees, Debian's kernel, the demo payloads).
+    if !args.qemu_only {
+        let names: Vec<&str> = fuzz::TARGETS
+            .iter()
+            .copied()
+            .filter(|t| selected(filters, &format!("fuzz/{t}")))
+            .collect();
+        if !names.is_empty() && args.fuzz_seconds == 0 {
+            println!("fuzz: {} targets left out (--fuzz-seconds 0)", names.len());
+        } else if !names.is_empty() {
+            eprintln!(
+                "\nxtask: ===== fuzz: {} s per target =====",
+                args.fuzz_seconds
+            );
+            match fuzz::prepare(&names) {
+                Ok(()) => {
+                    for name in names {
+                        let outcome = fuzz::run_target(name, args.fuzz_seconds).map(|stats| {
+                            println!("fuzz/{name}: {stats}");
+                        });
+                        record(format!("fuzz/{name}"), outcome);
+                    }
+                }
+                Err(why) => record("fuzz/prepare".into(), Err(why)),
             }
         }
     }

@@ -3,7 +3,7 @@
 //! the UART its `compatible` asks for. A console the shim cannot drive is `None`: a
 //! quiet boot, never a hang.
 
-use super::{cells, Cells, Event, Fdt, FdtError, MAX_DEPTH};
+use super::{cells, is_chosen, Cells, Event, Fdt, FdtError, MAX_DEPTH};
 
 /// The UARTs the shim can write to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -45,21 +45,27 @@ fn uart_for(compatible: &[u8], reg_shift: u8, reg_io_width: u8) -> Option<Uart> 
 
 /// The console `/chosen/stdout-path` names, if the shim can drive it.
 pub fn stdout(fdt: &Fdt<'_>) -> Result<Option<Console>, FdtError> {
-    let mut value: &[u8] = &[];
-    let mut in_chosen = false;
+    let mut value: Option<&[u8]> = None;
+    let (mut in_chosen, mut seen_chosen) = (false, false);
     fdt.walk(|depth, event| {
         match event {
-            Event::Begin { name, .. } if depth == 1 => in_chosen = name == "chosen",
+            Event::Begin { name, .. } if depth == 1 => {
+                in_chosen = is_chosen(name) && !seen_chosen;
+                seen_chosen |= in_chosen;
+            }
             Event::Prop {
                 name: "stdout-path",
                 value: v,
                 ..
-            } if depth == 1 && in_chosen => value = v,
+            } if depth == 1 && in_chosen => {
+                // The first copy, as libfdt's fdt_getprop finds it.
+                value.get_or_insert(v);
+            }
             _ => {}
         }
         Ok(())
     })?;
-    from_stdout_path(fdt, value)
+    from_stdout_path(fdt, value.unwrap_or_default())
 }
 
 /// Resolves a `stdout-path` value: "serial0:115200n8" (an alias, with options after

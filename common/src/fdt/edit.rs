@@ -3,7 +3,9 @@
 //! The copy has the standard layout (header, reservations, structure, strings; DTSpec
 //! 5.1), so it may grow freely; the source blob is only read.
 
-use super::{be32, Event, Fdt, FdtError, FDT_BEGIN_NODE, FDT_END, FDT_END_NODE, FDT_PROP};
+use super::{
+    be32, is_chosen, Event, Fdt, FdtError, FDT_BEGIN_NODE, FDT_END, FDT_END_NODE, FDT_PROP,
+};
 use super::{HEADER_SIZE, MAGIC};
 
 /// One change to `/chosen`.
@@ -99,8 +101,8 @@ fn u32_of(n: usize) -> Result<u32, FdtError> {
     u32::try_from(n).map_err(|_| FdtError::NoRoom)
 }
 
-/// Where each edited name lies in the new strings block: found in the old one, or
-/// appended after it.
+/// Where each set name lies in the new strings block: found in the old one, or
+/// appended after it. A removed name needs no string (no property refers to it).
 struct Names {
     offsets: [usize; MAX_EDITS],
 }
@@ -113,7 +115,8 @@ impl Names {
         let mut appended = 0usize;
         for (i, edit) in edits.iter().enumerate() {
             let slot = names.offsets.get_mut(i).ok_or(FdtError::NoRoom)?;
-            let name = edit.name().as_bytes();
+            let Edit::Set(name, _) = edit else { continue };
+            let name = name.as_bytes();
             *slot = match find_string(strings, name) {
                 Some(at) => at,
                 None => {
@@ -163,6 +166,8 @@ pub fn rebuild(fdt: &Fdt<'_>, edits: &[Edit<'_>], out: &mut [u8]) -> Result<usiz
 
     // The structure block, as the checked walk sees it (NOPs are gone); depth 0 is
     // the root, so `/chosen` is a node of depth 1 and its properties come at depth 1.
+    // `/chosen` is the first top-level `chosen` or `chosen@<unit>` (what libfdt finds);
+    // the new properties go before its first subnode, where libfdt still sees them.
     let off_struct = w.at;
     let mut done = [false; MAX_EDITS];
     let mut in_chosen = false;
@@ -170,8 +175,12 @@ pub fn rebuild(fdt: &Fdt<'_>, edits: &[Edit<'_>], out: &mut [u8]) -> Result<usiz
     fdt.walk(|depth, event| {
         match event {
             Event::Begin { name, .. } => {
-                in_chosen = depth == 1 && name == "chosen";
-                seen_chosen |= in_chosen;
+                if depth == 1 {
+                    in_chosen = is_chosen(name) && !seen_chosen;
+                    seen_chosen |= in_chosen;
+                } else if depth == 2 && in_chosen {
+                    add_remaining(&mut w, edits, &names, &mut done)?;
+                }
                 w.u32(FDT_BEGIN_NODE)?;
                 w.bytes(name.as_bytes())?;
                 w.bytes(&[0])?;
@@ -223,9 +232,11 @@ pub fn rebuild(fdt: &Fdt<'_>, edits: &[Edit<'_>], out: &mut [u8]) -> Result<usiz
     w.bytes(strings)?;
     for (i, edit) in edits.iter().enumerate() {
         let offset = names.offsets.get(i).copied().unwrap_or(0);
-        if offset >= strings.len() && offset == w.at - off_strings {
-            w.bytes(edit.name().as_bytes())?;
-            w.bytes(&[0])?;
+        if let Edit::Set(name, _) = edit {
+            if offset >= strings.len() && offset == w.at - off_strings {
+                w.bytes(name.as_bytes())?;
+                w.bytes(&[0])?;
+            }
         }
     }
     let size_strings = w.at - off_strings;
@@ -253,7 +264,7 @@ pub fn rebuild(fdt: &Fdt<'_>, edits: &[Edit<'_>], out: &mut [u8]) -> Result<usiz
     Ok(totalsize)
 }
 
-/// Writes the `Set` edits not yet written, at the end of `/chosen`.
+/// Writes the `Set` edits not yet written, at the end of `/chosen`'s properties.
 fn add_remaining(
     w: &mut Writer<'_>,
     edits: &[Edit<'_>],
@@ -272,7 +283,7 @@ fn add_remaining(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fdt::tests::dtb;
+    use crate::fdt::tests::{dtb, Tree};
     use crate::fdt::Machine;
 
     fn rebuilt(blob: &[u8], edits: &[Edit<'_>]) -> Vec<u8> {
@@ -357,6 +368,52 @@ mod tests {
         assert_eq!(m.bootargs, b"console=ttyAMA0 shim.verbose");
     }
 
+    /// Found by the fdt fuzz target: a `/chosen` with a subnode (the Raspberry Pi
+    /// firmware adds `/chosen/bootloader`) lost every new property, and edits went to
+    /// a later `chosen` rather than the `chosen@<unit>` libfdt finds first.
+    #[test]
+    fn new_properties_go_before_the_first_subnode_of_the_first_chosen() {
+        let blob = Tree::with_ram()
+            .begin("chosen")
+            .prop("bootargs", b"console=ttyAMA0\0")
+            .begin("bootloader")
+            .prop("build", b"x\0")
+            .end()
+            .end()
+            .end()
+            .finish();
+        let out = rebuilt(&blob, &[Edit::Set("kaslr-seed", &SEED)]);
+        assert_eq!(chosen(&out, "kaslr-seed").unwrap(), SEED);
+        assert_eq!(chosen(&out, "bootargs").unwrap(), b"console=ttyAMA0\0");
+        let m = Machine::read(&Fdt::new(&out).unwrap()).unwrap();
+        assert_eq!(m.kaslr_seed.map(|(v, _)| v), Some(u64::from_be_bytes(SEED)));
+        let fdt = ::fdt::Fdt::new(&out).unwrap();
+        let build = fdt
+            .find_node("/chosen/bootloader")
+            .unwrap()
+            .property("build");
+        assert_eq!(build.unwrap().value, b"x\0");
+
+        let blob = Tree::with_ram()
+            .begin("chosen@0")
+            .prop("rng-seed", &[7; 4])
+            .end()
+            .begin("chosen")
+            .prop("rng-seed", &[9; 4])
+            .end()
+            .end()
+            .finish();
+        let out = rebuilt(&blob, &[Edit::Set("rng-seed", &SEED)]);
+        assert_eq!(chosen(&out, "rng-seed").unwrap(), SEED);
+        let fdt = ::fdt::Fdt::new(&out).unwrap();
+        let later = fdt
+            .all_nodes()
+            .filter(|n| n.name == "chosen")
+            .last()
+            .unwrap();
+        assert_eq!(later.property("rng-seed").unwrap().value, [9; 4]);
+    }
+
     #[test]
     fn creates_chosen_when_there_is_none() {
         // A tree whose only child is a memory node: rename /chosen away first.
@@ -391,6 +448,27 @@ mod tests {
         // Rebuilding without edits is a fixed point once NOPs are gone.
         let once = rebuilt(&again, &[]);
         assert_eq!(rebuilt(&once, &[]), once);
+    }
+
+    /// Found by the fdt fuzz target: removing a property whose name the strings block
+    /// lacks appended the name anyway, so the tree outgrew `rebuilt_size`.
+    #[test]
+    fn removing_an_absent_name_adds_no_string() {
+        let blob = dtb("virt-1G-smp1.dtb");
+        let fdt = Fdt::new(&blob).unwrap();
+        let edits = [
+            Edit::Remove("linux,initrd-start"),
+            Edit::Remove("linux,initrd-end"),
+            Edit::Remove("linux,elfcorehdr"),
+        ];
+        let mut out = vec![0; rebuilt_size(&fdt, &edits)];
+        let n = rebuild(&fdt, &edits, &mut out).unwrap();
+        let strings = |b: &[u8]| {
+            let h = crate::fdt::Header::read(b).unwrap();
+            b[h.strings].to_vec()
+        };
+        assert_eq!(strings(&out[..n]), strings(&blob));
+        assert_eq!(rebuilt(&out[..n], &[]), rebuilt(&blob, &[]));
     }
 
     #[test]

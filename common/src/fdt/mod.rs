@@ -51,6 +51,8 @@ pub enum FdtError {
     Memory(MemError),
     /// The buffer for an edited copy is too small.
     NoRoom,
+    /// More duplicate seed properties in `/chosen` than the shim keeps to wipe.
+    TooManySeeds,
 }
 
 impl core::fmt::Display for FdtError {
@@ -74,6 +76,10 @@ impl core::fmt::Display for FdtError {
             FdtError::NoMemory => write!(f, "device tree has no memory node"),
             FdtError::Memory(e) => write!(f, "device tree memory: {e}"),
             FdtError::NoRoom => write!(f, "no room for the edited device tree"),
+            FdtError::TooManySeeds => write!(
+                f,
+                "device tree /chosen repeats its seeds more than {MAX_OTHER_SEEDS} times"
+            ),
         }
     }
 }
@@ -350,9 +356,9 @@ pub struct Machine<'a> {
     /// The `/reserved-memory` children marked `no-map`: the OS must not map them at all
     /// (firmware-owned memory a speculative access may fault on). Also in `reserved`.
     pub no_map: MemoryMap,
-    /// `/chosen/bootargs` without its trailing NUL.
+    /// `/chosen/bootargs` (its first copy, as libfdt reads it) without its NUL.
     pub bootargs: &'a [u8],
-    /// `/chosen/linux,initrd-start` .. `linux,initrd-end`.
+    /// `/chosen/linux,initrd-start` .. `linux,initrd-end` (their first copies).
     pub initrd: Option<Range>,
     /// `/chosen/kaslr-seed` (big-endian u64) and the blob offset of its value.
     pub kaslr_seed: Option<(u64, usize)>,
@@ -376,6 +382,18 @@ enum Top {
     Other,
     Reserved,
     Chosen,
+    /// A top-level `chosen` or `chosen@<unit>` after the first: no one reads it as
+    /// `/chosen`, but seeds in it are wiped all the same.
+    LaterChosen,
+}
+
+/// Whether a top-level node named `name` is a `/chosen` candidate. libfdt's
+/// `fdt_path_offset(fdt, "/chosen")`, through which Linux (early_init_dt_scan_chosen,
+/// the arm64 `pi/` code) and U-Boot read it, matches `chosen` and `chosen@<unit>`
+/// alike and takes the first in tree order; the reader, `stdout` and the editor take
+/// that same node.
+fn is_chosen(name: &str) -> bool {
+    name.split('@').next() == Some("chosen")
 }
 
 /// Seed properties kept besides the last of each name.
@@ -401,14 +419,20 @@ impl<'a> Machine<'a> {
     }
 
     /// Keeps a seed property (blob offset and length) the walk saw but no longer names
-    /// in `kaslr_seed` or `rng_seed`.
-    fn keep_other_seed(&mut self, seed: Option<(usize, usize)>) {
-        let Some((offset, len)) = seed else { return };
+    /// in `kaslr_seed` or `rng_seed`. More than the table holds is an error: a seed
+    /// the shim does not know of is one it cannot wipe.
+    fn keep_other_seed(&mut self, seed: Option<(usize, usize)>) -> Result<(), FdtError> {
+        let Some((offset, len)) = seed else {
+            return Ok(());
+        };
         let bytes = self.blob.get(offset..offset + len).unwrap_or_default();
-        if let Some(slot) = self.other_seeds.get_mut(self.n_other_seeds) {
-            *slot = (bytes, offset);
-            self.n_other_seeds += 1;
-        }
+        let slot = self
+            .other_seeds
+            .get_mut(self.n_other_seeds)
+            .ok_or(FdtError::TooManySeeds)?;
+        *slot = (bytes, offset);
+        self.n_other_seeds += 1;
+        Ok(())
     }
 
     /// Reads the machine description from a checked blob.
@@ -432,15 +456,19 @@ impl<'a> Machine<'a> {
         // A /reserved-memory child's `no-map` may come after its `reg`, likewise.
         let (mut res_reg, mut res_cells, mut no_map) = (&[][..], Cells::default(), false);
         let (mut initrd_start, mut initrd_end) = (None, None);
+        let mut bootargs = None;
+        let mut seen_chosen = false;
 
         fdt.walk(|depth, event| {
             match event {
                 Event::Begin { name, .. } if depth == 1 => {
                     top = match name.split('@').next().unwrap_or(name) {
                         "reserved-memory" => Top::Reserved,
-                        "chosen" => Top::Chosen,
+                        _ if is_chosen(name) && !seen_chosen => Top::Chosen,
+                        _ if is_chosen(name) => Top::LaterChosen,
                         _ => Top::Other,
                     };
+                    seen_chosen |= top == Top::Chosen;
                     (mem_reg, is_memory) = (&[], false);
                 }
                 Event::Begin { .. } => (res_reg, no_map) = (&[], false),
@@ -459,13 +487,15 @@ impl<'a> Machine<'a> {
                     (_, 1, "device_type") => is_memory = value == b"memory\0",
                     (Top::Reserved, 2, "reg") => (res_reg, res_cells) = (value, cells),
                     (Top::Reserved, 2, "no-map") => no_map = true,
-                    (Top::Chosen, 1, "bootargs") => {
-                        m.bootargs = value.split(|&b| b == 0).next().unwrap_or_default()
+                    // The first copy of a property, as libfdt's fdt_getprop (so Linux
+                    // and U-Boot) reads it; later copies are never seen.
+                    (Top::Chosen, 1, "bootargs") if bootargs.is_none() => {
+                        bootargs = Some(value.split(|&b| b == 0).next().unwrap_or_default())
                     }
-                    (Top::Chosen, 1, "linux,initrd-start") => {
+                    (Top::Chosen, 1, "linux,initrd-start") if initrd_start.is_none() => {
                         initrd_start = Some(number(value, "linux,initrd-start")?)
                     }
-                    (Top::Chosen, 1, "linux,initrd-end") => {
+                    (Top::Chosen, 1, "linux,initrd-end") if initrd_end.is_none() => {
                         initrd_end = Some(number(value, "linux,initrd-end")?)
                     }
                     (Top::Chosen, 1, "kaslr-seed") => {
@@ -480,11 +510,14 @@ impl<'a> Machine<'a> {
                                 Some((offset, len))
                             }
                         };
-                        m.keep_other_seed(earlier);
+                        m.keep_other_seed(earlier)?;
                     }
                     (Top::Chosen, 1, "rng-seed") => {
                         let earlier = m.rng_seed.replace((value, offset));
-                        m.keep_other_seed(earlier.map(|(v, at)| (at, v.len())));
+                        m.keep_other_seed(earlier.map(|(v, at)| (at, v.len())))?;
+                    }
+                    (Top::LaterChosen, 1, "kaslr-seed" | "rng-seed") => {
+                        m.keep_other_seed(Some((offset, value.len())))?
                     }
                     _ => {}
                 },
@@ -510,6 +543,7 @@ impl<'a> Machine<'a> {
             Ok(())
         })?;
 
+        m.bootargs = bootargs.unwrap_or_default();
         for r in fdt.memreserve() {
             m.reserved.push(r?, "memreserve")?;
         }
@@ -621,6 +655,90 @@ mod tests {
     pub(crate) fn dtb(name: &str) -> Vec<u8> {
         let path = format!("{}/../tests/data/dtb/{name}", env!("CARGO_MANIFEST_DIR"));
         std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    /// A tree written token by token, for shapes QEMU never makes: `begin`/`prop`/`end`
+    /// in DTSpec 5.4 order, then `finish` lays out header, reservations, structure
+    /// and strings.
+    #[derive(Default)]
+    pub(crate) struct Tree {
+        structs: Vec<u8>,
+        strings: Vec<u8>,
+    }
+
+    impl Tree {
+        pub(crate) fn begin(mut self, name: &str) -> Tree {
+            self.structs
+                .extend_from_slice(&FDT_BEGIN_NODE.to_be_bytes());
+            self.structs.extend_from_slice(name.as_bytes());
+            self.structs.push(0);
+            self.pad();
+            self
+        }
+
+        pub(crate) fn prop(mut self, name: &str, value: &[u8]) -> Tree {
+            let nameoff = self.strings.len() as u32;
+            self.strings.extend_from_slice(name.as_bytes());
+            self.strings.push(0);
+            for word in [FDT_PROP, value.len() as u32, nameoff] {
+                self.structs.extend_from_slice(&word.to_be_bytes());
+            }
+            self.structs.extend_from_slice(value);
+            self.pad();
+            self
+        }
+
+        pub(crate) fn end(mut self) -> Tree {
+            self.structs.extend_from_slice(&FDT_END_NODE.to_be_bytes());
+            self
+        }
+
+        /// A root with 2-cell addresses and sizes and 1 GiB of RAM at 1 GiB.
+        pub(crate) fn with_ram() -> Tree {
+            Tree::default()
+                .begin("")
+                .prop("#address-cells", &2u32.to_be_bytes())
+                .prop("#size-cells", &2u32.to_be_bytes())
+                .begin("memory@40000000")
+                .prop("device_type", b"memory\0")
+                .prop(
+                    "reg",
+                    &[0, 0, 0, 0, 0x40, 0, 0, 0, 0, 0, 0, 0, 0x40, 0, 0, 0],
+                )
+                .end()
+        }
+
+        pub(crate) fn finish(mut self) -> Vec<u8> {
+            self.structs.extend_from_slice(&FDT_END.to_be_bytes());
+            let off_struct = HEADER_SIZE + 16;
+            let off_strings = off_struct + self.structs.len();
+            let total = off_strings + self.strings.len();
+            let mut blob = Vec::new();
+            for word in [
+                MAGIC,
+                total as u32,
+                off_struct as u32,
+                off_strings as u32,
+                HEADER_SIZE as u32,
+                17,
+                16,
+                0,
+                self.strings.len() as u32,
+                self.structs.len() as u32,
+            ] {
+                blob.extend_from_slice(&word.to_be_bytes());
+            }
+            blob.extend_from_slice(&[0; 16]);
+            blob.extend_from_slice(&self.structs);
+            blob.extend_from_slice(&self.strings);
+            blob
+        }
+
+        fn pad(&mut self) {
+            while !self.structs.len().is_multiple_of(4) {
+                self.structs.push(0);
+            }
+        }
     }
 
     fn ram(m: &Machine<'_>) -> Vec<(u64, u64)> {
@@ -755,6 +873,88 @@ mod tests {
         wipe_seeds(&mut twice, seeds.iter().copied());
         let m = Machine::read(&Fdt::new(&twice).unwrap()).unwrap();
         assert!(m.seeds().all(|(v, _)| v.iter().all(|&b| b == 0)));
+    }
+
+    /// Found by the fdt fuzz target: a top-level `chosen@<unit>` before `chosen` is the
+    /// node libfdt (so Linux and U-Boot) reads as `/chosen`; the reader took the
+    /// properties of both, last one winning. Now it reads the first, and still wipes
+    /// the seeds of the second.
+    #[test]
+    fn chosen_is_the_first_chosen_or_chosen_at_unit() {
+        let mut blob = dtb("virt-1G-smp1.dtb");
+        let at = blob
+            .windows(15)
+            .position(|w| w == b"fw-cfg@9020000\0")
+            .unwrap();
+        blob[at..at + 6].copy_from_slice(b"chosen");
+        let fdt = Fdt::new(&blob).unwrap();
+        let m = Machine::read(&fdt).unwrap();
+        assert_eq!(
+            (m.kaslr_seed, m.rng_seed, m.bootargs),
+            (None, None, &b""[..])
+        );
+        assert_eq!(stdout(&fdt), Ok(None));
+        // The real /chosen's two seeds are still found, to be mixed in and wiped.
+        assert_eq!(m.seeds().count(), 2);
+        assert_eq!(m.other_seeds().count(), 2);
+        let oracle = ::fdt::Fdt::new(&blob).unwrap();
+        assert_eq!(oracle.find_node("/chosen").unwrap().name, "chosen@9020000");
+    }
+
+    /// What the fdt fuzz target's wipe check asserts: past eight extra copies, seeds were
+    /// neither mixed in nor wiped, and nothing said so. Now that is an error.
+    #[test]
+    fn more_seeds_than_the_shim_can_wipe_is_an_error() {
+        let tree = |n: usize| {
+            let mut t = Tree::with_ram().begin("chosen");
+            for i in 0..n {
+                t = t.prop("rng-seed", &[i as u8 + 1; 16]);
+            }
+            t.end().end().finish()
+        };
+        // The last rng-seed and eight earlier ones.
+        let most = tree(MAX_OTHER_SEEDS + 1);
+        let m = Machine::read(&Fdt::new(&most).unwrap()).unwrap();
+        assert_eq!(m.seeds().count(), MAX_OTHER_SEEDS + 1);
+        let too_many = tree(MAX_OTHER_SEEDS + 2);
+        assert_eq!(
+            Machine::read(&Fdt::new(&too_many).unwrap()).unwrap_err(),
+            FdtError::TooManySeeds
+        );
+    }
+
+    /// Linux and U-Boot read a property through libfdt's fdt_getprop, which returns
+    /// its first copy; the reader took the last bootargs and initrd. With repeated copies,
+    /// the shim then avoided an initrd Linux does not use and could overwrite the one
+    /// it does. (The fdt fuzz target compares with the first copy now.)
+    #[test]
+    fn duplicated_chosen_properties_are_read_as_libfdt_reads_them() {
+        let blob = Tree::with_ram()
+            .begin("chosen")
+            .prop("bootargs", b"console=ttyAMA0 mem=512M\0")
+            .prop("linux,initrd-start", &0x4800_0000u32.to_be_bytes())
+            .prop("linux,initrd-end", &0x4810_0000u32.to_be_bytes())
+            .prop("bootargs", b"quiet\0")
+            .prop("linux,initrd-start", &0x5000_0000u64.to_be_bytes())
+            .prop("linux,initrd-end", &0x5010_0000u64.to_be_bytes())
+            .end()
+            .end()
+            .finish();
+        let m = Machine::read(&Fdt::new(&blob).unwrap()).unwrap();
+        assert_eq!(m.bootargs, b"console=ttyAMA0 mem=512M");
+        assert_eq!(
+            m.initrd,
+            Some(Range {
+                start: 0x4800_0000,
+                end: 0x4810_0000
+            })
+        );
+        let oracle = ::fdt::Fdt::new(&blob).unwrap();
+        let chosen = oracle.find_node("/chosen").unwrap();
+        assert_eq!(
+            chosen.property("bootargs").unwrap().value,
+            b"console=ttyAMA0 mem=512M\0"
+        );
     }
 
     #[test]

@@ -1,0 +1,87 @@
+//! `container`: any bytes as a payload container. Parsing, unpacking and verifying
+//! never panic; the parsed fields are the header's bytes; `unpack` writes only the
+//! first `unpacked_size` bytes of a larger buffer and returns exactly that many;
+//! `unpack_prefix` gives the same first bytes; with the header's digest replaced by
+//! the digest of what it unpacked to, the container verifies and unpacks the same.
+
+use shim_common::container::{self, Compression, ContainerError, DecompressorOxide};
+use shim_common::digest;
+
+const GUARD: usize = 64;
+const GUARD_BYTE: u8 = 0xa5;
+/// Larger payloads are checked only against a small buffer (memory per run).
+const MAX_UNPACKED: u64 = 1 << 20;
+const PREFIX: usize = 64;
+
+pub fn run(data: &[u8]) {
+    let Ok(p) = container::parse(data) else {
+        return;
+    };
+    let field = |at: usize| u64::from_le_bytes(data[at..at + 8].try_into().unwrap());
+    assert_eq!(p.unpacked_size, field(24));
+    assert_eq!(p.packed.len() as u64, field(16));
+    assert_eq!(p.packed, &data[64..64 + p.packed.len()]);
+    assert_eq!(&p.digest[..], &data[32..64]);
+    if p.compression == Compression::None {
+        assert_eq!(p.packed.len() as u64, p.unpacked_size);
+    }
+    let mut inflater = Box::new(DecompressorOxide::new());
+
+    let mut head = [GUARD_BYTE; PREFIX];
+    let prefix = container::unpack_prefix(&p, &mut head, &mut inflater);
+    if let Ok(n) = prefix {
+        assert!(n <= PREFIX && n as u64 <= p.unpacked_size);
+    }
+
+    if p.unpacked_size > MAX_UNPACKED {
+        let mut out = vec![GUARD_BYTE; 4096];
+        let r = container::unpack(&p, &mut out, &mut inflater);
+        assert!(
+            matches!(r, Err(ContainerError::OutputTooSmall { .. })),
+            "{r:?}"
+        );
+        assert!(
+            out.iter().all(|&b| b == GUARD_BYTE),
+            "a refused unpack wrote"
+        );
+        return;
+    }
+    let size = p.unpacked_size as usize;
+    let mut out = vec![GUARD_BYTE; size + GUARD];
+    let r = container::unpack(&p, &mut out, &mut inflater);
+    assert!(
+        out[size..].iter().all(|&b| b == GUARD_BYTE),
+        "unpack wrote past unpacked_size"
+    );
+    let Ok(n) = r else { return };
+    assert_eq!(n, size, "unpacked to a size other than unpacked_size");
+    let unpacked = &out[..size];
+    if let Ok(k) = prefix {
+        assert_eq!(
+            &head[..k],
+            &unpacked[..k],
+            "unpack_prefix differs from unpack"
+        );
+        assert_eq!(k, size.min(PREFIX));
+    }
+    let verified = container::verify(&p, unpacked).is_ok();
+    let actual = digest::sha256(digest::portable, unpacked);
+    assert_eq!(verified, actual == p.digest);
+
+    // The same container with the digest of what it holds: it verifies and unpacks to
+    // the same bytes, and a changed byte no longer verifies.
+    let mut fixed = data.to_vec();
+    fixed[32..64].copy_from_slice(&actual);
+    let q = container::parse(&fixed).expect("a digest change broke parsing");
+    let mut again = vec![0u8; size];
+    assert_eq!(container::unpack(&q, &mut again, &mut inflater), Ok(size));
+    assert_eq!(again, unpacked, "two unpacks differ");
+    assert_eq!(container::verify(&q, &again), Ok(()));
+    if let Some(b) = again.first_mut() {
+        *b ^= 1;
+        assert!(
+            container::verify(&q, &again).is_err(),
+            "a changed byte verified"
+        );
+    }
+}
