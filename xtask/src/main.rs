@@ -3,6 +3,7 @@
 //! workspace paths and running a child command after printing it.
 
 mod arch;
+mod bench;
 mod bzimage;
 mod console;
 mod cpio;
@@ -60,6 +61,9 @@ enum Cmd {
     /// Boot the demo payload many times over both arches and every loader and print
     /// boots, failures, distinct placements and boot times.
     Soak(soak::SoakArgs),
+    /// Run the criterion benchmarks (inflate, SHA-256, relocation, slot choice) on
+    /// Debian's arm64 Image and print each as ratios of the shim's own path.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -86,6 +90,7 @@ fn dispatch(command: Cmd) -> Result<()> {
         Cmd::Inspect(args) => inspect::run(&args),
         Cmd::Simulate(args) => simulate::run(&args),
         Cmd::Soak(args) => soak::run(&args),
+        Cmd::Bench(args) => bench::run(&args),
     }
 }
 

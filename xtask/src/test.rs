@@ -501,6 +501,8 @@ pub fn run(args: &TestArgs) -> Result<()> {
                     "-p",
                     "shim-sha-ni",
                     "-p",
+                    "shim-bench",
+                    "-p",
                     "xtask",
                 ])
                 .env(dtbs::ENV, dir);
