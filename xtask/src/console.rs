@@ -62,6 +62,9 @@ pub enum LinuxTest {
     Iomem(Iomem),
     /// `linux-test: sha256 <hex>` of its /data.bin.
     Sha256(String),
+    /// `linux-test: text <hex>`: `_stext` in /proc/kallsyms, the kernel's virtual text
+    /// (init runs as root, so the address is not hidden).
+    Text(u64),
     /// `linux-test: done`: everything was printed; it powers off next.
     Done,
     /// Any other `linux-test: ` line.
@@ -120,6 +123,10 @@ fn parse_linux_test(text: &str) -> LinuxTest {
     match word {
         "cmdline" => LinuxTest::Cmdline(rest.trim().to_string()),
         "sha256" => LinuxTest::Sha256(rest.trim().to_string()),
+        "text" => match u64::from_str_radix(rest.trim(), 16) {
+            Ok(va) => LinuxTest::Text(va),
+            Err(_) => LinuxTest::Other(text.to_string()),
+        },
         "done" if rest.trim().is_empty() => LinuxTest::Done,
         "iomem" => match parse_iomem(rest) {
             Some(iomem) => LinuxTest::Iomem(iomem),

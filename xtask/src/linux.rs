@@ -38,6 +38,7 @@ mount -t devtmpfs devtmpfs /dev
 echo "linux-test: start $(uname -r) $(uname -m)"
 echo "linux-test: cmdline $(cat /proc/cmdline)"
 sed 's/^/linux-test: iomem /' /proc/iomem
+echo "linux-test: text $(grep -m 1 ' _stext$' /proc/kallsyms | cut -d ' ' -f 1)"
 echo "linux-test: sha256 $(sha256sum /data.bin | cut -d ' ' -f 1)"
 echo "linux-test: uptime $(cut -d ' ' -f 1 /proc/uptime)"
 echo "linux-test: done"

@@ -542,6 +542,8 @@ pub struct LinuxBoot {
     pub kernel_code: Option<(u64, u64)>,
     /// /data.bin's digest.
     pub sha256: Option<String>,
+    /// `_stext` in /proc/kallsyms: the kernel's virtual base.
+    pub text: Option<u64>,
     /// `KASLR enabled` (true) or `KASLR disabled ...` (false) in the kernel log.
     pub kaslr: Option<bool>,
     /// N from `CPU: All CPU(s) started at ELN`.
@@ -806,6 +808,9 @@ impl Boot {
                     LinuxTest::Iomem(iomem) if iomem.name == "Kernel code" => {
                         l.kernel_code.get_or_insert((iomem.start, iomem.end));
                     }
+                    LinuxTest::Text(va) => {
+                        l.text.get_or_insert(va);
+                    }
                     LinuxTest::Iomem(_) | LinuxTest::Other(_) => {}
                 }
             }
@@ -914,6 +919,8 @@ pub struct Summary {
     /// Linux boots: distinct "Kernel code" start addresses, and how many boots logged
     /// `KASLR enabled`, `KASLR disabled` and all CPUs started at EL2.
     pub kernel_code: BTreeSet<u64>,
+    /// Distinct `_stext` virtual addresses.
+    pub text: BTreeSet<u64>,
     pub kaslr_enabled: u32,
     pub kaslr_disabled: u32,
     pub el2: u32,
@@ -945,6 +952,7 @@ impl Summary {
         if let Some((start, _)) = l.kernel_code {
             self.kernel_code.insert(start);
         }
+        self.text.extend(l.text);
         match l.kaslr {
             Some(true) => self.kaslr_enabled += 1,
             Some(false) => self.kaslr_disabled += 1,
@@ -978,8 +986,9 @@ impl Summary {
         }
         if !self.kernel_code.is_empty() {
             line.push_str(&format!(
-                "; {} distinct Kernel code, KASLR enabled {} / disabled {}, EL2 {}",
+                "; {} distinct Kernel code, {} distinct _stext, KASLR enabled {} / disabled {}, EL2 {}",
                 self.kernel_code.len(),
+                self.text.len(),
                 self.kaslr_enabled,
                 self.kaslr_disabled,
                 self.el2
@@ -1582,22 +1591,29 @@ mod tests {
     #[test]
     fn summary_counts_linux_boots() {
         let mut s = Summary::default();
-        for (code, kaslr, el) in [
-            ("40210000", "enabled", 2),
-            ("5c610000", "enabled", 1),
-            ("40210000", "disabled on command line", 2),
+        for (code, kaslr, el, text) in [
+            ("40210000", "enabled", 2, "ffff800008010000"),
+            ("5c610000", "enabled", 1, "ffffb3f2c5410000"),
+            (
+                "40210000",
+                "disabled on command line",
+                2,
+                "ffff800008010000",
+            ),
         ] {
             let lines = [
                 format!("[ 0.0] KASLR {kaslr}"),
                 format!("[ 0.1] CPU: All CPU(s) started at EL{el}"),
                 format!("linux-test: iomem   {code}-5fffffff : Kernel code"),
+                format!("linux-test: text {text}"),
             ];
             s.add(&linux_boot(&lines, exited()), true);
         }
         assert_eq!(s.kernel_code.len(), 2);
+        assert_eq!(s.text.len(), 2);
         assert_eq!((s.kaslr_enabled, s.kaslr_disabled, s.el2), (2, 1, 2));
-        assert!(s
-            .line()
-            .ends_with("2 distinct Kernel code, KASLR enabled 2 / disabled 1, EL2 2"));
+        assert!(s.line().ends_with(
+            "2 distinct Kernel code, 2 distinct _stext, KASLR enabled 2 / disabled 1, EL2 2"
+        ));
     }
 }

@@ -82,11 +82,27 @@ el1_entry:
     msr     vbar_el1, x9
     isb
 
-    /* Apply our R_AARCH64_RELATIVE relocations: *(base + r_offset) = base + r_addend. */
+    /* The whole image is here: its last loaded word is the tail magic ("!SHIMEND",
+     * linker.ld's .tail). */
+    adrp    x9, __image_tail
+    ldr     x9, [x9, :lo12:__image_tail]
+    movz    x10, #0x5321
+    movk    x10, #0x4948, lsl #16
+    movk    x10, #0x454d, lsl #32
+    movk    x10, #0x444e, lsl #48
+    cmp     x9, x10
+    b.ne    bad_reloc
+
+    /* Apply our R_AARCH64_RELATIVE relocations: *(base + r_offset) = base + r_addend,
+     * each inside the image. */
     adrp    x9, __rela_start
     add     x9, x9, :lo12:__rela_start
     adrp    x10, __rela_end
     add     x10, x10, :lo12:__rela_end
+    adrp    x14, __image_end
+    add     x14, x14, :lo12:__image_end
+    sub     x14, x14, x21
+    sub     x14, x14, #8            // x14 = the last offset a quad may be written at
 1:  cmp     x9, x10
     b.hs    2f
     ldp     x11, x12, [x9]          // r_offset, r_info
@@ -94,6 +110,8 @@ el1_entry:
     add     x9, x9, #24
     cmp     x12, #1027              // R_AARCH64_RELATIVE, symbol 0
     b.ne    bad_reloc
+    cmp     x11, x14
+    b.hi    bad_reloc
     add     x13, x13, x21
     str     x13, [x21, x11]
     b       1b
@@ -128,7 +146,9 @@ el1_entry:
     mov     x3, x22
     bl      shim_main               // never returns
 
-    /* An unexpected relocation type: nothing is safe to run, not even the console. */
+    /* An incomplete image or a bad relocation: nothing is safe to run, and the
+     * console is known only from the device tree, which Rust reads (a known limit:
+     * the x86 shim prints a line on COM1 here). */
 bad_reloc:
     wfe
     b       bad_reloc

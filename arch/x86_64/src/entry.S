@@ -19,6 +19,9 @@
     .set PDE_PW_PS, 0x83            /* P | R/W | PS: a 2 MiB page */
     .set R_X86_64_RELATIVE, 8
     .set ZERO_PAGE_SIZE, 4096
+    .set IMAGE_TAIL, 0x444e454d49485321     /* "!SHIMEND": linker.ld's .tail */
+    .set COM1, 0x3f8                /* the console's port (uart16550.rs) */
+    .set LSR_THRE, 0x20             /* line status: transmit holding register empty */
 
     .section .head, "awx"
     .code32
@@ -171,14 +174,24 @@ startup_64:
     .code64
 
 .Lfour_level:
-    /* Apply our R_X86_64_RELATIVE relocations: *(base + r_offset) = base + r_addend. */
+    /* The whole image is here: its last loaded word is the tail magic. */
+    movabsq $IMAGE_TAIL, %rax
+    cmpq    %rax, __image_tail(%rip)
+    jne     truncated
+
+    /* Apply our R_X86_64_RELATIVE relocations: *(base + r_offset) = base + r_addend,
+     * each inside the image. */
     leaq    __rela_start(%rip), %rcx
     leaq    __rela_end(%rip), %rdx
+    leaq    (__image_end - 8)(%rip), %r8
+    subq    %rbx, %r8               /* %r8 = the last offset a quad may be written at */
 2:  cmpq    %rdx, %rcx
     jae     3f
     movq    (%rcx), %rax            /* r_offset */
     cmpq    $R_X86_64_RELATIVE, 8(%rcx)     /* r_info: the type, symbol 0 */
     jne     bad_reloc
+    cmpq    %r8, %rax
+    ja      bad_reloc
     movq    16(%rcx), %rdi          /* r_addend */
     addq    %rbx, %rdi
     movq    %rdi, (%rbx, %rax)
@@ -205,8 +218,38 @@ startup_64:
     movq    %r12, %rdx              /* 1: entered with LA57 above 4 GiB */
     call    shim_main               /* never returns */
 
-    /* An unexpected relocation type: nothing is safe to run, not even the console. */
+    /* Before relocation no Rust can run (its tables hold absolute addresses): the
+     * line goes straight to COM1, then the CPU parks. */
+truncated:
+    leaq    .Ltruncated_msg(%rip), %rsi
+    jmp     early_fail
 bad_reloc:
+    leaq    .Lbad_reloc_msg(%rip), %rsi
+early_fail:                         /* %rsi = NUL-terminated line */
     cli
+.Lputc:
+    movzbl  (%rsi), %ecx
+    testl   %ecx, %ecx
+    jz      .Lpark
+    movl    $(COM1 + 5), %edx       /* line status register */
+    movl    $0x100000, %edi         /* a bounded wait: a stuck UART must not hang us here */
+.Lwait:
+    inb     %dx, %al
+    testb   $LSR_THRE, %al
+    jnz     .Lsend
+    decl    %edi
+    jnz     .Lwait
+.Lsend:
+    movl    $COM1, %edx
+    movl    %ecx, %eax
+    outb    %al, %dx
+    incq    %rsi
+    jmp     .Lputc
+.Lpark:
     hlt
-    jmp     bad_reloc
+    jmp     .Lpark
+
+.Ltruncated_msg:
+    .asciz  "shim: error: the shim's image is incomplete (the loader read only part of it)\r\n"
+.Lbad_reloc_msg:
+    .asciz  "shim: error: the shim's own relocations are corrupt (a damaged image)\r\n"
