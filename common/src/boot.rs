@@ -33,9 +33,13 @@ pub trait Platform {
         0
     }
     /// The SHA-256 block function to verify payloads with: the CPU's instructions
-    /// where it has them.
+    /// where it has them, and its name for `shim.verbose`.
+    fn sha256(&self) -> digest::Engine {
+        digest::PORTABLE
+    }
+    /// The block function of [`sha256`](Self::sha256) alone.
     fn sha256_compress(&self) -> digest::Compress {
-        digest::portable
+        self.sha256().compress
     }
     /// Entropy read now, after the placement was drawn (CPU RNG values, the counter),
     /// mixed into the seeds handed on so they are more than the placement stream.
@@ -289,10 +293,12 @@ pub fn load(
         let hz = platform.ticks_per_second();
         let phase = |from: u64, to: u64| Duration(to.wrapping_sub(from), hz);
         platform.say(format_args!(
-            "timing place={} unpack={} verify={} load={} relocate={} ({} bytes, {} relocations)",
+            "timing place={} unpack={} verify={} sha256={} load={} relocate={} ({} bytes, {} \
+             relocations)",
             phase(t0, t1),
             phase(t1, t2),
             phase(t2, t3),
+            platform.sha256().name,
             phase(t3, t4),
             phase(t4, t5),
             n,
@@ -844,7 +850,10 @@ mod tests {
             );
             assert!(loaded.info.entropy_strong == 1 && loaded.info.kaslr_bits > 25);
             assert!(fake.lines.iter().any(|l| l.starts_with("placed pa=")));
-            assert!(fake.lines.iter().any(|l| l.starts_with("timing place=")));
+            assert!(fake
+                .lines
+                .iter()
+                .any(|l| l.starts_with("timing place=") && l.contains(" sha256=portable ")));
             let pages: Vec<_> = loaded.pages().collect();
             assert_eq!(pages[0], (p.virt, p.phys, 0x1000, Perm::Text));
             assert_eq!(

@@ -8,6 +8,20 @@ use sha2::digest::generic_array::GenericArray;
 /// A SHA-256 block function: folds whole 64-byte blocks into the state.
 pub type Compress = fn(&mut [u32; 8], &[[u8; 64]]);
 
+/// A block function with the name `shim.verbose` gives it (`sha256=<name>`).
+#[derive(Clone, Copy)]
+pub struct Engine {
+    /// `sha-ni`, `armv8-sha256` or `portable`.
+    pub name: &'static str,
+    pub compress: Compress,
+}
+
+/// sha2's portable code, for CPUs without SHA-256 instructions.
+pub const PORTABLE: Engine = Engine {
+    name: "portable",
+    compress: portable,
+};
+
 /// FIPS 180-4 5.3.3.
 const H0: [u32; 8] = [
     0x6a09_e667,

@@ -126,6 +126,15 @@ fn read(path: &Path) -> Result<Vec<u8>> {
     fs::read(path).with_context(|| format!("reading {}", path.display()))
 }
 
+/// Debian's raw arm64 Image alone (downloaded once), for `cargo xtask bench`.
+pub fn image() -> Result<PathBuf> {
+    let dir = dir();
+    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let (image, _, package) = kernel(&dir)?;
+    eprintln!("xtask: Linux Image: {package}; {}", image.display());
+    Ok(image)
+}
+
 /// The raw Image, the Image.gz and the package they came from, downloading and
 /// unpacking the kernel package once.
 fn kernel(dir: &Path) -> Result<(PathBuf, PathBuf, String)> {

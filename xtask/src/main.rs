@@ -3,6 +3,7 @@
 //! workspace paths and running a child command after printing it.
 
 mod arch;
+mod bench;
 mod bzimage;
 mod console;
 mod cpio;
@@ -66,6 +67,9 @@ enum Cmd {
     /// Run every fuzz target (cargo +nightly fuzz run) from seeds made of real inputs,
     /// each asserting its invariants; print executions per second.
     Fuzz(fuzz::FuzzArgs),
+    /// Run the criterion benchmarks (inflate, SHA-256, relocation, slot choice) on
+    /// Debian's arm64 Image and print each as ratios of the shim's own path.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -93,6 +97,7 @@ fn dispatch(command: Cmd) -> Result<()> {
         Cmd::Simulate(args) => simulate::run(&args),
         Cmd::Soak(args) => soak::run(&args),
         Cmd::Fuzz(args) => fuzz::run(&args),
+        Cmd::Bench(args) => bench::run(&args),
     }
 }
 

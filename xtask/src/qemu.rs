@@ -520,6 +520,9 @@ pub struct Boot {
     pub linux: LinuxBoot,
     /// `payload: ok` said it searched RAM for the planted seed (`residue-scan=`).
     pub residue_scanned: bool,
+    /// The SHA-256 block function the shim said it verified with (`sha256=` in its
+    /// verbose timing line): `sha-ni`, `armv8-sha256` or `portable`.
+    pub sha256: Option<String>,
     /// The last non-empty console line, for messages.
     pub last_line: Option<String>,
     pub end: End,
@@ -583,6 +586,7 @@ impl Boot {
             shim_lines: Vec::new(),
             linux: LinuxBoot::default(),
             residue_scanned: false,
+            sha256: None,
             last_line: None,
             end,
             ok_exit: 0,
@@ -781,7 +785,15 @@ impl Boot {
                 self.digest_mismatch = true;
                 self.shim_lines.push(text);
             }
-            Event::Shim(text) => self.shim_lines.push(text),
+            Event::Shim(text) => {
+                if let Some(name) = text
+                    .split_whitespace()
+                    .find_map(|w| w.strip_prefix("sha256="))
+                {
+                    self.sha256.get_or_insert(name.to_string());
+                }
+                self.shim_lines.push(text);
+            }
             Event::LinuxTest(test) => {
                 let l = &mut self.linux;
                 l.lines += 1;
@@ -916,6 +928,9 @@ pub struct Summary {
     pub residue_scans: u32,
     /// Passing boots that showed the shim's `placed` line.
     pub shim_placed: u32,
+    /// Each passing boot's SHA-256 block function, as the shim named it ("none" if
+    /// it did not).
+    pub sha256: Vec<String>,
     /// Each boot's wall time in seconds, QEMU start to end (emulation time).
     pub seconds: Vec<f64>,
 }
@@ -951,6 +966,10 @@ impl Summary {
         }
         if pass && boot.placed.is_some() {
             self.shim_placed += 1;
+        }
+        if pass {
+            let name = boot.sha256.as_deref().unwrap_or("none");
+            self.sha256.push(name.to_string());
         }
     }
 
@@ -1290,6 +1309,27 @@ mod tests {
         s.add(&boot, true);
         s.add(&boot_of(&parked[1..], End::Stopped), true);
         assert_eq!((s.passed, s.shim_placed), (2, 1));
+    }
+
+    #[test]
+    fn the_sha256_path_is_read_from_the_timing_line() {
+        let lines = [
+            "shim: timing place=17738us unpack=2082us verify=6158us sha256=sha-ni load=1294us \
+             relocate=230us (79560 bytes, 1220 relocations)",
+            "payload: ok va=0xffff9e41dac00000 pa=0x1c600000 ptrs=1201 sources=1c bits=33",
+        ];
+        let boot = boot_of(&lines, exited());
+        assert_eq!(boot.sha256.as_deref(), Some("sha-ni"));
+        let linux = boot_of(
+            &["shim: timing verify=273000us sha256=armv8-sha256 total=1114000us entry=500us"],
+            End::Stopped,
+        );
+        assert_eq!(linux.sha256.as_deref(), Some("armv8-sha256"));
+        let mut s = Summary::default();
+        s.add(&boot, true);
+        s.add(&boot_of(&lines[1..], exited()), true);
+        s.add(&linux, false);
+        assert_eq!(s.sha256, ["sha-ni", "none"]);
     }
 
     #[test]

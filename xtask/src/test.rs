@@ -95,6 +95,9 @@ enum Check {
     /// Every boot reaches `payload: ok` having searched all RAM for the seed planted in
     /// the device tree (`residue-scan=`) without finding it.
     Residue,
+    /// Every boot reaches `payload: ok`, and the shim says it verified the payload with
+    /// this SHA-256 block function (`sha256=` in its timing line).
+    Hashed(&'static str),
     /// On a board's own console UART, every boot shows the shim's `placed` line and
     /// `payload: ok`; with `parked`, the payload then says it has no PSCI and parks,
     /// and the runner stops QEMU.
@@ -408,6 +411,12 @@ const AARCH64_CASES: &[Case] = &[
         append: "console=ttyAMA0 shim.verbose panic=-1 nokaslr",
         ..linux_case("linux-nokaslr", Check::LinuxSame)
     },
+    // The ARMv8 SHA-256 instructions where ID_AA64ISAR0_EL1 has them: QEMU's
+    // cortex-a72 has them (and, unlike `max`, no RNDR).
+    Case {
+        cpu: Some("cortex-a72"),
+        ..case("sha256-armv8-a72", Check::Hashed("armv8-sha256"))
+    },
     // No kaslr-seed from QEMU (dtb-randomness=off) and no RNDR (cortex-a72): only the
     // seed the shim hands over can make Linux randomize itself.
     Case {
@@ -524,6 +533,21 @@ const X86_64_CASES: &[Case] = &[
         loader: Loader::Kexec,
         ..case("kexec", Check::Ok)
     },
+    // The payload's SHA-256 with the SHA extensions where CPUID has them (QEMU's TCG
+    // emulates them for `max`), and in portable code on CPU models without: Nehalem
+    // has SSSE3 and SSE4.1 but not SHA, qemu64 none of the three.
+    Case {
+        cpu: Some("max"),
+        ..case("sha256-sha-ni", Check::Hashed("sha-ni"))
+    },
+    Case {
+        cpu: Some("Nehalem"),
+        ..case("sha256-portable-nehalem", Check::Hashed("portable"))
+    },
+    Case {
+        cpu: Some("qemu64"),
+        ..case("sha256-portable-qemu64", Check::Hashed("portable"))
+    },
     // Fault injection: the image cut short, as a loader that read only part of it
     // would leave it: one line from the entry code (before relocation, straight to
     // COM1), or from the container checks.
@@ -591,9 +615,19 @@ pub fn run(args: &TestArgs) -> Result<()> {
                 let x86 = linux_x86::inputs()
                     .context("getting Debian's x86_64 kernel for the host tests")?;
                 let mut cmd = cargo();
-                cmd.args(["test", "-p", "shim-common", "-p", "xtask"])
-                    .env(dtbs::ENV, dtbs)
-                    .env(linux_x86::ENV, x86);
+                cmd.args([
+                    "test",
+                    "-p",
+                    "shim-common",
+                    "-p",
+                    "shim-sha-ni",
+                    "-p",
+                    "shim-bench",
+                    "-p",
+                    "xtask",
+                ])
+                .env(dtbs::ENV, dtbs)
+                .env(linux_x86::ENV, x86);
                 exec(&mut cmd)
             });
         record("host-tests".into(), outcome);
@@ -808,6 +842,7 @@ fn run_case(
         | Check::Distinct { .. }
         | Check::Placed { .. }
         | Check::Residue
+        | Check::Hashed(_)
         | Check::Console { parked: false } => Expect::Ok,
         Check::Console { parked: true } => Expect::OkParked,
     };
@@ -829,6 +864,15 @@ fn check(check: Check, s: &Summary) -> Result<()> {
                     "expected the shim's `placed` line on the console every boot, {} of {} had it",
                     s.shim_placed,
                     s.passed
+                );
+            }
+            Ok(())
+        }
+        Check::Hashed(want) => {
+            if s.sha256.len() as u32 != s.passed || s.sha256.iter().any(|name| name != want) {
+                bail!(
+                    "expected the shim to hash with {want} every boot, it said: {}",
+                    s.sha256.join(" ")
                 );
             }
             Ok(())
@@ -991,6 +1035,21 @@ mod tests {
         let distinct = Check::Distinct { pairs: 3, pas: 3 };
         assert!(check(distinct, &summary(&[(1, 1), (2, 1), (3, 1)], 0)).is_ok());
         assert!(check(distinct, &summary(&[(1, 1), (1, 2), (3, 3)], 0)).is_err());
+    }
+
+    #[test]
+    fn hashed_checks() {
+        let hashed = |names: &[&str]| Summary {
+            passed: names.len() as u32,
+            sha256: names.iter().map(|n| n.to_string()).collect(),
+            ..Summary::default()
+        };
+        assert!(check(Check::Hashed("sha-ni"), &hashed(&["sha-ni", "sha-ni"])).is_ok());
+        assert!(check(Check::Hashed("sha-ni"), &hashed(&["sha-ni", "portable"])).is_err());
+        assert!(check(Check::Hashed("portable"), &hashed(&["none"])).is_err());
+        let mut short = hashed(&["portable"]);
+        short.passed = 2;
+        assert!(check(Check::Hashed("portable"), &short).is_err());
     }
 
     #[test]

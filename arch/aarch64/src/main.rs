@@ -411,12 +411,14 @@ fn boot_linux(inputs: boot::Inputs<'_>, entered: Entered<'_>) -> Result<Never, F
 
     // Right before the jump: the Image must be exactly what was packed.
     let t0 = since_entry_us();
-    loaded.verify(Arm64.sha256_compress())?;
+    let sha256 = Arm64.sha256();
+    loaded.verify(sha256.compress)?;
     if opts.verbose {
         let total = since_entry_us();
         say!(
-            "timing verify={}us total={total}us entry={}us; entering Linux at EL{}",
+            "timing verify={}us sha256={} total={total}us entry={}us; entering Linux at EL{}",
             total - t0,
+            sha256.name,
             entry_us(),
             if entered.at_el2 { 2 } else { 1 }
         );
@@ -453,8 +455,8 @@ impl Platform for Arm64 {
         cpu::counter_frequency()
     }
 
-    fn sha256_compress(&self) -> shim_common::digest::Compress {
-        sha256::compress()
+    fn sha256(&self) -> shim_common::digest::Engine {
+        sha256::engine()
     }
 
     fn fresh_entropy(&mut self) -> [u64; 3] {

@@ -8,7 +8,7 @@ use core::arch::aarch64::{
 };
 
 use aarch64_cpu::registers::ID_AA64ISAR0_EL1;
-use shim_common::digest::{self, Compress};
+use shim_common::digest::{self, Engine};
 use tock_registers::interfaces::Readable;
 use tock_registers::register_bitfields;
 use tock_registers::registers::InMemoryRegister;
@@ -22,11 +22,14 @@ register_bitfields! {u64,
 }
 
 /// The block function to hash with: the instructions where the CPU has them.
-pub fn compress() -> Compress {
+pub fn engine() -> Engine {
     let isar0 = InMemoryRegister::<u64, ISAR0::Register>::new(ID_AA64ISAR0_EL1.get());
     match isar0.read(ISAR0::SHA2) {
-        0 => digest::portable,
-        _ => with_instructions,
+        0 => digest::PORTABLE,
+        _ => Engine {
+            name: "armv8-sha256",
+            compress: with_instructions,
+        },
     }
 }
 

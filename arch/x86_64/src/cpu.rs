@@ -6,7 +6,7 @@ use core::arch::x86_64::{__cpuid, __cpuid_count, CpuidResult};
 
 use x86_64::instructions::port::Port;
 use x86_64::instructions::random::RdRand;
-use x86_64::registers::control::{Cr0, Cr0Flags, Cr3, Cr3Flags};
+use x86_64::registers::control::{Cr0, Cr0Flags, Cr3, Cr3Flags, Cr4, Cr4Flags};
 use x86_64::registers::model_specific::{Efer, EferFlags};
 use x86_64::structures::paging::PhysFrame;
 use x86_64::PhysAddr;
@@ -130,6 +130,24 @@ pub fn enable_nx_wp(features: &Features) {
     }
     // SAFETY: CR0.WP only stops ring-0 writes to read-only pages; the shim writes none.
     unsafe { Cr0::update(|f| f.insert(Cr0Flags::WRITE_PROTECT)) };
+}
+
+/// SSE state on, as the SDM's "Initialization of the SSE Extensions" (volume 3A)
+/// asks: CR0.EM clear (no x87 emulation: SSE instructions would fault #UD), CR0.MP
+/// set, CR4.OSFXSR (FXSAVE/FXRSTOR save the XMM registers: without it SSE faults #UD)
+/// and CR4.OSXMMEXCPT (SIMD floating-point errors raise #XM, not #UD); and CR0.TS
+/// clear, or the first SSE instruction faults #NM. Loaders leave these as they please
+/// (SeaBIOS and GRUB: off; a Linux kexec: on).
+pub fn enable_sse() {
+    // SAFETY: the soft-float code the compiler emits never touches XMM or x87 state,
+    // so the shim relies on none of these bits; they only let SSE instructions run.
+    unsafe {
+        Cr0::update(|f| {
+            f.remove(Cr0Flags::EMULATE_COPROCESSOR | Cr0Flags::TASK_SWITCHED);
+            f.insert(Cr0Flags::MONITOR_COPROCESSOR);
+        });
+        Cr4::update(|f| f.insert(Cr4Flags::OSFXSR | Cr4Flags::OSXMMEXCPT_ENABLE));
+    }
 }
 
 /// Loads CR3 (and so flushes the non-global TLB entries).

@@ -10,6 +10,7 @@ mod console;
 mod cpu;
 mod exceptions;
 mod paging;
+mod sha256;
 mod uart16550;
 
 use core::fmt;
@@ -326,6 +327,10 @@ impl Platform for X86 {
 
     fn ticks(&mut self) -> u64 {
         cpu::rdtsc()
+    }
+
+    fn sha256(&self) -> shim_common::digest::Engine {
+        sha256::engine()
     }
 
     fn ticks_per_second(&self) -> u64 {

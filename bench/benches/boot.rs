@@ -1,0 +1,192 @@
+//! Criterion benchmarks of the shim's boot-time work beside other implementations of
+//! the same step, on the same input in the same run: inflating Debian's arm64 Image,
+//! hashing it, applying a million relocations, choosing a slot among 1,000 regions.
+//! `cargo xtask bench` runs them and prints each group as ratios of the shim's path.
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use shim_bench::{
+    fragmented_map, image_and_container, relocation_image, Table, INFLATE, REGIONS, RELOCATE,
+    RELOCATIONS, SHA256, SLOT, SLOT_REQUEST,
+};
+use shim_common::container::{self, DecompressorOxide};
+use shim_common::digest::{self, Compress};
+use shim_common::elf::{Elf, Machine};
+use shim_common::entropy::Rng;
+use shim_common::slot;
+
+fn inflate(c: &mut Criterion, image: &[u8], packed: &[u8]) {
+    let payload = container::parse(packed).expect("the container xtask's packing makes");
+    let zlib = payload.packed;
+    let mut out = vec![0u8; image.len()];
+    let mut inflater = DecompressorOxide::new();
+    let zlib_rs = |out: &mut [u8]| {
+        let (done, code) = zlib_rs::decompress_slice(out, zlib, zlib_rs::InflateConfig::default());
+        assert_eq!(code, zlib_rs::ReturnCode::Ok);
+        done.len()
+    };
+    let mut deflater = libdeflater::Decompressor::new();
+    // Every decoder gives the Image back before any is timed.
+    for n in [
+        container::unpack(&payload, &mut out, &mut inflater).ok(),
+        Some(zlib_rs(&mut out)),
+        deflater.zlib_decompress(zlib, &mut out).ok(),
+    ] {
+        assert_eq!(n, Some(image.len()));
+        assert!(out == image);
+    }
+
+    let mut group = c.benchmark_group(INFLATE.name);
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(10))
+        .throughput(Throughput::Bytes(image.len() as u64));
+    let [shim, zlib_name, libdeflate, memcpy] = INFLATE.members else {
+        unreachable!()
+    };
+    clean_simd_state();
+    group.bench_function(*shim, |b| {
+        b.iter(|| container::unpack(black_box(&payload), &mut out, &mut inflater))
+    });
+    clean_simd_state();
+    group.bench_function(*zlib_name, |b| b.iter(|| zlib_rs(black_box(&mut out))));
+    clean_simd_state();
+    group.bench_function(*libdeflate, |b| {
+        b.iter(|| deflater.zlib_decompress(black_box(zlib), &mut out))
+    });
+    clean_simd_state();
+    group.bench_function(*memcpy, |b| {
+        b.iter(|| out.copy_from_slice(black_box(image)))
+    });
+    group.finish();
+}
+
+/// The SHA-NI block function, where this host has it.
+#[cfg(target_arch = "x86_64")]
+fn sha_ni() -> Option<Compress> {
+    fn blocks(state: &mut [u32; 8], blocks: &[[u8; 64]]) {
+        // SAFETY: handed out below only where CPUID says so; the OS enables SSE.
+        unsafe { shim_sha_ni::blocks(state, blocks) }
+    }
+    shim_sha_ni::cpu_has().then_some(blocks as Compress)
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn sha_ni() -> Option<Compress> {
+    None
+}
+
+/// Clears the upper halves of the YMM/ZMM registers (VZEROUPPER) where the CPU has
+/// AVX; called before each benchmark. AVX code that ran before in this process (the
+/// other inflaters when their output is checked, libc) may leave them dirty, and then
+/// legacy-SSE instructions wait on a false dependency: both SHA-NI paths ran 40%
+/// slower on this project's machine. The shim never runs AVX code, so its code always
+/// runs from clean state; each benchmark starts so too.
+fn clean_simd_state() {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx") {
+        #[target_feature(enable = "avx")]
+        fn zeroupper() {
+            std::arch::x86_64::_mm256_zeroupper()
+        }
+        // SAFETY: the CPU has AVX (detected above).
+        unsafe { zeroupper() }
+    }
+}
+
+fn sha256(c: &mut Criterion, image: &[u8]) {
+    use sha2_latest::Digest;
+    let want = digest::sha256(digest::portable, image);
+    let sha2 = |data: &[u8]| -> [u8; 32] { sha2_latest::Sha256::digest(data).into() };
+    assert_eq!(sha2(image), want);
+
+    let mut group = c.benchmark_group(SHA256.name);
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(10))
+        .throughput(Throughput::Bytes(image.len() as u64));
+    let [portable, ni, sha2_ni] = SHA256.members else {
+        unreachable!()
+    };
+    clean_simd_state();
+    group.bench_function(*portable, |b| {
+        b.iter(|| digest::sha256(digest::portable, black_box(image)))
+    });
+    match sha_ni() {
+        Some(compress) => {
+            assert_eq!(digest::sha256(compress, image), want);
+            clean_simd_state();
+            group.bench_function(*ni, |b| {
+                b.iter(|| digest::sha256(compress, black_box(image)))
+            });
+        }
+        None => eprintln!("this CPU has no SHA extensions: no {ni} figure"),
+    }
+    clean_simd_state();
+    group.bench_function(*sha2_ni, |b| b.iter(|| sha2(black_box(image))));
+    group.finish();
+}
+
+fn relocate(c: &mut Criterion) {
+    let files = [Table::Rela, Table::Relr].map(|t| relocation_image(t, RELOCATIONS));
+    let elfs = files
+        .each_ref()
+        .map(|f| Elf::parse(f, Machine::X86_64).expect("the bench's own ELF"));
+    let base = 0xffff_ffff_8000_0000;
+    let mut image = vec![0u8; elfs[0].span().max(elfs[1].span()) as usize];
+    let touched = vec![0x5au8; 8 * RELOCATIONS];
+    let mut copy = vec![0u8; touched.len()];
+
+    let mut group = c.benchmark_group(RELOCATE.name);
+    group
+        .sample_size(20)
+        .throughput(Throughput::Elements(RELOCATIONS as u64));
+    let [rela, relr, memcpy] = RELOCATE.members else {
+        unreachable!()
+    };
+    for (name, elf) in [(*rela, &elfs[0]), (*relr, &elfs[1])] {
+        elf.load(&mut image).expect("the image fits");
+        let stats = elf.relocate(&mut image, base).expect("relocates");
+        assert_eq!(stats.rela + stats.relr, RELOCATIONS);
+        clean_simd_state();
+        group.bench_function(name, |b| {
+            b.iter(|| elf.relocate(&mut image, black_box(base)))
+        });
+    }
+    clean_simd_state();
+    group.bench_function(*memcpy, |b| {
+        b.iter(|| copy.copy_from_slice(black_box(&touched)))
+    });
+    group.finish();
+}
+
+fn slot_choice(c: &mut Criterion) {
+    let map = fragmented_map::<1024>(REGIONS);
+    let mut rng = Rng::from_key([7; 32]);
+    let mut group = c.benchmark_group(SLOT.name);
+    let [choose, count] = SLOT.members else {
+        unreachable!()
+    };
+    clean_simd_state();
+    group.bench_function(*choose, |b| {
+        b.iter(|| slot::choose(black_box(&map), &SLOT_REQUEST, &mut rng))
+    });
+    clean_simd_state();
+    group.bench_function(*count, |b| {
+        b.iter(|| slot::count(black_box(&map), &SLOT_REQUEST))
+    });
+    group.finish();
+}
+
+fn boot(c: &mut Criterion) {
+    let (image, packed) = image_and_container();
+    inflate(c, &image, &packed);
+    sha256(c, &image);
+    relocate(c);
+    slot_choice(c);
+}
+
+criterion_group!(benches, boot);
+criterion_main!(benches);
