@@ -16,6 +16,10 @@ use crate::image::{self, ImageError};
 use crate::memmap::{Avoid, MemError, MemoryMap, Range};
 use crate::plan::{self, Mode, Placement, PlanError, VirtWindow};
 use crate::slot::{self, SlotError};
+use crate::x86_linux;
+
+mod linux_x86;
+pub use linux_x86::{load_linux_x86, LoadedLinuxX86};
 
 /// What the sequence needs from the machine it runs on.
 pub trait Platform {
@@ -87,6 +91,11 @@ pub enum BootError {
     KernelTooLarge,
     Memory(MemError),
     Plan(PlanError),
+    /// The x86 bzImage, its kernel's decoding, its vmlinux or relocation table.
+    BzImage(x86_linux::BzImageError),
+    Decompress(x86_linux::DecompressError),
+    Vmlinux(x86_linux::VmlinuxError),
+    Reloc(x86_linux::RelocError),
 }
 
 impl fmt::Display for BootError {
@@ -103,6 +112,10 @@ impl fmt::Display for BootError {
             ),
             BootError::Memory(e) => write!(f, "memory map: {e}"),
             BootError::Plan(e) => write!(f, "cannot place payload: {e}"),
+            BootError::BzImage(e) => write!(f, "bad bzImage: {e}"),
+            BootError::Decompress(e) => write!(f, "cannot decompress the kernel: {e}"),
+            BootError::Vmlinux(e) => write!(f, "bad vmlinux in the bzImage: {e}"),
+            BootError::Reloc(e) => write!(f, "bad kernel relocation table: {e}"),
         }
     }
 }
@@ -119,7 +132,11 @@ from!(
     Elf(ElfError),
     Image(ImageError),
     Memory(MemError),
-    Plan(PlanError)
+    Plan(PlanError),
+    BzImage(x86_linux::BzImageError),
+    Decompress(x86_linux::DecompressError),
+    Vmlinux(x86_linux::VmlinuxError),
+    Reloc(x86_linux::RelocError)
 );
 
 impl From<SlotError> for BootError {

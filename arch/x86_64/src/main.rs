@@ -16,8 +16,9 @@ mod uart16550;
 use core::fmt;
 
 use shim_common::boot::{self, BootError, Platform};
-use shim_common::bootparams::{self, BootParams, BootParamsError, ZERO_PAGE_SIZE};
+use shim_common::bootparams::{self, BootParams, BootParamsError, ZeroPage, ZERO_PAGE_SIZE};
 use shim_common::cmdline::{self, CmdlineError};
+use shim_common::container::Format;
 use shim_common::elf;
 use shim_common::entropy::{self, Health, Mixer, Source};
 use shim_common::layout::{self, MemLimit};
@@ -26,6 +27,8 @@ use shim_common::plan::X86_64_WINDOW;
 use shim_rt::phys;
 
 use crate::paging::{Caps, PagingError, Pool};
+use x86_64::structures::paging::PageTable;
+use zerocopy::FromBytes;
 
 core::arch::global_asm!(include_str!("entry.S"), options(att_syntax));
 core::arch::global_asm!(include_str!("setup.S"), options(att_syntax));
@@ -41,6 +44,8 @@ const FIRST_MIB: Range = Range {
     start: 0,
     end: 1 << 20,
 };
+/// The longest command line the shim passes on: its header's cmdline_size and the NUL.
+const CMDLINE_MAX: usize = 4096;
 /// Offset of the packed image size in the protected-mode part's header (entry.S).
 const IMAGE_SIZE_OFFSET: u64 = 0x10;
 
@@ -63,6 +68,10 @@ enum Fail {
     Unmapped(&'static str, u64),
     /// Entered at startup_64 with 5-level paging, loaded at this address above 4 GiB.
     FiveLevel(u64),
+    /// The command line (this many bytes) does not fit the shim's buffer.
+    CmdlineTooLong(usize),
+    /// The room found for boot_params is not a whole zero page.
+    ParamsRoom,
 }
 
 impl fmt::Display for Fail {
@@ -75,6 +84,11 @@ impl fmt::Display for Fail {
             Fail::Boot(e) => write!(f, "{e}"),
             Fail::StackOverflow(size) => write!(f, "the shim's {size}-byte stack overflowed"),
             Fail::Unmapped(what, pa) => write!(f, "{what} at {pa:#x} is outside memory"),
+            Fail::ParamsRoom => f.write_str("no room for Linux's boot_params"),
+            Fail::CmdlineTooLong(len) => write!(
+                f,
+                "the command line ({len} bytes) is longer than the shim's {CMDLINE_MAX}"
+            ),
             Fail::FiveLevel(base) => write!(
                 f,
                 "entered with 5-level paging and loaded at {base:#x}, above 4 GiB: \
@@ -172,7 +186,7 @@ fn boot(image: &Image, bp_pa: u64) -> Result<Never, Fail> {
     let code = Range::from_base_size(image.base, image.end)?;
     let pml4 = pool.root()?;
     let mut mapped = reach(&ram, &[shim, bp_range]);
-    pool.identity(pml4, mapped, code)?;
+    pool.identity(pml4, mapped, &[code])?;
     // SAFETY: the new map covers our code, stack, data and boot_params, and all RAM.
     unsafe { cpu::load_cr3(paging::pa_of(pml4)) };
     let readable = |mapped: u64, pa: u64, len: u64| {
@@ -187,7 +201,7 @@ fn boot(image: &Image, bp_pa: u64) -> Result<Never, Fail> {
     let ram = machine.ram;
     let more = reach(&ram, &[]);
     if more > mapped {
-        pool.identity(pml4, more, code)?;
+        pool.identity(pml4, more, &[code])?;
         // SAFETY: the same tables, grown: everything mapped before still is.
         unsafe { cpu::load_cr3(paging::pa_of(pml4)) };
         mapped = more;
@@ -214,7 +228,6 @@ fn boot(image: &Image, bp_pa: u64) -> Result<Never, Fail> {
         None => &[],
     };
     let opts = cmdline::parse(cmdline)?;
-    let verbose = opts.verbose;
 
     // Entropy: the CPU's seed and RNG instructions where CPUID has them, the TSC.
     // Each is health-checked as Linux's x86_init_rdrand does; a failing one is not
@@ -275,7 +288,65 @@ fn boot(image: &Image, bp_pa: u64) -> Result<Never, Fail> {
         handoff: bp_pa,
         shim,
     };
-    // SAFETY: the one call this boot.
+    let entered = Entered {
+        bp: &bp,
+        bp_pa,
+        cmdline,
+        initrd: bp.initrd(),
+        seeds: {
+            let mut out = [(0, 0); bootparams::MAX_SETUP_DATA_NODES];
+            for (slot, (seed, pa)) in out.iter_mut().zip(machine.rng_seeds()) {
+                *slot = (pa, seed.len() as u64);
+            }
+            out
+        },
+        identity: mapped,
+        code,
+    };
+    match boot::payload_format(container)? {
+        Format::LinuxX86BzImage => boot_linux(&mut pool, inputs, entered),
+        _ => boot_elf(&mut pool, pml4, inputs, entered),
+    }
+}
+
+/// What the loader handed over that the handoff still needs.
+struct Entered<'a> {
+    /// The loader's boot_params: Linux's are built from them.
+    bp: &'a BootParams<'a>,
+    bp_pa: u64,
+    /// The command line as the loader gave it (no NUL).
+    cmdline: &'a [u8],
+    initrd: Option<Range>,
+    /// (node PA, data length) of each SETUP_RNG_SEED node; (0, 0) unused.
+    seeds: [(u64, u64); bootparams::MAX_SETUP_DATA_NODES],
+    /// The end of the identity map, and the shim's own code in it.
+    identity: u64,
+    code: Range,
+}
+
+impl Entered<'_> {
+    /// The payload must not learn what chose its placement: every seed node is
+    /// consumed as Linux's parse_setup_data consumes one, its data and `len` zeroed.
+    fn consume_seeds(&self) {
+        for &(node_pa, len) in self.seeds.iter().filter(|(pa, _)| *pa != 0) {
+            let (len_field, data) = bootparams::consumed_fields(node_pa, len);
+            for r in [data, len_field] {
+                // SAFETY: the node's fields lie in a setup_data node in the identity
+                // map; the walk's references to them are no longer used.
+                unsafe { phys(r.start, r.len()) }.fill(0);
+            }
+        }
+    }
+}
+
+fn boot_elf(
+    pool: &mut Pool,
+    pml4: &mut PageTable,
+    inputs: boot::Inputs<'_>,
+    entered: Entered<'_>,
+) -> Result<Never, Fail> {
+    let verbose = inputs.opts.verbose;
+    // SAFETY: the one call this boot (the Linux path makes the other).
     let inflater = unsafe { shim_rt::inflate_state() };
     let loaded = boot::load(&mut X86, inputs, inflater)?;
     check_stack(verbose)?;
@@ -284,23 +355,7 @@ fn boot(image: &Image, bp_pa: u64) -> Result<Never, Fail> {
         pool.map_pages(pml4, va, pa, len, perm)?;
     }
     let info_pa = shim_rt::store_boot_info(loaded.info);
-    // The payload must not learn what chose its placement: every seed node is consumed
-    // as Linux's parse_setup_data consumes one, its data and its `len` zeroed.
-    let seeds: [(u64, u64); bootparams::MAX_SETUP_DATA_NODES] = {
-        let mut out = [(0, 0); bootparams::MAX_SETUP_DATA_NODES];
-        for (slot, (seed, pa)) in out.iter_mut().zip(machine.rng_seeds()) {
-            *slot = (pa, seed.len() as u64);
-        }
-        out
-    };
-    for &(node_pa, len) in seeds.iter().filter(|(pa, _)| *pa != 0) {
-        let (len_field, data) = bootparams::consumed_fields(node_pa, len);
-        for r in [data, len_field] {
-            // SAFETY: the node's fields lie in a setup_data node in the identity map;
-            // the walk's references to them are no longer used.
-            unsafe { phys(r.start, r.len()) }.fill(0);
-        }
-    }
+    entered.consume_seeds();
 
     // SAFETY: the payload's pages were added to the tables in use; reloading CR3 drops
     // any stale translation of its range.
@@ -308,7 +363,85 @@ fn boot(image: &Image, bp_pa: u64) -> Result<Never, Fail> {
     console::flush();
     // SAFETY: the payload is verified, loaded, relocated for its virtual base and
     // mapped executable there; the handoff is rdi = boot info, rsi = boot_params.
-    unsafe { cpu::jump(loaded.entry, info_pa, bp_pa) }
+    unsafe { cpu::jump(loaded.entry, info_pa, entered.bp_pa) }
+}
+
+/// A SETUP_RNG_SEED node: the 16-byte header and the seed.
+const SEED_NODE_LEN: usize = 16 + 64;
+
+/// A bzImage: its kernel decoded, placed and relocated by `boot::load_linux_x86`,
+/// handed fresh boot_params (the loader's, with the kernel's setup header, our
+/// options gone from the command line and a fresh seed), verified in place, and
+/// entered at startup_64 as Linux's own EFI stub does.
+fn boot_linux(
+    pool: &mut Pool,
+    inputs: boot::Inputs<'_>,
+    entered: Entered<'_>,
+) -> Result<Never, Fail> {
+    let opts = inputs.opts;
+    let mut line = [0u8; CMDLINE_MAX];
+    let n = cmdline::without_shim_options(entered.cmdline, &mut line)
+        .ok_or(Fail::CmdlineTooLong(entered.cmdline.len()))?;
+    let cmd_room = (n + 1).next_multiple_of(16);
+    let room = (ZERO_PAGE_SIZE + cmd_room + SEED_NODE_LEN) as u64;
+    let mut loaded = boot::load_linux_x86(
+        &mut X86,
+        inputs,
+        room,
+        // SAFETY: the one call this boot (the ELF path makes the other).
+        unsafe { shim_rt::inflate_state() },
+    )?;
+    let kernel_max = loaded.cmdline_size;
+    if n as u64 > kernel_max {
+        say!("the command line ({n} bytes) is longer than the kernel's {kernel_max}: Linux truncates it");
+    }
+
+    // boot_params, then the command line, then the seed node, in one page run.
+    let params_pa = loaded.params_pa;
+    let cmdline_pa = params_pa + ZERO_PAGE_SIZE as u64;
+    let node_pa = cmdline_pa + cmd_room as u64;
+    let seeds = loaded.seeds(&mut X86);
+    let (zero_page, rest) = loaded.params.split_at_mut(ZERO_PAGE_SIZE);
+    let (cmd_area, node_area) = rest.split_at_mut(cmd_room);
+    cmd_area.fill(0);
+    cmd_area[..n].copy_from_slice(&line[..n]);
+    bootparams::write_rng_seed_node(node_area, entered.bp.setup_data(), &seeds.rng)?;
+    drop(seeds);
+    let zero_page = ZeroPage::mut_from_bytes(zero_page).map_err(|_| Fail::ParamsRoom)?;
+    bootparams::build_linux_zero_page(
+        zero_page,
+        &bootparams::LinuxBootParams {
+            loader: *entered.bp,
+            kernel_setup: loaded.bz.setup,
+            cmd_line_ptr: cmdline_pa,
+            initrd: entered.initrd,
+            kaslr: loaded.kaslr,
+            setup_data: node_pa,
+        },
+    )?;
+    entered.consume_seeds();
+    check_stack(opts.verbose)?;
+
+    // Linux's first instructions run from the identity map: the kernel's slot must be
+    // executable there, and only what runs is (the shim's code until the jump).
+    let root = pool.root()?;
+    pool.identity(root, entered.identity, &[entered.code, loaded.slot])?;
+
+    // Right before the jump: the relocated kernel must be what relocation left.
+    loaded.verify(X86.sha256_compress())?;
+    if opts.verbose {
+        say!(
+            "entering Linux at {:#x}, boot_params at {params_pa:#x}",
+            loaded.entry_pa
+        );
+    }
+    console::flush();
+    // SAFETY: the new tables map all RAM as before, the kernel executable; our code
+    // and stack are in them.
+    unsafe { cpu::load_cr3(paging::pa_of(root)) };
+    // SAFETY: the kernel is decoded, laid out, relocated and verified in its slot;
+    // startup_64 takes rsi = boot_params, an identity map, interrupts off.
+    unsafe { cpu::jump(loaded.entry_pa, 0, params_pa) }
 }
 
 /// Memory and console for the shared boot sequence.

@@ -126,14 +126,15 @@ impl Pool {
 
     /// Identity-maps `[0, end)` (`end` rounded up to 1 GiB): 1 GiB pages where the CPU
     /// has them and the gigabyte holds no executable block, else 2 MiB pages; writable,
-    /// execute-disable except the 2 MiB blocks that overlap `exec`. Gigabytes already
-    /// mapped are kept, so the map can grow.
+    /// execute-disable except the 2 MiB blocks that overlap a range in `exec`.
+    /// Gigabytes already mapped are kept, so the map can grow.
     pub fn identity(
         &mut self,
         pml4: &mut PageTable,
         end: u64,
-        exec: Range,
+        exec: &[Range],
     ) -> Result<(), PagingError> {
+        let runs = |range: &Range| exec.iter().any(|e| range.overlaps(e));
         let end = end
             .checked_next_multiple_of(GIB)
             .filter(|&e| e <= PML4_SPAN)
@@ -150,7 +151,7 @@ impl Pool {
                 start: gib,
                 end: gib + GIB,
             };
-            if self.caps.page_1g && !range.overlaps(&exec) {
+            if self.caps.page_1g && !runs(&range) {
                 entry.set_addr(PhysAddr::new(gib), data);
                 continue;
             }
@@ -160,7 +161,7 @@ impl Pool {
                     start: block,
                     end: block + MIB2,
                 };
-                let flags = if range.overlaps(&exec) { code } else { data };
+                let flags = if runs(&range) { code } else { data };
                 pd[index(block, 2)].set_addr(PhysAddr::new(block), flags);
             }
         }
