@@ -156,7 +156,9 @@ fn parse_kernel(line: &str) -> Option<Kernel> {
     if line.contains("Booting Linux on physical CPU") {
         return Some(Kernel::Booting);
     }
-    if line.contains("KASLR enabled") {
+    // x86 (arch/x86/mm/kaslr.c): printed only when KASLR_FLAG lets the kernel
+    // randomize its memory regions.
+    if line.contains("KASLR enabled") || line.contains("Memory KASLR using") {
         return Some(Kernel::Kaslr(true));
     }
     if line.contains("KASLR disabled") {

@@ -9,8 +9,9 @@ use anyhow::{bail, Result};
 
 use crate::{deps, exec, target_dir};
 
-/// Builds `target/xtask/grub/shim.iso` booting `image` with `append`.
-pub fn iso(image: &Path, append: &str) -> Result<PathBuf> {
+/// Builds `target/xtask/grub/shim.iso` booting `image` with `append` (and `initrd`,
+/// with GRUB's `initrd` command).
+pub fn iso(image: &Path, append: &str, initrd: Option<&Path>) -> Result<PathBuf> {
     deps::ensure_host_packages(&[
         ("grub-common", "/usr/bin/grub-mkrescue"),
         ("grub-pc-bin", "/usr/lib/grub/i386-pc/linux.mod"),
@@ -29,7 +30,13 @@ pub fn iso(image: &Path, append: &str) -> Result<PathBuf> {
              backslashes when it hands them to the kernel (grub_create_loader_cmdline)"
         );
     }
-    fs::write(root.join("boot/grub/grub.cfg"), config(append)?)?;
+    if let Some(initrd) = initrd {
+        fs::copy(initrd, root.join("boot/initrd.img"))?;
+    }
+    fs::write(
+        root.join("boot/grub/grub.cfg"),
+        config(append, initrd.is_some())?,
+    )?;
     let iso = dir.join("shim.iso");
     exec(
         Command::new("grub-mkrescue")
@@ -43,11 +50,14 @@ pub fn iso(image: &Path, append: &str) -> Result<PathBuf> {
 /// grub.cfg: no menu delay, one entry that boots the shim with `append`. GRUB's own
 /// output stays on the (absent) VGA console, so the serial console shows only the shim
 /// and the payload.
-pub fn config(append: &str) -> Result<String> {
+pub fn config(append: &str, initrd: bool) -> Result<String> {
     let mut linux = String::from("linux /boot/shim.img");
     for word in kernel_words(append) {
         linux.push(' ');
         linux.push_str(&grub_word(&word)?);
+    }
+    if initrd {
+        linux.push_str("\n    initrd /boot/initrd.img");
     }
     Ok(format!(
         "set timeout=0\nset default=0\nmenuentry shim {{\n    {linux}\n    boot\n}}\n"
@@ -166,7 +176,7 @@ mod tests {
             "mixed=\"it's $HOME\\n\" end",
             "",
         ] {
-            let cfg = config(append).unwrap();
+            let cfg = config(append, false).unwrap();
             let argv = grub_argv(linux_line(&cfg));
             let mut want = vec!["/boot/shim.img".to_string()];
             want.extend(kernel_words(append));
@@ -175,15 +185,27 @@ mod tests {
     }
 
     #[test]
+    fn an_initrd_follows_the_linux_line() {
+        let cfg = config("console=ttyS0", true).unwrap();
+        assert!(cfg.contains(
+            "    linux /boot/shim.img console=ttyS0\n    initrd /boot/initrd.img\n    boot\n"
+        ));
+        assert!(!config("console=ttyS0", false).unwrap().contains("initrd"));
+    }
+
+    #[test]
     fn plain_words_stay_bare_and_the_rest_is_single_quoted() {
-        let cfg = config("shim.verbose memmap=256M@0x40000000").unwrap();
+        let cfg = config("shim.verbose memmap=256M@0x40000000", false).unwrap();
         assert!(cfg.contains("    linux /boot/shim.img shim.verbose memmap=256M@0x40000000\n"));
         assert_eq!(grub_word("$root").unwrap(), "'$root'");
         assert_eq!(grub_word(r"a\b").unwrap(), r"'a\b'");
         assert_eq!(grub_word("it's").unwrap(), r"'it'\''s'");
         assert_eq!(grub_word("a=\"b c\"").unwrap(), "'a=\"b c\"'");
         assert!(grub_word("a\nb").is_err());
-        assert!(config("x\ny").is_ok(), "a newline between words is a blank");
+        assert!(
+            config("x\ny", false).is_ok(),
+            "a newline between words is a blank"
+        );
     }
 
     #[test]

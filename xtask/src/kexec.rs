@@ -26,7 +26,9 @@ mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 echo "kexec: loading the shim with kexec-tools $(kexec --version 2>&1)"
-if kexec -c -l /shim.img --append="$(cat /append)"; then
+initrd=""
+[ -f /shim-initrd.img ] && initrd="--initrd=/shim-initrd.img"
+if kexec -c -l /shim.img $initrd --append="$(cat /append)"; then
     echo "kexec: executing"
     kexec -e
 fi
@@ -35,8 +37,8 @@ poweroff -f
 "#;
 
 /// Builds (or reuses) the guest kernel and an initramfs that kexecs `image` with
-/// `append` as the shim's command line.
-pub fn guest(image: &Path, append: &str) -> Result<Guest> {
+/// `append` as the shim's command line (and `initrd` as its initrd).
+pub fn guest(image: &Path, append: &str, initrd: Option<&Path>) -> Result<Guest> {
     deps::ensure_host_packages(&[
         ("kexec-tools", "/sbin/kexec"),
         ("busybox-static", "/bin/busybox"),
@@ -68,6 +70,9 @@ pub fn guest(image: &Path, append: &str) -> Result<Guest> {
     cpio.file("/init", 0o755, INIT.as_bytes());
     cpio.file("/append", 0o644, append.as_bytes());
     cpio.file("/shim.img", 0o644, &read(image)?);
+    if let Some(initrd) = initrd {
+        cpio.file("/shim-initrd.img", 0o644, &read(initrd)?);
+    }
     let initrd = dir.join("initrd.cpio");
     fs::write(&initrd, cpio.finish())?;
     Ok(Guest { kernel, initrd })
@@ -155,7 +160,7 @@ mod tests {
         let kernel = super::debian_kernel(&dir).unwrap();
         let copy = dir.join("self.img");
         std::fs::copy(&kernel, &copy).unwrap();
-        let g = super::guest(&copy, "console=ttyS0 panic=-1").unwrap();
+        let g = super::guest(&copy, "console=ttyS0 panic=-1", None).unwrap();
         assert!(g.initrd.exists());
     }
 }

@@ -27,6 +27,10 @@ pub const DATA_LEN: usize = 256 * 1024;
 /// The kernel command line the Linux cases start from: the PL011 console, and a panic
 /// reboots at once, which ends QEMU (`-no-reboot`) so a broken boot fails fast.
 pub const APPEND: &str = "console=ttyAMA0 shim.verbose panic=-1";
+/// The same for x86_64, on the first 16550 (COM1); with the early console too, where
+/// the kernel says "Memory KASLR using ..." exactly when KASLR_FLAG let it randomize
+/// its memory regions (arch/x86/lib/kaslr.c prints it through debug_putstr).
+pub const X86_APPEND: &str = "console=ttyS0 earlyprintk=serial shim.verbose panic=-1";
 
 /// The test initramfs's /init. Every line the judge reads starts with `linux-test: `;
 /// `poweroff -f` is PSCI SYSTEM_OFF, which ends QEMU with status 0.
@@ -78,6 +82,27 @@ pub fn inputs() -> Result<Inputs> {
     Ok(Inputs {
         image,
         image_gz,
+        initrd,
+    })
+}
+
+/// The x86_64 Linux inputs: Debian's cloud amd64 bzImage (linux_x86.rs) as `image`
+/// (there is no separately compressed form: `image_gz` is the same file) and the test
+/// initramfs around Debian's static amd64 busybox, cached in the same directory.
+pub fn x86_inputs() -> Result<Inputs> {
+    let dir = crate::linux_x86::inputs()?;
+    let (busybox, busybox_package) = busybox_for(&dir, crate::linux_x86::ARCH, 62)?;
+    let initrd = dir.join("initrd.cpio");
+    let cpio = initramfs(&read(&busybox)?);
+    fs::write(&initrd, cpio).with_context(|| format!("writing {}", initrd.display()))?;
+    eprintln!(
+        "xtask: x86_64 Linux inputs: {busybox_package}; {}",
+        dir.display()
+    );
+    let image = dir.join("bzImage");
+    Ok(Inputs {
+        image_gz: image.clone(),
+        image,
         initrd,
     })
 }
@@ -208,6 +233,12 @@ fn gzip(image: &Path, gz: &Path) -> Result<()> {
 
 /// Debian's static arm64 busybox, downloaded once; its path and package.
 fn busybox(dir: &Path) -> Result<(PathBuf, String)> {
+    ensure_arm64_apt()?;
+    busybox_for(dir, ARCH, 183)
+}
+
+/// Debian's static busybox for `arch` (ELF `machine`), downloaded once.
+fn busybox_for(dir: &Path, arch: &str, machine: u16) -> Result<(PathBuf, String)> {
     let path = dir.join("busybox");
     let stamp = dir.join("busybox-package");
     if path.exists() {
@@ -215,11 +246,10 @@ fn busybox(dir: &Path) -> Result<(PathBuf, String)> {
             return Ok((path, package.trim().to_string()));
         }
     }
-    ensure_arm64_apt()?;
-    let (root, version) = download(dir, BUSYBOX_PACKAGE)?;
+    let (root, version) = download_for(dir, BUSYBOX_PACKAGE, arch)?;
     let binary = root.join("bin/busybox");
     let bytes = read(&binary)?;
-    check_static_arm64(&bytes).with_context(|| format!("{}", binary.display()))?;
+    check_static(&bytes, machine).with_context(|| format!("{}", binary.display()))?;
     fs::write(&path, &bytes).with_context(|| format!("writing {}", path.display()))?;
     let label = format!("{BUSYBOX_PACKAGE} {version}");
     fs::write(&stamp, &label)?;
@@ -227,13 +257,14 @@ fn busybox(dir: &Path) -> Result<(PathBuf, String)> {
     Ok((path, label))
 }
 
-/// The initramfs has no libraries: busybox must be an aarch64 ELF without PT_INTERP.
-fn check_static_arm64(elf: &[u8]) -> Result<()> {
+/// The initramfs has no libraries: busybox must be an ELF64 for `machine` without
+/// PT_INTERP.
+fn check_static(elf: &[u8], machine: u16) -> Result<()> {
     const PT_INTERP: u32 = 3;
     let kind = image::detect(elf)?;
     ensure!(
-        kind == PayloadKind::Elf64 { machine: 183 },
-        "not an aarch64 ELF64 file but {kind}"
+        kind == PayloadKind::Elf64 { machine },
+        "not an ELF64 file for machine {machine} but {kind}"
     );
     let u16_at = |at: usize| {
         elf.get(at..at + 2)
@@ -277,20 +308,25 @@ pub fn kernel_package(depends: &str) -> Option<String> {
 /// `apt-get download <package>:arm64` into a fresh `dir/download`, unpacked with
 /// `dpkg-deb -x`; returns the unpacked tree and the package's version.
 pub fn download(dir: &Path, package: &str) -> Result<(PathBuf, String)> {
+    download_for(dir, package, ARCH)
+}
+
+/// `download` for Debian architecture `arch` (`arm64`, `amd64`).
+fn download_for(dir: &Path, package: &str, arch: &str) -> Result<(PathBuf, String)> {
     let work = dir.join("download");
     let _ = fs::remove_dir_all(&work);
     fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
-    deps::announce_download(&format!("{package}:{ARCH}"));
+    deps::announce_download(&format!("{package}:{arch}"));
     exec(
         Command::new("apt-get")
-            .args(["download", &format!("{package}:{ARCH}")])
+            .args(["download", &format!("{package}:{arch}")])
             .current_dir(&work),
     )?;
     let deb = fs::read_dir(&work)?
         .flatten()
         .map(|e| e.path())
         .find(|p| p.extension().is_some_and(|e| e == "deb"))
-        .with_context(|| format!("apt-get download {package}:{ARCH} left no .deb"))?;
+        .with_context(|| format!("apt-get download {package}:{arch} left no .deb"))?;
     let version = capture(
         Command::new("dpkg-deb")
             .args(["--field"])
@@ -437,13 +473,13 @@ mod tests {
         elf[0x38..0x3a].copy_from_slice(&2u16.to_le_bytes());
         elf[0x40] = 1; // PT_LOAD
         elf[0x40 + 56] = 6; // PT_PHDR
-        assert!(check_static_arm64(&elf).is_ok());
+        assert!(check_static(&elf, 183).is_ok());
         elf[0x40 + 56] = 3; // PT_INTERP
-        assert!(check_static_arm64(&elf).is_err());
+        assert!(check_static(&elf, 183).is_err());
         elf[18] = 62;
-        assert!(check_static_arm64(&elf).is_err());
+        assert!(check_static(&elf, 183).is_err());
         elf[18] = 183;
         elf[0x20..0x28].copy_from_slice(&u64::MAX.to_le_bytes());
-        assert!(check_static_arm64(&elf).is_err());
+        assert!(check_static(&elf, 183).is_err());
     }
 }

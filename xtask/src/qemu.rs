@@ -177,9 +177,6 @@ pub fn run(args: &QemuArgs) -> Result<()> {
     if args.boot_dtb.is_some() && !args.loader.packs() {
         bail!("--boot-dtb is for the u-boot-script and u-boot-fit loaders");
     }
-    if args.initrd.is_some() && matches!(args.loader, Loader::Grub | Loader::Kexec) {
-        bail!("--initrd is for the direct and u-boot loaders");
-    }
     deps::ensure_qemu(target)?;
     let (image, kind) = match &args.image {
         Some(image) => (image.clone(), None),
@@ -382,11 +379,11 @@ impl Machine<'_> {
                 };
             }
             Loader::Grub => {
-                let iso = grub::iso(image, self.append)?;
+                let iso = grub::iso(image, self.append, self.initrd.map(|i| i.path))?;
                 cmd.arg("-cdrom").arg(iso).args(["-boot", "d"]);
             }
             Loader::Kexec => {
-                let guest = kexec::guest(image, self.append)?;
+                let guest = kexec::guest(image, self.append, self.initrd.map(|i| i.path))?;
                 cmd.arg("-kernel").arg(&guest.kernel);
                 cmd.arg("-initrd").arg(&guest.initrd);
                 cmd.args(["-append", kexec::GUEST_APPEND]);

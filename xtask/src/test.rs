@@ -63,6 +63,8 @@ enum Payload {
     LinuxImageGz,
     /// tests/residue: a Linux-protocol Image that searches RAM for the planted seed.
     ResidueScanner,
+    /// Debian's x86_64 cloud kernel, its bzImage stored in the container as it is.
+    LinuxBzImage,
 }
 
 /// What a case asks of its boots, beyond each passing its expectation.
@@ -92,6 +94,12 @@ enum Check {
     LinuxSame,
     /// As `Linux`, and every kernel says `KASLR enabled`.
     LinuxKaslr,
+    /// x86: as `LinuxDistinct`, every kernel randomized its memory layout (KASLR_FLAG
+    /// set: "Memory KASLR"), and at least one was placed above 4 GiB.
+    LinuxX86Random(usize),
+    /// x86: as `LinuxSame`, and no kernel randomized its memory layout (KASLR_FLAG
+    /// clear).
+    LinuxX86Fixed,
     /// Every boot reaches `payload: ok` having searched all RAM for the seed planted in
     /// the device tree (`residue-scan=`) without finding it.
     Residue,
@@ -265,6 +273,18 @@ const fn linux_case(name: &'static str, check: Check) -> Case {
         payload: Payload::LinuxImage,
         initrd: true,
         cpu: Some(LINUX_CPU),
+        timeout: Some(LINUX_TIMEOUT),
+        ..case(name, check)
+    }
+}
+
+/// An x86_64 Linux case: Debian's cloud amd64 bzImage with the test initramfs.
+const fn linux_x86_case(name: &'static str, check: Check) -> Case {
+    Case {
+        append: linux::X86_APPEND,
+        payload: Payload::LinuxBzImage,
+        initrd: true,
+        mem: "2G",
         timeout: Some(LINUX_TIMEOUT),
         ..case(name, check)
     }
@@ -548,6 +568,33 @@ const X86_64_CASES: &[Case] = &[
         cpu: Some("qemu64"),
         ..case("sha256-portable-qemu64", Check::Hashed("portable"))
     },
+    // Debian's cloud amd64 kernel (LZ4) as the payload: the shim decodes, places and
+    // relocates it and enters startup_64, through each loader, with the test initramfs.
+    linux_x86_case("linux-direct", Check::Linux),
+    Case {
+        loader: Loader::Grub,
+        ..linux_x86_case("linux-grub", Check::Linux)
+    },
+    Case {
+        loader: Loader::Kexec,
+        ..linux_x86_case("linux-kexec", Check::Linux)
+    },
+    // q35 with 6 GiB keeps 2 GiB below the PCI hole and 4 GiB above 4 GiB: about two
+    // thirds of the slots are high, so five boots all low has odds near 1 in 250.
+    Case {
+        boots: 5,
+        mem: "6G",
+        ..linux_x86_case("linux-kaslr-5-boots", Check::LinuxX86Random(4))
+    },
+    Case {
+        boots: 2,
+        append: "console=ttyS0 earlyprintk=serial shim.verbose panic=-1 nokaslr",
+        ..linux_x86_case("linux-nokaslr", Check::LinuxX86Fixed)
+    },
+    Case {
+        corrupt: true,
+        ..linux_x86_case("linux-corrupt", Check::Refused)
+    },
     // Fault injection: the image cut short, as a loader that read only part of it
     // would leave it: one line from the entry code (before relocation, straight to
     // COM1), or from the container checks.
@@ -637,9 +684,9 @@ pub fn run(args: &TestArgs) -> Result<()> {
             Some(arch) => vec![arch],
             None => Arch::value_variants().to_vec(),
         };
-        // Downloaded and built once, for every Linux case.
-        let mut linux_inputs: Option<Result<linux::Inputs, String>> = None;
         for arch in arches {
+            // Downloaded and built once, for every Linux case of this architecture.
+            let mut linux_inputs: Option<Result<linux::Inputs, String>> = None;
             let target = arch.target();
             let cases: Vec<&Case> = matrix(arch)
                 .iter()
@@ -664,7 +711,13 @@ pub fn run(args: &TestArgs) -> Result<()> {
                 } else {
                     Some(
                         linux_inputs
-                            .get_or_insert_with(|| linux::inputs().map_err(|e| format!("{e:#}")))
+                            .get_or_insert_with(|| {
+                                match arch {
+                                    Arch::Aarch64 => linux::inputs(),
+                                    Arch::X86_64 => linux::x86_inputs(),
+                                }
+                                .map_err(|e| format!("{e:#}"))
+                            })
                             .as_ref()
                             .map_err(|why| anyhow!("preparing the Linux inputs failed: {why}")),
                     )
@@ -741,6 +794,7 @@ fn build_image(arch: Arch, case: &Case, linux: Option<&linux::Inputs>) -> Result
         ),
         (Payload::LinuxImage, Some(l)) => (Some(l.image.clone()), Some("shim-linux-image")),
         (Payload::LinuxImageGz, Some(l)) => (Some(l.image_gz.clone()), Some("shim-linux-gz")),
+        (Payload::LinuxBzImage, Some(l)) => (Some(l.image.clone()), Some("shim-linux-bzimage")),
         (_, None) => return Err("no Linux inputs".into()),
     };
     let output = stem.map(|stem| {
@@ -836,7 +890,9 @@ fn run_case(
         | Check::LinuxEl2
         | Check::LinuxDistinct(_)
         | Check::LinuxSame
-        | Check::LinuxKaslr => Expect::Linux,
+        | Check::LinuxKaslr
+        | Check::LinuxX86Random(_)
+        | Check::LinuxX86Fixed => Expect::Linux,
         Check::Ok
         | Check::SamePlacement
         | Check::Distinct { .. }
@@ -852,11 +908,11 @@ fn run_case(
 }
 
 /// Whether a case's boots, all judged already, meet its check.
-fn check(check: Check, s: &Summary) -> Result<()> {
+fn check(want: Check, s: &Summary) -> Result<()> {
     if s.failed > 0 {
         bail!("{} of {} boots failed", s.failed, s.failed + s.passed);
     }
-    match check {
+    match want {
         Check::Ok | Check::Refused | Check::Linux => Ok(()),
         Check::Console { .. } => {
             if s.shim_placed != s.passed {
@@ -936,6 +992,34 @@ fn check(check: Check, s: &Summary) -> Result<()> {
                     s.kaslr_disabled,
                     s.passed
                 );
+            }
+            Ok(())
+        }
+        Check::LinuxX86Random(distinct) => {
+            check(Check::LinuxDistinct(distinct), s)?;
+            if s.kaslr_enabled != s.passed {
+                bail!(
+                    "expected every kernel to randomize its memory layout (Memory KASLR), {} of {} did",
+                    s.kaslr_enabled,
+                    s.passed
+                );
+            }
+            if !s.kernel_code.iter().any(|&a| a >= 1 << 32) {
+                bail!("expected a kernel above 4 GiB among {}", kernel_code(s));
+            }
+            Ok(())
+        }
+        Check::LinuxX86Fixed => {
+            if s.kernel_code.len() != 1 || s.text.len() != 1 {
+                bail!(
+                    "expected one Kernel code and one _stext, saw {} and {}: {}",
+                    s.kernel_code.len(),
+                    s.text.len(),
+                    kernel_code(s)
+                );
+            }
+            if s.kaslr_enabled != 0 {
+                bail!("expected no kernel to randomize its memory layout (KASLR_FLAG clear)");
             }
             Ok(())
         }
@@ -1116,9 +1200,16 @@ mod tests {
             assert!(case.append.contains("panic=-1"), "{}", case.name);
             assert!(case.timeout.is_some(), "{}", case.name);
         }
-        assert!(X86_64_CASES
-            .iter()
-            .all(|c| c.payload == Payload::Demo && !c.initrd));
+        for case in X86_64_CASES.iter() {
+            let kernel = case.payload == Payload::LinuxBzImage;
+            assert!(kernel || case.payload == Payload::Demo, "{}", case.name);
+            assert_eq!(case.initrd, kernel, "{}", case.name);
+            if kernel {
+                assert!(case.append.contains("console=ttyS0"), "{}", case.name);
+                assert!(case.append.contains("panic=-1"), "{}", case.name);
+                assert!(case.timeout.is_some(), "{}", case.name);
+            }
+        }
         for case in AARCH64_CASES
             .iter()
             .filter(|c| matches!(c.check, Check::Residue))
