@@ -14,8 +14,10 @@ use crate::x86_linux::{self, BzImage};
 use super::{fresh, report, say_mode, weak_fixed, Bits, BootError, Duration, Inputs, Platform};
 use super::{KernelSeeds, SourceNames};
 
-/// Memory below this is kept for what real-mode firmware and the loader put there.
+/// boot_params and the command line go below 4 GiB, where every loader puts them.
 const PARAMS_BELOW: u64 = 1 << 32;
+/// boot.rst: the 64-bit entry is the protected-mode part's start + 0x200.
+const ENTRY_64: u64 = 0x200;
 
 /// A Linux x86_64 kernel decoded, laid out and relocated in its slot, not yet entered.
 pub struct LoadedLinuxX86<'a> {
@@ -147,6 +149,52 @@ pub fn load_linux_x86<'a>(
         })?;
     let params = platform.memory(Range::from_base_size(params_pa, params_req.size)?);
 
+    // boot.rst: cmdline_size (0x238, protocol 2.06+) bounds what the kernel reads.
+    let cmdline_size = bz
+        .setup
+        .get(0x238..0x23c)
+        .and_then(|b| <[u8; 4]>::try_from(b).ok())
+        .map_or(255, |b| u64::from(u32::from_le_bytes(b)));
+
+    // A format the shim does not decode: the protected-mode part goes into the slot
+    // and is entered at its 64-bit entry (boot.rst: load address + 0x200), so Linux's
+    // own decompressor runs there and then places the kernel by its own rules.
+    if !x86_linux::decodes(bz.compression) {
+        let buf = platform.memory(slot);
+        let dest = buf
+            .get_mut(..bz.protected.len())
+            .ok_or(BootError::KernelTooLarge)?;
+        dest.copy_from_slice(bz.protected);
+        let image: &'static [u8] = dest;
+        let digest = digest::sha256(platform.sha256_compress(), image);
+        platform.say(format_args!(
+            "the kernel is {}-compressed, which the shim does not decode: Linux's own decompressor runs from the slot drawn here and places the kernel by its own rules",
+            bz.compression
+        ));
+        if inputs.opts.verbose {
+            platform.say(format_args!(
+                "placed pa={:#x} size={needed:#x} phys_slots={} {} sources={} (Linux's decompressor)",
+                placed.phys,
+                placed.phys_slots,
+                Bits::of(&placed, 0, strong),
+                SourceNames(sources)
+            ));
+        }
+        return Ok(LoadedLinuxX86 {
+            entry_pa: placed.phys + ENTRY_64,
+            placed,
+            bz,
+            slot,
+            kaslr: false,
+            cmdline_size,
+            params,
+            params_pa,
+            image,
+            digest,
+            rng,
+        });
+    }
+
     // Decode straight into the slot, lay vmlinux out by p_paddr there, relocate.
     let t1 = platform.ticks();
     let buf = platform.memory(slot);
@@ -212,12 +260,6 @@ pub fn load_linux_x86<'a>(
             sha.name,
         ));
     }
-    // boot.rst: cmdline_size (0x238, protocol 2.06+) bounds what the kernel reads.
-    let cmdline_size = bz
-        .setup
-        .get(0x238..0x23c)
-        .and_then(|b| <[u8; 4]>::try_from(b).ok())
-        .map_or(255, |b| u64::from(u32::from_le_bytes(b)));
     let entry_pa = placed
         .phys
         .checked_add(vm.entry_offset())

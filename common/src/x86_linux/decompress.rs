@@ -78,6 +78,12 @@ impl fmt::Display for DecompressError {
     }
 }
 
+/// Whether [`decompress`] decodes `c`. A kernel in another format is left to Linux's
+/// own decompressor.
+pub fn decodes(c: Compression) -> bool {
+    matches!(c, Compression::Gzip | Compression::Lz4)
+}
+
 /// Unpacks `bz.payload` into the start of `out` and returns its length, always
 /// `bz.decompressed_len`. `inflater` is used for gzip only (the caller decides where its
 /// ~11 KB live, as for [`container::unpack`]). Bytes of `out` past the returned length

@@ -27,7 +27,7 @@ mod vmlinux;
 mod debian;
 
 pub use bzimage::{is_bzimage, parse_bzimage, BzImage, BzImageError, Compression, KernelVersion};
-pub use decompress::{decompress, DecompressError, Lz4Failure, LZ4_CHUNK};
+pub use decompress::{decodes, decompress, DecompressError, Lz4Failure, LZ4_CHUNK};
 pub use relocs::{
     detect_layout, needed_size, reloc_layout, relocate, scan_relocs, slot_size, virt_addr,
     virt_slots, RelocCounts, RelocError, RelocKind, RelocLayout, KERNEL_IMAGE_SIZE,
