@@ -37,6 +37,9 @@ pub struct Placed {
     pub slots: Option<u64>,
     pub entropy: Option<String>,
     pub sources: Option<String>,
+    /// `(Linux's decompressor)`: the shim placed a bzImage it does not decode, and
+    /// Linux's decompressor places the kernel itself.
+    pub own_decompressor: bool,
 }
 
 impl Placed {
@@ -182,6 +185,7 @@ fn parse_shim(text: &str) -> Event {
                 slots: field(fields, "slots").and_then(|s| s.parse().ok()),
                 entropy: field(fields, "entropy").map(String::from),
                 sources: field(fields, "sources").map(String::from),
+                own_decompressor: fields.ends_with("(Linux's decompressor)"),
             });
         }
     }
@@ -341,8 +345,14 @@ mod tests {
                 slots: Some(431),
                 entropy: Some("24".into()),
                 sources: Some("rndr,counter".into()),
+                own_decompressor: false,
             }))
         );
+        let own = "shim: placed pa=0x31800000 size=0x3800000 phys_slots=987 sources=counter (Linux's decompressor)";
+        match parse_line(own) {
+            Some(Event::ShimPlaced(p)) => assert!(p.own_decompressor && p.size == Some(0x380_0000)),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -46,6 +46,47 @@ pub fn inputs() -> Result<PathBuf> {
     Ok(dir)
 }
 
+/// The newest cloud kernel of Debian's bookworm-backports (6.12, zstd: a format the
+/// shim leaves to Linux's own decompressor), its bzImage cached as
+/// `target/xtask/linux-x86_64/bzImage-backports`.
+pub fn backports_bzimage() -> Result<PathBuf> {
+    let dir = dir();
+    let path = dir.join("bzImage-backports");
+    if path.is_file() {
+        return Ok(path);
+    }
+    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    // `apt-cache policy` lists the metapackage's versions; the backports one ends
+    // in `~bpo<N>+<M>`.
+    let meta = format!("{KERNEL_METAPACKAGE}:{ARCH}");
+    let policy = capture(Command::new("apt-cache").args(["policy", &meta]))?;
+    let version = policy
+        .lines()
+        .filter_map(|l| l.trim().trim_start_matches("***").split_whitespace().next())
+        .find(|v| v.contains("~bpo"))
+        .with_context(|| format!("`apt-cache policy {meta}` lists no bookworm-backports version"))?
+        .to_string();
+    let depends = capture(
+        Command::new("apt-cache").args(["depends", &format!("{KERNEL_METAPACKAGE}={version}")]),
+    )?;
+    let abi = kernel_abi(&depends)
+        .with_context(|| format!("{KERNEL_METAPACKAGE} {version} names no linux-image package"))?;
+    let work = dir.join("download-backports");
+    let _ = fs::remove_dir_all(&work);
+    fs::create_dir_all(&work)?;
+    let image_pkg = format!("linux-image-{abi}-unsigned");
+    let (deb, _) = download(&work, &image_pkg)?;
+    let root = work.join("image");
+    exec(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&root))?;
+    let vmlinuz = root.join("boot").join(format!("vmlinuz-{abi}"));
+    let bytes =
+        fs::read(&vmlinuz).with_context(|| format!("{image_pkg} has no {}", vmlinuz.display()))?;
+    x86_linux::parse_bzimage(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", vmlinuz.display()))?;
+    fs::write(&path, &bytes)?;
+    fs::remove_dir_all(&work)?;
+    Ok(path)
+}
+
 /// Downloads the kernel and its debug package and keeps the two files.
 fn fetch(dir: &Path) -> Result<()> {
     let meta = format!("{KERNEL_METAPACKAGE}:{ARCH}");

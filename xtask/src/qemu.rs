@@ -660,6 +660,11 @@ impl Boot {
                 placed.brief()
             ));
         };
+        // Linux's own decompressor ran from the shim's slot and chose the kernel's
+        // place itself (a bzImage the shim does not decode).
+        if placed.own_decompressor {
+            return Ok(());
+        }
         let slot_end = placed.pa.saturating_add(size);
         if start < placed.pa || end >= slot_end {
             return Err(format!(

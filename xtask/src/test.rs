@@ -65,6 +65,9 @@ enum Payload {
     ResidueScanner,
     /// Debian's x86_64 cloud kernel, its bzImage stored in the container as it is.
     LinuxBzImage,
+    /// Debian's bookworm-backports x86_64 cloud kernel (zstd: Linux's own
+    /// decompressor runs).
+    LinuxBzImageZstd,
 }
 
 /// What a case asks of its boots, beyond each passing its expectation.
@@ -595,6 +598,12 @@ const X86_64_CASES: &[Case] = &[
         corrupt: true,
         ..linux_x86_case("linux-corrupt", Check::Refused)
     },
+    // A zstd kernel (bookworm-backports' 6.12): no decoder in the shim, so Linux's own
+    // decompressor runs from the shim's slot and places the kernel itself.
+    Case {
+        payload: Payload::LinuxBzImageZstd,
+        ..linux_x86_case("linux-zstd-own-decompressor", Check::Linux)
+    },
     // Fault injection: the image cut short, as a loader that read only part of it
     // would leave it: one line from the entry code (before relocation, straight to
     // COM1), or from the container checks.
@@ -795,6 +804,10 @@ fn build_image(arch: Arch, case: &Case, linux: Option<&linux::Inputs>) -> Result
         (Payload::LinuxImage, Some(l)) => (Some(l.image.clone()), Some("shim-linux-image")),
         (Payload::LinuxImageGz, Some(l)) => (Some(l.image_gz.clone()), Some("shim-linux-gz")),
         (Payload::LinuxBzImage, Some(l)) => (Some(l.image.clone()), Some("shim-linux-bzimage")),
+        (Payload::LinuxBzImageZstd, Some(_)) => (
+            Some(crate::linux_x86::backports_bzimage().map_err(|e| format!("{e:#}"))?),
+            Some("shim-linux-bzimage-zstd"),
+        ),
         (_, None) => return Err("no Linux inputs".into()),
     };
     let output = stem.map(|stem| {
@@ -1201,7 +1214,10 @@ mod tests {
             assert!(case.timeout.is_some(), "{}", case.name);
         }
         for case in X86_64_CASES.iter() {
-            let kernel = case.payload == Payload::LinuxBzImage;
+            let kernel = matches!(
+                case.payload,
+                Payload::LinuxBzImage | Payload::LinuxBzImageZstd
+            );
             assert!(kernel || case.payload == Payload::Demo, "{}", case.name);
             assert_eq!(case.initrd, kernel, "{}", case.name);
             if kernel {
