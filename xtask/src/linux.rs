@@ -44,6 +44,7 @@ echo "linux-test: cmdline $(cat /proc/cmdline)"
 sed 's/^/linux-test: iomem /' /proc/iomem
 echo "linux-test: text $(grep -m 1 ' _stext$' /proc/kallsyms | cut -d ' ' -f 1)"
 echo "linux-test: sha256 $(sha256sum /data.bin | cut -d ' ' -f 1)"
+[ -x /bin/rdtsc ] && echo "linux-test: tsc $(/bin/rdtsc | od -An -tu8 | tr -d ' ')"
 echo "linux-test: uptime $(cut -d ' ' -f 1 /proc/uptime)"
 echo "linux-test: done"
 poweroff -f
@@ -73,7 +74,7 @@ pub fn inputs() -> Result<Inputs> {
     let (image, image_gz, kernel_package) = kernel(&dir)?;
     let (busybox, busybox_package) = busybox(&dir)?;
     let initrd = dir.join("initrd.cpio");
-    let cpio = initramfs(&read(&busybox)?);
+    let cpio = initramfs(&read(&busybox)?, &[]);
     fs::write(&initrd, cpio).with_context(|| format!("writing {}", initrd.display()))?;
     eprintln!(
         "xtask: Linux inputs: {kernel_package}, {busybox_package}; {}",
@@ -93,7 +94,7 @@ pub fn x86_inputs() -> Result<Inputs> {
     let dir = crate::linux_x86::inputs()?;
     let (busybox, busybox_package) = busybox_for(&dir, crate::linux_x86::ARCH, 62)?;
     let initrd = dir.join("initrd.cpio");
-    let cpio = initramfs(&read(&busybox)?);
+    let cpio = initramfs(&read(&busybox)?, &[("/bin/rdtsc", &rdtsc_elf())]);
     fs::write(&initrd, cpio).with_context(|| format!("writing {}", initrd.display()))?;
     eprintln!(
         "xtask: x86_64 Linux inputs: {busybox_package}; {}",
@@ -132,9 +133,52 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// x86_64 Linux: a static ELF that writes the TSC's 8 bytes to stdout and exits. Under
+/// QEMU's `-icount shift=0` the TSC counts guest nanoseconds since reset, so /init's
+/// `linux-test: tsc` line is the time from QEMU's start to userspace, shim included.
+pub fn rdtsc_elf() -> Vec<u8> {
+    const BASE: u64 = 0x40_0000;
+    const CODE_AT: u64 = 64 + 56;
+    #[rustfmt::skip]
+    let code: &[u8] = &[
+        0x0f, 0x31,                         // rdtsc
+        0x48, 0xc1, 0xe2, 0x20,             // shl rdx, 32
+        0x48, 0x09, 0xd0,                   // or rax, rdx
+        0x50,                               // push rax
+        0x48, 0x89, 0xe6,                   // mov rsi, rsp
+        0xba, 0x08, 0x00, 0x00, 0x00,       // mov edx, 8
+        0xbf, 0x01, 0x00, 0x00, 0x00,       // mov edi, 1 (stdout)
+        0xb8, 0x01, 0x00, 0x00, 0x00,       // mov eax, 1 (write)
+        0x0f, 0x05,                         // syscall
+        0xb8, 0x3c, 0x00, 0x00, 0x00,       // mov eax, 60 (exit)
+        0x31, 0xff,                         // xor edi, edi
+        0x0f, 0x05,                         // syscall
+    ];
+    let mut elf = Vec::new();
+    elf.extend(b"\x7fELF\x02\x01\x01\0\0\0\0\0\0\0\0\0"); // ELF64, LE, SysV
+    elf.extend(2u16.to_le_bytes()); // ET_EXEC
+    elf.extend(62u16.to_le_bytes()); // EM_X86_64
+    elf.extend(1u32.to_le_bytes());
+    elf.extend((BASE + CODE_AT).to_le_bytes()); // e_entry
+    elf.extend(64u64.to_le_bytes()); // e_phoff
+    elf.extend(0u64.to_le_bytes()); // e_shoff
+    elf.extend(0u32.to_le_bytes());
+    for half in [64u16, 56, 1, 0, 0, 0] {
+        elf.extend(half.to_le_bytes()); // ehsize, phentsize, phnum, shentsize, shnum, shstrndx
+    }
+    let size = CODE_AT + code.len() as u64;
+    elf.extend(1u32.to_le_bytes()); // PT_LOAD
+    elf.extend(5u32.to_le_bytes()); // R+X
+    for word in [0, BASE, BASE, size, size, 0x1000] {
+        elf.extend(word.to_le_bytes()); // offset, vaddr, paddr, filesz, memsz, align
+    }
+    elf.extend(code);
+    elf
+}
+
 /// The initramfs: busybox (with /bin/sh), the device node the kernel opens as init's
-/// console, the mount points, /init and /data.bin.
-pub fn initramfs(busybox: &[u8]) -> Vec<u8> {
+/// console, the mount points, /init, /data.bin and the `extra` executables.
+pub fn initramfs(busybox: &[u8], extra: &[(&str, &[u8])]) -> Vec<u8> {
     let mut cpio = Cpio::default();
     for d in ["/bin", "/sbin", "/dev", "/proc", "/sys", "/tmp"] {
         cpio.dir(d);
@@ -144,6 +188,9 @@ pub fn initramfs(busybox: &[u8]) -> Vec<u8> {
     cpio.symlink("/bin/sh", "busybox");
     cpio.file("/init", 0o755, INIT.as_bytes());
     cpio.file("/data.bin", 0o644, &data());
+    for (path, bytes) in extra {
+        cpio.file(path, 0o755, bytes);
+    }
     cpio.finish()
 }
 
@@ -419,7 +466,25 @@ mod tests {
 
     #[test]
     fn initramfs_holds_what_init_needs() {
-        let cpio = initramfs(b"\x7fELF fake busybox");
+        let rdtsc = rdtsc_elf();
+        assert!(check_static(&rdtsc, 62).is_ok());
+        // On an x86_64 host it runs: eight bytes of a counter that moves.
+        #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let path = std::env::temp_dir().join(format!("rdtsc-{}", std::process::id()));
+            fs::write(&path, &rdtsc).unwrap();
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+            let read = || {
+                let out = Command::new(&path).output().unwrap();
+                assert!(out.status.success());
+                u64::from_le_bytes(out.stdout.try_into().unwrap())
+            };
+            let (a, b) = (read(), read());
+            fs::remove_file(&path).unwrap();
+            assert!(b > a, "{a} then {b}");
+        }
+        let cpio = initramfs(b"\x7fELF fake busybox", &[]);
         let has = |s: &[u8]| cpio.windows(s.len()).any(|w| w == s);
         for name in [
             &b"init\0"[..],
