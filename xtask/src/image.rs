@@ -31,8 +31,8 @@ pub struct BuildArgs {
     /// The architecture to build for.
     #[arg(long, value_enum, default_value = "aarch64")]
     pub arch: Arch,
-    /// Pack this payload instead of the demo one: an ELF64 file, or (aarch64) a Linux
-    /// arm64 Image, raw or gzip-compressed (Image.gz).
+    /// Pack this payload instead of the demo one: an ELF64 file, (aarch64) a Linux
+    /// arm64 Image, raw or gzip-compressed (Image.gz), or (x86_64) a Linux bzImage.
     #[arg(long, value_name = "FILE")]
     pub payload: Option<PathBuf>,
     /// Pack the payload with one byte flipped under the original's digest (written to
