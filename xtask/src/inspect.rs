@@ -263,7 +263,10 @@ fn container_report(bytes: &[u8], at: usize, base: usize, machine: Machine, r: &
                 inner.problem(e.to_string());
             }
         }
-        Format::LinuxX86BzImage => inner.problem("bzImage payloads are not supported yet"),
+        Format::LinuxX86BzImage => {
+            bzimage_report(&out, &mut inner);
+            kernel_bzimage_lines(&out, &mut inner);
+        }
     }
     r.nest("payload", inner);
 }
@@ -449,6 +452,27 @@ fn bzimage_report(bytes: &[u8], r: &mut Report) {
                 "payload_offset {off:#x} + payload_length {len:#x} runs past the protected-mode part"
             )),
         }
+    }
+}
+
+/// What the x86 shim reads of a Linux bzImage it carries (common::x86_linux).
+fn kernel_bzimage_lines(bytes: &[u8], r: &mut Report) {
+    match shim_common::x86_linux::parse_bzimage(bytes) {
+        Ok(bz) => {
+            let version = String::from_utf8_lossy(bz.version_string);
+            r.line(format!("kernel: {}", version.trim_end_matches('\0')));
+            let path = match shim_common::x86_linux::decodes(bz.compression) {
+                true => "decoded by the shim",
+                false => "not decoded by the shim: Linux's own decompressor runs",
+            };
+            r.line(format!(
+                "kernel payload: {}, {} decoded, {path}; the shim's slot {}",
+                bz.compression,
+                size(bz.decompressed_len),
+                size(shim_common::x86_linux::slot_size(&bz))
+            ));
+        }
+        Err(e) => r.problem(format!("the shim cannot boot this bzImage: {e}")),
     }
 }
 
