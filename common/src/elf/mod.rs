@@ -9,6 +9,7 @@ pub(crate) mod builder;
 mod parse;
 mod reloc;
 
+pub(crate) use parse::{Ehdr, Phdr};
 pub use parse::{Flags, Headers, Segment, MAX_SEGMENTS};
 pub use reloc::RelocStats;
 

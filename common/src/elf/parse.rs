@@ -37,35 +37,37 @@ pub(super) const DT_RELR: u64 = 36;
 pub(super) const DT_RELRENT: u64 = 37;
 
 #[repr(C)]
+/// The ELF64 file header (little-endian), as the payload and vmlinux parsers read it.
 #[derive(FromBytes, KnownLayout, Immutable)]
-struct Ehdr {
-    e_ident: [u8; 16],
-    e_type: U16,
-    e_machine: U16,
-    e_version: U32,
-    e_entry: U64,
-    e_phoff: U64,
-    e_shoff: U64,
-    e_flags: U32,
-    e_ehsize: U16,
-    e_phentsize: U16,
-    e_phnum: U16,
-    e_shentsize: U16,
-    e_shnum: U16,
-    e_shstrndx: U16,
+pub(crate) struct Ehdr {
+    pub(crate) e_ident: [u8; 16],
+    pub(crate) e_type: U16,
+    pub(crate) e_machine: U16,
+    pub(crate) e_version: U32,
+    pub(crate) e_entry: U64,
+    pub(crate) e_phoff: U64,
+    pub(crate) e_shoff: U64,
+    pub(crate) e_flags: U32,
+    pub(crate) e_ehsize: U16,
+    pub(crate) e_phentsize: U16,
+    pub(crate) e_phnum: U16,
+    pub(crate) e_shentsize: U16,
+    pub(crate) e_shnum: U16,
+    pub(crate) e_shstrndx: U16,
 }
 
 #[repr(C)]
+/// An ELF64 program header.
 #[derive(FromBytes, KnownLayout, Immutable)]
-struct Phdr {
-    p_type: U32,
-    p_flags: U32,
-    p_offset: U64,
-    p_vaddr: U64,
-    p_paddr: U64,
-    p_filesz: U64,
-    p_memsz: U64,
-    p_align: U64,
+pub(crate) struct Phdr {
+    pub(crate) p_type: U32,
+    pub(crate) p_flags: U32,
+    pub(crate) p_offset: U64,
+    pub(crate) p_vaddr: U64,
+    pub(crate) p_paddr: U64,
+    pub(crate) p_filesz: U64,
+    pub(crate) p_memsz: U64,
+    pub(crate) p_align: U64,
 }
 
 #[repr(C)]

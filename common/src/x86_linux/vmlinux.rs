@@ -4,11 +4,12 @@
 
 use core::fmt;
 
-use zerocopy::little_endian::{U16, U32, U64};
+use zerocopy::little_endian::{U32, U64};
 use zerocopy::{FromBytes, Immutable, KnownLayout};
 
 use super::relocs::{KERNEL_IMAGE_SIZE, START_KERNEL_MAP};
 use super::MIN_KERNEL_ALIGN;
+use crate::elf::{Ehdr, Phdr};
 
 /// At most this many PT_LOAD segments (vmlinux has 3 or 4: text, data, percpu on older
 /// SMP kernels, init and bss).
@@ -24,38 +25,6 @@ const SHT_NOBITS: u32 = 8;
 const EHDR_SIZE: u64 = 64;
 const PHDR_SIZE: u64 = 56;
 const SHDR_SIZE: u64 = 64;
-
-#[repr(C)]
-#[derive(FromBytes, KnownLayout, Immutable)]
-struct Ehdr {
-    e_ident: [u8; 16],
-    e_type: U16,
-    e_machine: U16,
-    e_version: U32,
-    e_entry: U64,
-    e_phoff: U64,
-    e_shoff: U64,
-    e_flags: U32,
-    e_ehsize: U16,
-    e_phentsize: U16,
-    e_phnum: U16,
-    e_shentsize: U16,
-    e_shnum: U16,
-    e_shstrndx: U16,
-}
-
-#[repr(C)]
-#[derive(FromBytes, KnownLayout, Immutable)]
-struct Phdr {
-    p_type: U32,
-    p_flags: U32,
-    p_offset: U64,
-    p_vaddr: U64,
-    p_paddr: U64,
-    p_filesz: U64,
-    p_memsz: U64,
-    p_align: U64,
-}
 
 #[repr(C)]
 #[derive(FromBytes, KnownLayout, Immutable)]
