@@ -301,6 +301,9 @@ pub fn detect(bytes: &[u8]) -> Result<PayloadKind> {
         });
     }
     if bytes.get(HDRS_AT..HDRS_AT + 4) == Some(b"HdrS") {
+        // The shim's own checks: protocol 2.12+, relocatable, a 64-bit entry, a payload.
+        shim_common::x86_linux::parse_bzimage(bytes)
+            .map_err(|e| anyhow!("an x86 bzImage the shim cannot boot: {e}"))?;
         return Ok(PayloadKind::BzImage);
     }
     bail!("{}", describe(bytes))
@@ -740,8 +743,11 @@ mod tests {
     fn names_what_it_refuses() {
         let mut bz = vec![0; 0x300];
         bz[0x202..0x206].copy_from_slice(b"HdrS");
-        let kind = detect(&bz).unwrap();
-        assert_eq!(kind, PayloadKind::BzImage);
+        assert_eq!(
+            error(&bz),
+            "an x86 bzImage the shim cannot boot: boot protocol 0.00, need 2.12 or later (xloadflags)"
+        );
+        let kind = PayloadKind::BzImage;
         let on_arm = format!("{:#}", kind.check_arch(Arch::Aarch64).unwrap_err());
         assert_eq!(
             on_arm,
