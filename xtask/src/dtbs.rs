@@ -1,18 +1,18 @@
 //! The real boards' device trees, as Debian ships them: taken from the full arm64 kernel
 //! package `linux-image-<abi>-arm64-unsigned` of the same ABI as the cloud kernel
 //! linux.rs boots (the cloud package has no DTBs). Only the trees the board table
-//! names are extracted (`dpkg-deb --fsys-tarfile | tar -x`), and cached under
+//! names are extracted (deb.rs), and cached under
 //! `target/xtask/board-dtbs/<vendor>/<board>.dtb`, the layout the host test
 //! `the_boards_own_device_trees` reads through `SHIM_BOARD_DTBS`.
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use shim_boards::{Board, BOARDS};
 
-use crate::{announce, capture, linux, target_dir};
+use crate::{capture, deb, linux, target_dir};
 
 /// The environment variable the host test reads the directory from.
 pub const ENV: &str = "SHIM_BOARD_DTBS";
@@ -56,26 +56,10 @@ fn fetch(dir: &Path, files: &[&str]) -> Result<()> {
         .with_context(|| format!("{cloud} is not a linux-image-<abi>-cloud-arm64 package"))?;
     let work = dir.join("download");
     let _ = fs::remove_dir_all(&work);
-    fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
-    crate::exec(
-        Command::new("apt-get")
-            .args(["download", &format!("{package}:{}", linux::ARCH)])
-            .current_dir(&work),
-    )?;
-    let deb = fs::read_dir(&work)?
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| p.extension().is_some_and(|e| e == "deb"))
-        .with_context(|| format!("apt-get download {package} left no .deb"))?;
-    let version = capture(
-        Command::new("dpkg-deb")
-            .arg("--field")
-            .arg(&deb)
-            .arg("Version"),
-    )?;
+    let (deb, version) = deb::download(&work, &package, linux::ARCH)?;
     let root = work.join("root");
-    fs::create_dir_all(&root)?;
-    extract(&deb, &root, files)?;
+    let patterns: Vec<String> = files.iter().map(|f| format!("*/{f}")).collect();
+    deb::extract(&deb, &root, &patterns)?;
     // ./usr/lib/linux-image-<abi>-arm64/<vendor>/<file>.dtb
     let lib = root.join("usr/lib");
     let tree = fs::read_dir(&lib)
@@ -95,10 +79,7 @@ fn fetch(dir: &Path, files: &[&str]) -> Result<()> {
         fs::copy(tree.join(file), &to)
             .with_context(|| format!("{package} has no {}", tree.join(file).display()))?;
     }
-    fs::write(
-        dir.join("package"),
-        format!("{package} {}\n", version.trim()),
-    )?;
+    fs::write(dir.join("package"), format!("{package} {version}\n"))?;
     fs::remove_dir_all(&work)?;
     Ok(())
 }
@@ -123,34 +104,6 @@ pub fn full_package(cloud: &str) -> Option<String> {
         .strip_prefix("linux-image-")?
         .strip_suffix("-cloud-arm64")?;
     (!abi.is_empty()).then(|| format!("linux-image-{abi}-arm64-unsigned"))
-}
-
-/// `dpkg-deb --fsys-tarfile deb | tar -x -C root --wildcards '*/<file>'...`: tar fails
-/// if any is missing.
-fn extract(deb: &Path, root: &Path, files: &[&str]) -> Result<()> {
-    let mut dpkg = Command::new("dpkg-deb");
-    dpkg.arg("--fsys-tarfile").arg(deb).stdout(Stdio::piped());
-    announce(&dpkg);
-    let mut dpkg = dpkg.spawn().context("cannot start dpkg-deb")?;
-    let stdout = dpkg.stdout.take().context("dpkg-deb has no stdout")?;
-    let mut tar = Command::new("tar");
-    tar.arg("-x")
-        .arg("-C")
-        .arg(root)
-        .arg("--wildcards")
-        .args(files.iter().map(|f| format!("*/{f}")))
-        .stdin(Stdio::from(stdout));
-    announce(&tar);
-    let tar_status = tar.status().context("cannot start tar")?;
-    let dpkg_status = dpkg.wait()?;
-    if !dpkg_status.success() || !tar_status.success() {
-        bail!(
-            "extracting {} from {} failed (dpkg-deb: {dpkg_status}, tar: {tar_status})",
-            files.join(" "),
-            deb.display()
-        );
-    }
-    Ok(())
 }
 
 #[cfg(test)]

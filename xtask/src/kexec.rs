@@ -9,7 +9,7 @@ use std::process::Command;
 use anyhow::{bail, Context, Result};
 
 use crate::cpio::Cpio;
-use crate::{capture, deps, exec, target_dir};
+use crate::{capture, deb, deps, target_dir};
 
 /// The kernel and initramfs that kexec into an image.
 pub struct Guest {
@@ -121,19 +121,11 @@ fn debian_kernel(dir: &Path) -> Result<PathBuf> {
         .filter(|p| p.starts_with("linux-image-"))
         .context("apt-cache names no kernel for linux-image-cloud-amd64 (run apt-get update?)")?
         .to_string();
-    deps::announce_download(&package);
-    exec(
-        Command::new("apt-get")
-            .args(["download", &package])
-            .current_dir(dir),
-    )?;
-    let deb = fs::read_dir(dir)?
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| p.extension().is_some_and(|e| e == "deb"))
-        .context("apt-get download left no .deb")?;
-    let root = dir.join("deb");
-    exec(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&root))?;
+    let work = dir.join("download");
+    let _ = fs::remove_dir_all(&work);
+    let (deb, _) = deb::download(&work, &package, "amd64")?;
+    let root = work.join("root");
+    deb::unpack(&deb, &root)?;
     let vmlinuz = fs::read_dir(root.join("boot"))?
         .flatten()
         .map(|e| e.path())
@@ -143,8 +135,7 @@ fn debian_kernel(dir: &Path) -> Result<PathBuf> {
         })
         .context("the kernel package has no /boot/vmlinuz-*")?;
     fs::copy(&vmlinuz, &kernel)?;
-    fs::remove_dir_all(&root)?;
-    fs::remove_file(&deb)?;
+    fs::remove_dir_all(&work)?;
     Ok(kernel)
 }
 

@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 
 use crate::cpio::Cpio;
 use crate::image::{self, PayloadKind};
-use crate::{capture, deps, exec, target_dir};
+use crate::{capture, deb, deps, exec, target_dir};
 
 /// The metapackage that names Debian's current cloud kernel for arm64.
 pub const KERNEL_METAPACKAGE: &str = "linux-image-cloud-arm64";
@@ -362,28 +362,9 @@ pub fn download(dir: &Path, package: &str) -> Result<(PathBuf, String)> {
 fn download_for(dir: &Path, package: &str, arch: &str) -> Result<(PathBuf, String)> {
     let work = dir.join("download");
     let _ = fs::remove_dir_all(&work);
-    fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
-    deps::announce_download(&format!("{package}:{arch}"));
-    exec(
-        Command::new("apt-get")
-            .args(["download", &format!("{package}:{arch}")])
-            .current_dir(&work),
-    )?;
-    let deb = fs::read_dir(&work)?
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| p.extension().is_some_and(|e| e == "deb"))
-        .with_context(|| format!("apt-get download {package}:{arch} left no .deb"))?;
-    let version = capture(
-        Command::new("dpkg-deb")
-            .args(["--field"])
-            .arg(&deb)
-            .arg("Version"),
-    )?
-    .trim()
-    .to_string();
+    let (deb, version) = deb::download(&work, package, arch)?;
     let root = work.join("root");
-    exec(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&root))?;
+    deb::unpack(&deb, &root)?;
     fs::remove_file(&deb)?;
     Ok((root, version))
 }

@@ -1,18 +1,18 @@
 //! Debian's x86_64 cloud kernel, for the x86 Linux payload: its bzImage (from
 //! `linux-image-<abi>-cloud-amd64-unsigned`) and its System.map (from the `-dbg`
 //! package: the image package's own /boot/System.map is a one-line stub). Fetched with
-//! `apt-get download`, unpacked with `dpkg-deb`, cached under
+//! `apt-get download` (deb.rs), cached under
 //! `target/xtask/linux-x86_64/{bzImage,System.map}`; the host test in
 //! common/src/x86_linux reads that directory through `SHIM_LINUX_X86`.
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{ensure, Context, Result};
 use shim_common::x86_linux::{self, Compression};
 
-use crate::{announce, capture, deps, exec, target_dir};
+use crate::{capture, deb, target_dir};
 
 /// The metapackage that names Debian's current cloud kernel for amd64.
 pub const KERNEL_METAPACKAGE: &str = "linux-image-cloud-amd64";
@@ -75,9 +75,9 @@ pub fn backports_bzimage() -> Result<PathBuf> {
     let _ = fs::remove_dir_all(&work);
     fs::create_dir_all(&work)?;
     let image_pkg = format!("linux-image-{abi}-unsigned");
-    let (deb, _) = download(&work, &image_pkg)?;
+    let (deb, _) = deb::download(&work, &image_pkg, ARCH)?;
     let root = work.join("image");
-    exec(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&root))?;
+    deb::unpack(&deb, &root)?;
     let vmlinuz = root.join("boot").join(format!("vmlinuz-{abi}"));
     let bytes =
         fs::read(&vmlinuz).with_context(|| format!("{image_pkg} has no {}", vmlinuz.display()))?;
@@ -98,9 +98,9 @@ fn fetch(dir: &Path) -> Result<()> {
     fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
 
     let image_pkg = format!("linux-image-{abi}-unsigned");
-    let (deb, version) = download(&work, &image_pkg)?;
+    let (deb, version) = deb::download(&work, &image_pkg, ARCH)?;
     let root = work.join("image");
-    exec(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&root))?;
+    deb::unpack(&deb, &root)?;
     let vmlinuz = root.join("boot").join(format!("vmlinuz-{abi}"));
     let bytes =
         fs::read(&vmlinuz).with_context(|| format!("{image_pkg} has no {}", vmlinuz.display()))?;
@@ -117,10 +117,9 @@ fn fetch(dir: &Path) -> Result<()> {
 
     // The real System.map is in the debug package (~280 MB): only it is extracted.
     let dbg_pkg = format!("linux-image-{abi}-dbg");
-    let (dbg, _) = download(&work, &dbg_pkg)?;
+    let (dbg, _) = deb::download(&work, &dbg_pkg, ARCH)?;
     let dbg_root = work.join("dbg");
-    fs::create_dir_all(&dbg_root)?;
-    extract(&dbg, &dbg_root, &format!("*/boot/System.map-{abi}"))?;
+    deb::extract(&dbg, &dbg_root, &[format!("*/boot/System.map-{abi}")])?;
     let map_path = dbg_root.join(format!("usr/lib/debug/boot/System.map-{abi}"));
     let map = fs::read_to_string(&map_path)
         .with_context(|| format!("{dbg_pkg} has no {}", map_path.display()))?;
@@ -132,58 +131,6 @@ fn fetch(dir: &Path) -> Result<()> {
         format!("{image_pkg} {version}\n"),
     )?;
     fs::remove_dir_all(&work)?;
-    Ok(())
-}
-
-/// `apt-get download <package>:amd64` into `work`; the .deb and its version.
-fn download(work: &Path, package: &str) -> Result<(PathBuf, String)> {
-    let spec = format!("{package}:{ARCH}");
-    deps::announce_download(&spec);
-    exec(
-        Command::new("apt-get")
-            .args(["download", &spec])
-            .current_dir(work),
-    )?;
-    let deb = fs::read_dir(work)?
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| {
-            p.extension().is_some_and(|e| e == "deb")
-                && p.file_name()
-                    .is_some_and(|n| n.to_string_lossy().starts_with(&format!("{package}_")))
-        })
-        .with_context(|| format!("apt-get download {spec} left no .deb"))?;
-    let version = capture(
-        Command::new("dpkg-deb")
-            .arg("--field")
-            .arg(&deb)
-            .arg("Version"),
-    )?;
-    Ok((deb, version.trim().to_string()))
-}
-
-/// `dpkg-deb --fsys-tarfile deb | tar -x -C root --wildcards pattern`.
-fn extract(deb: &Path, root: &Path, pattern: &str) -> Result<()> {
-    let mut dpkg = Command::new("dpkg-deb");
-    dpkg.arg("--fsys-tarfile").arg(deb).stdout(Stdio::piped());
-    announce(&dpkg);
-    let mut dpkg = dpkg.spawn().context("cannot start dpkg-deb")?;
-    let stdout = dpkg.stdout.take().context("dpkg-deb has no stdout")?;
-    let mut tar = Command::new("tar");
-    tar.arg("-x")
-        .arg("-C")
-        .arg(root)
-        .args(["--wildcards", pattern])
-        .stdin(Stdio::from(stdout));
-    announce(&tar);
-    let tar_status = tar.status().context("cannot start tar")?;
-    let dpkg_status = dpkg.wait()?;
-    if !dpkg_status.success() || !tar_status.success() {
-        bail!(
-            "extracting {pattern} from {} failed (dpkg-deb: {dpkg_status}, tar: {tar_status})",
-            deb.display()
-        );
-    }
     Ok(())
 }
 

@@ -7,6 +7,7 @@ mod bench;
 mod bzimage;
 mod console;
 mod cpio;
+mod deb;
 mod deps;
 mod disk;
 mod dtbs;

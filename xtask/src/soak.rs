@@ -186,9 +186,11 @@ mod tests {
 
     #[test]
     fn the_table_has_a_row_each_and_a_total() {
-        let mut s = Summary::default();
-        s.passed = 3;
-        s.seconds = vec![1.0, 3.0, 2.0];
+        let s = Summary {
+            passed: 3,
+            seconds: vec![1.0, 3.0, 2.0],
+            ..Default::default()
+        };
         let t = table(&[("aarch64 Direct".into(), s)]);
         assert!(
             t.contains("| aarch64 Direct | 3 | 0 | 0 | 0 | 1.00 / 2.00 / 3.00 |"),

@@ -391,7 +391,7 @@ fn boot_linux(
         // SAFETY: the one call this boot (the ELF path makes the other).
         unsafe { shim_rt::inflate_state() },
     )?;
-    let kernel_max = loaded.cmdline_size;
+    let kernel_max = u64::from(loaded.bz.cmdline_max);
     if n as u64 > kernel_max {
         say!("the command line ({n} bytes) is longer than the kernel's {kernel_max}: Linux truncates it");
     }

@@ -32,8 +32,6 @@ pub struct LoadedLinuxX86<'a> {
     pub slot: Range,
     /// Whether both draws were random, so Linux's KASLR_FLAG is set.
     pub kaslr: bool,
-    /// The kernel's cmdline_size: the longest command line it reads.
-    pub cmdline_size: u64,
     /// Free memory for boot_params, the command line and the seed node: clear of the
     /// slot and below 4 GiB.
     pub params: &'static mut [u8],
@@ -93,6 +91,7 @@ pub fn load_linux_x86<'a>(
     // Stored as it is: check the bzImage before anything parses it.
     let t0 = platform.ticks();
     container::verify_with(&payload, payload.packed, platform.sha256_compress())?;
+    let t1 = platform.ticks();
     let bz = x86_linux::parse_bzimage(payload.packed)?;
 
     // Before decoding, the room is bounded by the header: init_size covers the kernel
@@ -149,24 +148,23 @@ pub fn load_linux_x86<'a>(
         })?;
     let params = platform.memory(Range::from_base_size(params_pa, params_req.size)?);
 
-    // boot.rst: cmdline_size (0x238, protocol 2.06+) bounds what the kernel reads.
-    let cmdline_size = bz
-        .setup
-        .get(0x238..0x23c)
-        .and_then(|b| <[u8; 4]>::try_from(b).ok())
-        .map_or(255, |b| u64::from(u32::from_le_bytes(b)));
-
-    // A format the shim does not decode: the protected-mode part goes into the slot
-    // and is entered at its 64-bit entry (boot.rst: load address + 0x200), so Linux's
-    // own decompressor runs there and then places the kernel by its own rules.
-    if !x86_linux::decodes(bz.compression) {
-        let buf = platform.memory(slot);
+    let buf = platform.memory(slot);
+    let (image, entry_offset, placed, kaslr) = if x86_linux::decodes(bz.compression) {
+        let report = Report {
+            verbose: inputs.opts.verbose,
+            sources,
+            strong,
+            verify_ticks: t1.wrapping_sub(t0),
+        };
+        decode_and_relocate(platform, &report, &bz, placed, buf, inflater, &mut rng)?
+    } else {
+        // A format the shim does not decode: the protected-mode part goes into the
+        // slot and is entered at its 64-bit entry (boot.rst: load address + 0x200),
+        // so Linux's own decompressor runs there and places the kernel by its rules.
         let dest = buf
             .get_mut(..bz.protected.len())
             .ok_or(BootError::KernelTooLarge)?;
         dest.copy_from_slice(bz.protected);
-        let image: &'static [u8] = dest;
-        let digest = digest::sha256(platform.sha256_compress(), image);
         platform.say(format_args!(
             "the kernel is {}-compressed, which the shim does not decode: Linux's own decompressor runs from the slot drawn here and places the kernel by its own rules",
             bz.compression
@@ -180,28 +178,57 @@ pub fn load_linux_x86<'a>(
                 SourceNames(sources)
             ));
         }
-        return Ok(LoadedLinuxX86 {
-            entry_pa: placed.phys + ENTRY_64,
-            placed,
-            bz,
-            slot,
-            kaslr: false,
-            cmdline_size,
-            params,
-            params_pa,
-            image,
-            digest,
-            rng,
-        });
-    }
+        (&*dest, ENTRY_64, placed, false)
+    };
+    let digest = digest::sha256(platform.sha256_compress(), image);
+    let entry_pa = placed
+        .phys
+        .checked_add(entry_offset)
+        .ok_or(BootError::KernelTooLarge)?;
+    Ok(LoadedLinuxX86 {
+        placed,
+        bz,
+        entry_pa,
+        slot,
+        kaslr,
+        params,
+        params_pa,
+        image,
+        digest,
+        rng,
+    })
+}
 
-    // Decode straight into the slot, lay vmlinux out by p_paddr there, relocate.
+/// What the decode path reports with `shim.verbose`.
+struct Report {
+    verbose: bool,
+    sources: u32,
+    strong: bool,
+    /// Ticks spent checking the packed bzImage's digest.
+    verify_ticks: u64,
+}
+
+/// Decodes the kernel into `buf` (its slot), lays vmlinux out by p_paddr there, draws
+/// the virtual offset and relocates for it. Returns the relocated image (`_text` to
+/// the end of its file data), startup_64's offset in it, the placement with its
+/// virtual base, and whether both draws were random.
+fn decode_and_relocate(
+    platform: &mut impl Platform,
+    report: &Report,
+    bz: &BzImage<'_>,
+    placed: Placement,
+    buf: &'static mut [u8],
+    inflater: &mut DecompressorOxide,
+    rng: &mut Rng,
+) -> Result<(&'static [u8], u64, Placement, bool), BootError> {
+    let (sources, strong) = (report.sources, report.strong);
+    let needed = buf.len() as u64;
+    let align = bz.kernel_alignment.max(x86_linux::MIN_KERNEL_ALIGN);
     let t1 = platform.ticks();
-    let buf = platform.memory(slot);
-    let output_len = x86_linux::decompress(&bz, buf, inflater)?;
+    let output_len = x86_linux::decompress(bz, buf, inflater)?;
     let t2 = platform.ticks();
     let vm = x86_linux::parse_vmlinux(buf.get(..output_len).unwrap_or_default())?;
-    if x86_linux::needed_size(&bz, &vm) > needed {
+    if x86_linux::needed_size(bz, &vm) > needed {
         return Err(BootError::KernelTooLarge);
     }
     x86_linux::place_segments(buf, output_len, &vm)?;
@@ -225,9 +252,6 @@ pub fn load_linux_x86<'a>(
     let image = image
         .get(..usize::try_from(vm.file_end()).unwrap_or(usize::MAX))
         .ok_or(BootError::KernelTooLarge)?;
-    let sha = platform.sha256();
-    let digest = digest::sha256(sha.compress, image);
-    let t4 = platform.ticks();
 
     let kaslr = placed.mode == Mode::Random;
     let virt_bits = match kaslr {
@@ -238,7 +262,7 @@ pub fn load_linux_x86<'a>(
         virt: x86_linux::START_KERNEL_MAP.wrapping_add(virt_addr),
         ..placed
     };
-    if inputs.opts.verbose {
+    if report.verbose {
         let hz = platform.ticks_per_second();
         let phase = |from: u64, to: u64| Duration(to.wrapping_sub(from), hz);
         platform.say(format_args!(
@@ -250,31 +274,15 @@ pub fn load_linux_x86<'a>(
             SourceNames(sources)
         ));
         platform.say(format_args!(
-            "timing verify={} decode={} ({:?}, {output_len} bytes) relocate={} ({} relocations, {layout:?}) digest={} sha256={}",
-            phase(t0, t1),
+            "timing verify={} decode={} ({:?}, {output_len} bytes) relocate={} ({} relocations, {layout:?}) sha256={}",
+            Duration(report.verify_ticks, hz),
             phase(t1, t2),
             bz.compression,
             phase(t2, t3),
             relocs.rel32 + relocs.rel32neg + relocs.rel64,
-            phase(t3, t4),
-            sha.name,
+            platform.sha256().name,
         ));
     }
-    let entry_pa = placed
-        .phys
-        .checked_add(vm.entry_offset())
-        .ok_or(BootError::KernelTooLarge)?;
-    Ok(LoadedLinuxX86 {
-        placed,
-        bz,
-        entry_pa,
-        slot,
-        kaslr,
-        cmdline_size,
-        params,
-        params_pa,
-        image,
-        digest,
-        rng,
-    })
+    let entry_offset = vm.entry_offset();
+    Ok((image, entry_offset, placed, kaslr))
 }

@@ -258,6 +258,8 @@ pub struct BzImage<'a> {
     pub kernel_alignment: u64,
     /// `pref_address`: the kernel's LOAD_PHYSICAL_ADDR.
     pub pref_address: u64,
+    /// The longest command line the kernel reads, without its NUL (`cmdline_size`).
+    pub cmdline_max: u32,
     /// Boot protocol version, `major << 8 | minor`.
     pub protocol: u16,
     pub loadflags: u8,
@@ -357,6 +359,7 @@ pub fn parse_bzimage(bytes: &[u8]) -> Result<BzImage<'_>, BzImageError> {
         init_size: u64::from(h.init_size.get()),
         kernel_alignment: u64::from(align),
         pref_address: h.pref_address.get(),
+        cmdline_max: h.cmdline_max(),
         protocol,
         loadflags: h.loadflags,
         xloadflags,
