@@ -2,9 +2,7 @@
 //! ends in one `shim: error:` line and a halt, instead of a silent triple fault.
 //! Interrupts stay masked; only the 32 exception vectors are present.
 
-use x86_64::instructions::tables::lidt;
-use x86_64::registers::segmentation::{Segment, CS};
-use x86_64::structures::DescriptorTablePointer;
+use x86_64::structures::idt::InterruptDescriptorTable;
 use x86_64::VirtAddr;
 
 use crate::{console, cpu, say};
@@ -14,31 +12,48 @@ extern "C" {
     static exception_stubs: u8;
 }
 
-/// 32 gate descriptors of 16 bytes (two u64 each).
-static mut IDT: [u64; 64] = [0; 64];
+/// Only the exception entries are filled; vectors 32-255 stay absent.
+static mut IDT: InterruptDescriptorTable = InterruptDescriptorTable::new();
 
-/// Builds the IDT with 64-bit interrupt gates (type 0xE, present, DPL 0) to the stubs
-/// and loads it.
+/// Points every architectural exception at its stub (an interrupt gate, present, DPL 0,
+/// the current CS, no IST) and loads the table. Reserved vectors stay absent: one
+/// raised anyway (or 9, unused since the 486) becomes a #GP, which is reported.
 pub fn install() {
     let stubs = core::ptr::addr_of!(exception_stubs) as u64;
-    let selector = u64::from(CS::get_reg().0);
-    // SAFETY: runs once, early, with interrupts off: nothing else uses IDT yet.
+    let stub = |vector: u64| VirtAddr::new(stubs + 16 * vector);
+    // SAFETY: runs once, early, with interrupts off: nothing else uses IDT yet, and no
+    // reference to it outlives this function.
     let idt = unsafe { &mut *core::ptr::addr_of_mut!(IDT) };
-    for (vector, gate) in idt.chunks_exact_mut(2).enumerate() {
-        let handler = stubs + 16 * vector as u64;
-        // Offset 15:0, segment selector, IST 0, type 0xE | P (0x8E), offset 31:16;
-        // then offset 63:32.
-        gate[0] =
-            (handler & 0xffff) | (selector << 16) | (0x8e << 40) | ((handler >> 16) & 0xffff) << 48;
-        gate[1] = handler >> 32;
+    // SAFETY: each address is the stub vectors.S assembles for that vector, which
+    // expects exactly that vector's frame (with or without an error code).
+    unsafe {
+        idt.divide_error.set_handler_addr(stub(0));
+        idt.debug.set_handler_addr(stub(1));
+        idt.non_maskable_interrupt.set_handler_addr(stub(2));
+        idt.breakpoint.set_handler_addr(stub(3));
+        idt.overflow.set_handler_addr(stub(4));
+        idt.bound_range_exceeded.set_handler_addr(stub(5));
+        idt.invalid_opcode.set_handler_addr(stub(6));
+        idt.device_not_available.set_handler_addr(stub(7));
+        idt.double_fault.set_handler_addr(stub(8));
+        idt.invalid_tss.set_handler_addr(stub(10));
+        idt.segment_not_present.set_handler_addr(stub(11));
+        idt.stack_segment_fault.set_handler_addr(stub(12));
+        idt.general_protection_fault.set_handler_addr(stub(13));
+        idt.page_fault.set_handler_addr(stub(14));
+        idt.x87_floating_point.set_handler_addr(stub(16));
+        idt.alignment_check.set_handler_addr(stub(17));
+        idt.machine_check.set_handler_addr(stub(18));
+        idt.simd_floating_point.set_handler_addr(stub(19));
+        idt.virtualization.set_handler_addr(stub(20));
+        idt.cp_protection_exception.set_handler_addr(stub(21));
+        idt.hv_injection_exception.set_handler_addr(stub(28));
+        idt.vmm_communication_exception.set_handler_addr(stub(29));
+        idt.security_exception.set_handler_addr(stub(30));
     }
-    let pointer = DescriptorTablePointer {
-        limit: (core::mem::size_of_val(idt) - 1) as u16,
-        base: VirtAddr::new(idt.as_ptr() as u64),
-    };
-    // SAFETY: the table is static, complete for vectors 0-31, and its gates point at
-    // the stubs in our own (identity-mapped, executable) text.
-    unsafe { lidt(&pointer) };
+    // SAFETY: the table is a static that is never written again, and its gates point
+    // at the stubs in our own (identity-mapped, executable) text.
+    unsafe { idt.load_unsafe() };
 }
 
 /// Called by the stubs; never returns.
