@@ -343,6 +343,13 @@ pub fn load(
         seed,
         phys_bits: bits.phys,
         virt_bits: bits.virt,
+        counter_hz: platform.ticks_per_second(),
+        // Filled by the arch right before the jump.
+        entry_ticks: 0,
+        total_ticks: 0,
+        unpack_ticks: t2.wrapping_sub(t1),
+        verify_ticks: t3.wrapping_sub(t2),
+        relocate_ticks: t5.wrapping_sub(t4),
     };
     let entry = placed
         .virt
@@ -675,8 +682,8 @@ fn report(
     plan::report(|line| p.say(line), ram, avoid, free);
 }
 
-/// A tick count shown in microseconds when the frequency is known.
-struct Duration(u64, u64);
+/// A tick count shown in microseconds when the frequency is known: (ticks, Hz).
+pub struct Duration(pub u64, pub u64);
 
 impl fmt::Display for Duration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -6,8 +6,8 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 /// `b"SHIMBOOT"` read as a little-endian u64.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"SHIMBOOT");
-/// Version of the layout below (2 added `phys_bits` and `virt_bits`).
-pub const VERSION: u32 = 2;
+/// Version of the layout below (2 added `phys_bits` and `virt_bits`, 3 the timings).
+pub const VERSION: u32 = 3;
 
 /// Entropy source bits, as in [`BootInfo::entropy_sources`].
 pub mod source {
@@ -68,6 +68,19 @@ pub struct BootInfo {
     /// virtual displacement: what the layout allowed, whatever the sources.
     pub phys_bits: u32,
     pub virt_bits: u32,
+    /// The counter the timings below count (CNTPCT_EL0; the TSC): its frequency in Hz,
+    /// 0 if unknown.
+    pub counter_hz: u64,
+    /// The counter at the shim's entry (on QEMU: since reset, what firmware and loader
+    /// took).
+    pub entry_ticks: u64,
+    /// Ticks from the shim's entry to the jump, as `timing total=` prints.
+    pub total_ticks: u64,
+    /// Ticks in the phases `timing` prints: unpacking (inflate), checking the unpacked
+    /// payload's SHA-256, and relocating.
+    pub unpack_ticks: u64,
+    pub verify_ticks: u64,
+    pub relocate_ticks: u64,
 }
 
 impl BootInfo {
@@ -89,7 +102,7 @@ mod tests {
     /// The layout is an ABI: the README's table is this test.
     #[test]
     fn layout_matches_the_readme() {
-        assert_eq!(size_of::<BootInfo>(), 128);
+        assert_eq!(size_of::<BootInfo>(), 176);
         assert_eq!(offset_of!(BootInfo, version), 0x08);
         assert_eq!(offset_of!(BootInfo, phys_base), 0x10);
         assert_eq!(offset_of!(BootInfo, virt_base), 0x18);
@@ -102,6 +115,12 @@ mod tests {
         assert_eq!(offset_of!(BootInfo, seed), 0x58);
         assert_eq!(offset_of!(BootInfo, phys_bits), 0x78);
         assert_eq!(offset_of!(BootInfo, virt_bits), 0x7c);
+        assert_eq!(offset_of!(BootInfo, counter_hz), 0x80);
+        assert_eq!(offset_of!(BootInfo, entry_ticks), 0x88);
+        assert_eq!(offset_of!(BootInfo, total_ticks), 0x90);
+        assert_eq!(offset_of!(BootInfo, unpack_ticks), 0x98);
+        assert_eq!(offset_of!(BootInfo, verify_ticks), 0xa0);
+        assert_eq!(offset_of!(BootInfo, relocate_ticks), 0xa8);
     }
 
     #[test]
@@ -109,7 +128,7 @@ mod tests {
         let info = BootInfo {
             magic: MAGIC,
             version: VERSION,
-            size: 128,
+            size: 176,
             ..Default::default()
         };
         assert_eq!(BootInfo::read(info.as_bytes()), Some(info));

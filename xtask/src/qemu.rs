@@ -500,6 +500,13 @@ impl fmt::Display for End {
     }
 }
 
+/// The value of the first `name` field (`total=`) in a line of space-separated fields.
+fn field(line: &str, name: &str) -> Option<String> {
+    line.split_whitespace()
+        .find_map(|f| f.strip_prefix(name))
+        .map(|v| v.trim_end_matches(';').to_string())
+}
+
 /// What one boot showed.
 #[derive(Debug)]
 pub struct Boot {
@@ -517,6 +524,10 @@ pub struct Boot {
     pub linux: LinuxBoot,
     /// `payload: ok` said it searched RAM for the planted seed (`residue-scan=`).
     pub residue_scanned: bool,
+    /// `total=` as the payload read it from boot-info, and as the shim's `timing`
+    /// line printed it: the same figure.
+    pub payload_total: Option<String>,
+    pub shim_total: Option<String>,
     /// The SHA-256 block function the shim said it verified with (`sha256=` in its
     /// verbose timing line): `sha-ni`, `armv8-sha256` or `portable`.
     pub sha256: Option<String>,
@@ -583,6 +594,8 @@ impl Boot {
             shim_lines: Vec::new(),
             linux: LinuxBoot::default(),
             residue_scanned: false,
+            payload_total: None,
+            shim_total: None,
             sha256: None,
             last_line: None,
             end,
@@ -698,6 +711,14 @@ impl Boot {
                         None => format!("no `payload: ok` line and no shim line ({})", self.end),
                     });
                 }
+                if let (Some(payload), Some(shim)) = (&self.payload_total, &self.shim_total) {
+                    if payload != shim {
+                        return Err(format!(
+                            "the payload read total={payload} from boot-info, the shim \
+                             printed total={shim}"
+                        ));
+                    }
+                }
                 match (expect, self.parked, &self.end) {
                     (Expect::Ok, false, End::Exited(status))
                         if status.code() == Some(self.ok_exit) =>
@@ -769,6 +790,9 @@ impl Boot {
                 self.residue_scanned |= rest
                     .split_whitespace()
                     .any(|f| f.starts_with("residue-scan="));
+                if let Some(total) = field(&rest, "total=") {
+                    self.payload_total.get_or_insert(total);
+                }
             }
             Event::PayloadFail(why) => {
                 self.payload_lines += 1;
@@ -793,6 +817,11 @@ impl Boot {
                     .find_map(|w| w.strip_prefix("sha256="))
                 {
                     self.sha256.get_or_insert(name.to_string());
+                }
+                if text.starts_with("timing ") {
+                    if let Some(total) = field(&text, "total=") {
+                        self.shim_total.get_or_insert(total);
+                    }
                 }
                 self.shim_lines.push(text);
             }
@@ -1311,6 +1340,24 @@ mod tests {
         s.add(&boot, true);
         s.add(&boot_of(&parked[1..], End::Stopped), true);
         assert_eq!((s.passed, s.shim_placed), (2, 1));
+    }
+
+    #[test]
+    fn the_payload_reads_the_shims_total_from_boot_info() {
+        let ok = |payload: &str| {
+            boot_of(
+                &[
+                    "shim: timing total=78149us entry=660us",
+                    &format!("payload: ok va=0xffff2642dbc00000 pa=0x53200000 ptrs=1201 sources=17 bits=33 {payload}"),
+                ],
+                exited(),
+            )
+        };
+        assert_eq!(ok("total=78149us").judge(Expect::Ok), Ok(()));
+        assert!(ok("total=0us")
+            .judge(Expect::Ok)
+            .unwrap_err()
+            .contains("boot-info"));
     }
 
     #[test]

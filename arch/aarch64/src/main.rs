@@ -11,9 +11,9 @@ mod mmu;
 mod sha256;
 
 use core::fmt;
-use core::sync::atomic::{AtomicU64, Ordering};
 
 use shim_common::boot::{self, BootError, Perm, Platform};
+use shim_common::bootinfo::BootInfo;
 use shim_common::cmdline::{self, CmdlineError, Options};
 use shim_common::container::Format;
 use shim_common::elf;
@@ -43,18 +43,15 @@ extern "C" {
     static __image_end: u8;
 }
 
-/// The counter when the shim was entered: the start of the `total=` it reports.
-static ENTRY_TICKS: AtomicU64 = AtomicU64::new(0);
-
 /// Microseconds since the shim was entered.
 fn since_entry_us() -> u64 {
-    us(cpu::counter().wrapping_sub(ENTRY_TICKS.load(Ordering::Relaxed)))
+    us(cpu::counter().wrapping_sub(shim_rt::entry_ticks()))
 }
 
 /// Microseconds from the counter's zero (the machine's reset, on QEMU) to the shim's
 /// entry: what the firmware and the loader took.
 fn entry_us() -> u64 {
-    us(ENTRY_TICKS.load(Ordering::Relaxed))
+    us(shim_rt::entry_ticks())
 }
 
 fn us(ticks: u64) -> u64 {
@@ -120,7 +117,7 @@ struct Image {
 /// Called by entry.S at EL1, MMU off, relocated, with a stack and zeroed bss.
 #[no_mangle]
 extern "C" fn shim_main(fdt_pa: u64, image_offset: u64, base: u64, entered_el: u64) -> ! {
-    ENTRY_TICKS.store(cpu::counter(), Ordering::Relaxed);
+    shim_rt::mark_entry(cpu::counter());
     // Only the address of the linker symbol is taken (relocated: a runtime address).
     let end = core::ptr::addr_of!(__image_end) as u64 - base;
     // SAFETY: the header's image_size field is at offset 0x10 of our own image.
@@ -336,7 +333,6 @@ fn boot_elf(
         };
         pool.map_pages(root, va, pa, len, attr)?;
     }
-    let info_pa = shim_rt::store_boot_info(loaded.info);
     // The payload must not learn what chose its placement (Linux wipes them too).
     fdt::wipe_seeds(entered.fdt_blob, entered.seed_offsets.0);
 
@@ -344,8 +340,20 @@ fn boot_elf(
     cpu::clean_dcache_pou(phys, span);
     cpu::invalidate_icache();
     mmu::enter_ttbr1(root);
+    // The last step before the jump: the block read through the same cacheable map.
+    let entry = shim_rt::entry_ticks();
+    let info = BootInfo {
+        entry_ticks: entry,
+        total_ticks: cpu::counter().wrapping_sub(entry),
+        ..loaded.info
+    };
+    let info_pa = shim_rt::store_boot_info(info);
     if verbose {
-        say!("timing total={}us entry={}us", since_entry_us(), entry_us());
+        say!(
+            "timing total={}us entry={}us",
+            us(info.total_ticks),
+            entry_us()
+        );
     }
     console::flush();
     let fdt_pa = entered.fdt_blob.as_ptr() as u64;

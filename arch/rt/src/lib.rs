@@ -1,11 +1,13 @@
 //! The statics both shims keep in their own image and the unsafe code that touches
-//! them: the boot-info slot handed to the payload, the inflate state, and the check of
-//! the stack entry.S painted. Rules stay in shim-common; this is shared glue only.
+//! them: the counter at entry, the boot-info slot handed to the payload, the inflate
+//! state, and the check of the stack entry.S painted. Rules stay in shim-common; this
+//! is shared glue only.
 #![no_std]
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
 use core::mem::MaybeUninit;
 use core::ptr::{addr_of, addr_of_mut};
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use shim_common::bootinfo::BootInfo;
 use shim_common::container::DecompressorOxide;
@@ -15,6 +17,19 @@ extern "C" {
     /// The stack each shim's entry.S painted with `stack::PAINT` (linker.ld symbols).
     static __stack_bottom: u8;
     static __stack_top: u8;
+}
+
+/// The counter (CNTPCT_EL0, the TSC) when the shim was entered: where `total=` starts.
+static ENTRY_TICKS: AtomicU64 = AtomicU64::new(0);
+
+/// Records the counter at entry; the first thing each shim_main does.
+pub fn mark_entry(ticks: u64) {
+    ENTRY_TICKS.store(ticks, Ordering::Relaxed);
+}
+
+/// The counter at entry (on QEMU, ticks since reset: what firmware and loader took).
+pub fn entry_ticks() -> u64 {
+    ENTRY_TICKS.load(Ordering::Relaxed)
 }
 
 /// The boot-info block handed to the payload; it stays in the shim's bss.

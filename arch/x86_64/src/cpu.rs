@@ -3,6 +3,7 @@
 
 use core::arch::asm;
 use core::arch::x86_64::{__cpuid, __cpuid_count, CpuidResult};
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use x86_64::instructions::port::Port;
 use x86_64::instructions::random::RdRand;
@@ -75,8 +76,19 @@ pub fn rdtsc() -> u64 {
 
 /// The TSC's frequency in Hz: CPUID.15H (crystal clock times the TSC/crystal ratio)
 /// where it names the crystal, else CPUID.16H:EAX (base frequency in MHz), else
-/// measured against the PIT; 0 if nothing says.
+/// measured against the PIT (once: the figure is kept); 0 if nothing says.
 pub fn tsc_frequency() -> u64 {
+    static HZ: AtomicU64 = AtomicU64::new(u64::MAX);
+    let hz = HZ.load(Ordering::Relaxed);
+    if hz != u64::MAX {
+        return hz;
+    }
+    let hz = measure_tsc_frequency();
+    HZ.store(hz, Ordering::Relaxed);
+    hz
+}
+
+fn measure_tsc_frequency() -> u64 {
     if let Some(r) = leaf(0x15).filter(|r| r.eax != 0 && r.ebx != 0 && r.ecx != 0) {
         return u64::from(r.ecx) * u64::from(r.ebx) / u64::from(r.eax);
     }

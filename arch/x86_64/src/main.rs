@@ -15,7 +15,8 @@ mod uart16550;
 
 use core::fmt;
 
-use shim_common::boot::{self, BootError, Platform};
+use shim_common::boot::{self, BootError, Duration, Platform};
+use shim_common::bootinfo::BootInfo;
 use shim_common::bootparams::{self, BootParams, BootParamsError, ZeroPage, ZERO_PAGE_SIZE};
 use shim_common::cmdline::{self, CmdlineError};
 use shim_common::container::Format;
@@ -128,6 +129,7 @@ struct Image {
 /// still under the loader's 5-level paging (loaded above 4 GiB with CR4.LA57 set).
 #[no_mangle]
 extern "C" fn shim_main(boot_params_pa: u64, base: u64, five_level: u64) -> ! {
+    shim_rt::mark_entry(cpu::rdtsc());
     console::init();
     exceptions::install();
     if five_level != 0 {
@@ -354,12 +356,27 @@ fn boot_elf(
     for (va, pa, len, perm) in loaded.pages() {
         pool.map_pages(pml4, va, pa, len, perm)?;
     }
-    let info_pa = shim_rt::store_boot_info(loaded.info);
     entered.consume_seeds();
 
     // SAFETY: the payload's pages were added to the tables in use; reloading CR3 drops
     // any stale translation of its range.
     unsafe { cpu::load_cr3(paging::pa_of(pml4)) };
+    // The last step before the jump.
+    let entry = shim_rt::entry_ticks();
+    let info = BootInfo {
+        entry_ticks: entry,
+        total_ticks: cpu::rdtsc().wrapping_sub(entry),
+        ..loaded.info
+    };
+    let info_pa = shim_rt::store_boot_info(info);
+    if verbose {
+        let hz = loaded.info.counter_hz;
+        say!(
+            "timing total={} entry={}",
+            Duration(info.total_ticks, hz),
+            Duration(entry, hz)
+        );
+    }
     console::flush();
     // SAFETY: the payload is verified, loaded, relocated for its virtual base and
     // mapped executable there; the handoff is rdi = boot info, rsi = boot_params.
@@ -428,10 +445,15 @@ fn boot_linux(
     pool.identity(root, entered.identity, &[entered.code, loaded.slot])?;
 
     // Right before the jump: the relocated kernel must be what relocation left.
+    let t0 = cpu::rdtsc();
     loaded.verify(X86.sha256_compress())?;
     if opts.verbose {
+        let (entry, now, hz) = (shim_rt::entry_ticks(), cpu::rdtsc(), cpu::tsc_frequency());
         say!(
-            "entering Linux at {:#x}, boot_params at {params_pa:#x}",
+            "timing verify={} total={} entry={}; entering Linux at {:#x}, boot_params at {params_pa:#x}",
+            Duration(now.wrapping_sub(t0), hz),
+            Duration(now.wrapping_sub(entry), hz),
+            Duration(entry, hz),
             loaded.entry_pa
         );
     }

@@ -1,4 +1,5 @@
-//! The checks: placement (virtual and physical), relocated static pointers, zeroed bss.
+//! The checks: placement (virtual and physical), relocated static pointers, zeroed bss,
+//! and the shim's timings.
 //! Each reports the first mismatch through `fail`, naming the values involved.
 //! Addresses of linker symbols are taken PC-relatively, so they are right at any VA.
 
@@ -157,4 +158,24 @@ pub fn find_seed(start: u64, end: u64, seed: u64) -> Option<u64> {
         at += 8;
     }
     None
+}
+
+/// The shim's timings add up: the phases fit in the total from its entry to the jump,
+/// which is not zero, and the counter at entry is not later than now.
+pub fn timing(info: &BootInfo) {
+    let phases = [info.unpack_ticks, info.verify_ticks, info.relocate_ticks];
+    let sum = phases.iter().fold(0u64, |a, &t| a.saturating_add(t));
+    if info.total_ticks == 0 || sum > info.total_ticks {
+        fail(format_args!(
+            "timing total={} unpack={} verify={} relocate={} (ticks)",
+            info.total_ticks, info.unpack_ticks, info.verify_ticks, info.relocate_ticks
+        ));
+    }
+    let now = crate::arch::counter();
+    if info.entry_ticks.saturating_add(info.total_ticks) > now {
+        fail(format_args!(
+            "timing entry={} total={} after now={now} (ticks)",
+            info.entry_ticks, info.total_ticks
+        ));
+    }
 }

@@ -39,15 +39,29 @@ fn run(info_pa: u64, handoff_pa: u64) -> ! {
     checks::placement(&info);
     let ptrs = checks::pointers();
     checks::bss();
+    checks::timing(&info);
     line(format_args!(
-        "ok va={:#x} pa={:#x} ptrs={ptrs} sources={:x} bits={}{}",
+        "ok va={:#x} pa={:#x} ptrs={ptrs} sources={:x} bits={} total={}{}",
         info.virt_base,
         info.phys_base,
         info.entropy_sources,
         info.kaslr_bits,
+        Micros(info.total_ticks, info.counter_hz),
         Scanned(scanned)
     ));
     arch::power_off(true)
+}
+
+/// A tick count as the shim prints it: `<n>us`, or `<n>ticks` without a frequency.
+struct Micros(u64, u64);
+
+impl fmt::Display for Micros {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Micros(ticks, 0) => write!(f, "{ticks}ticks"),
+            Micros(ticks, hz) => write!(f, "{}us", ticks.saturating_mul(1_000_000) / hz),
+        }
+    }
 }
 
 /// ` residue-scan=<MiB>` when the RAM was searched for a planted seed.

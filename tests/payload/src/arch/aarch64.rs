@@ -181,6 +181,16 @@ pub fn pc() -> u64 {
     pc
 }
 
+/// The counter the shim's timings count (CNTPCT_EL0).
+pub fn counter() -> u64 {
+    let ticks: u64;
+    // SAFETY: reads the physical counter, which the shim leaves readable at EL1.
+    unsafe {
+        asm!("isb", "mrs {}, cntpct_el0", out(reg) ticks, options(nomem, nostack, preserves_flags))
+    };
+    ticks
+}
+
 /// A failed translation: PAR_EL1 as `AT` left it.
 pub struct Fault(u64);
 

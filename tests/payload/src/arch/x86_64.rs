@@ -135,6 +135,12 @@ pub fn pc() -> u64 {
     pc
 }
 
+/// The counter the shim's timings count (the TSC).
+pub fn counter() -> u64 {
+    // SAFETY: RDTSC reads a counter; CR4.TSD only matters outside ring 0.
+    unsafe { core::arch::x86_64::_rdtsc() }
+}
+
 /// A failed walk: the level (4 = PML4 .. 1 = PT) and the entry found there.
 pub struct Fault {
     level: u32,
