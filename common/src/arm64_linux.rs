@@ -67,7 +67,10 @@ impl Layout {
         let size = self.text_offset.checked_add(self.reserve)?;
         let (mut min_addr, mut max_end) = (dram_base, PA_LIMIT);
         if let Some(initrd) = initrd {
-            let span = initrd.end.checked_next_multiple_of(GIB)? - (initrd.start & !(GIB - 1));
+            let span = initrd
+                .end
+                .checked_next_multiple_of(GIB)?
+                .checked_sub(initrd.start & !(GIB - 1))?;
             if span > INITRD_WINDOW || size > INITRD_WINDOW - GIB {
                 return None;
             }

@@ -157,7 +157,13 @@ pub struct Loaded {
     pub info: BootInfo,
     /// The relocated entry point.
     pub entry: u64,
+    /// What [`Loaded::pages`] yields, one entry a segment: worked out, and checked,
+    /// by [`load`].
+    pages: [Option<Pages>; elf::MAX_SEGMENTS],
 }
+
+/// A segment's pages: (virtual address, physical address, length, permission).
+type Pages = (u64, u64, u64, Perm);
 
 /// What a payload page may do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -174,27 +180,29 @@ impl Loaded {
     /// 4 KiB-aligned. Segments never share a page when linked with page alignment;
     /// the backend's page-table code refuses a page mapped twice.
     pub fn pages(&self) -> impl Iterator<Item = (u64, u64, u64, Perm)> + '_ {
-        let base = self.elf.link_base();
-        self.elf.segments().map(move |seg| {
-            let start = seg.vaddr.wrapping_sub(base) & !4095;
-            let end = seg
-                .vaddr
-                .wrapping_sub(base)
-                .saturating_add(seg.memsz)
-                .next_multiple_of(4096);
-            let perm = match (seg.flags.write, seg.flags.exec) {
-                (_, true) => Perm::Text,
-                (true, false) => Perm::Data,
-                (false, false) => Perm::ReadOnly,
-            };
-            (
-                self.placed.virt.wrapping_add(start),
-                self.placed.phys + start,
-                end - start,
-                perm,
-            )
-        })
+        self.pages.iter().flatten().copied()
     }
+}
+
+/// The pages of `seg`, an image linked at `base` and placed at `placed`; `None` if
+/// its addresses wrap.
+fn segment_pages(seg: &elf::Segment, base: u64, placed: &Placement) -> Option<Pages> {
+    let offset = seg.vaddr.checked_sub(base)?;
+    let start = offset & !4095;
+    let end = offset
+        .checked_add(seg.memsz)?
+        .checked_next_multiple_of(4096)?;
+    let perm = match (seg.flags.write, seg.flags.exec) {
+        (_, true) => Perm::Text,
+        (true, false) => Perm::Data,
+        (false, false) => Perm::ReadOnly,
+    };
+    Some((
+        placed.virt.wrapping_add(start),
+        placed.phys.checked_add(start)?,
+        end.checked_sub(start)?,
+        perm,
+    ))
 }
 
 /// Unpacks and verifies the payload, places it, loads and relocates it, and fills the
@@ -283,7 +291,7 @@ pub fn load(
 
     // Unpack into the lowest range left and check the digest before anything parses it.
     let mut free = inputs.usable;
-    free.remove(slot)?;
+    free.remove_lossy(slot);
     let t1 = platform.ticks();
     let (unpacked, t2) = unpack_verified(
         platform,
@@ -319,7 +327,7 @@ pub fn load(
             phase(t3, t4),
             phase(t4, t5),
             n,
-            relocs.rela + relocs.relr
+            relocs.rela.saturating_add(relocs.relr)
         ));
     }
 
@@ -354,11 +362,17 @@ pub fn load(
     let entry = placed
         .virt
         .wrapping_add(elf.entry().wrapping_sub(elf.link_base()));
+    let mut pages = [None; elf::MAX_SEGMENTS];
+    for (page, seg) in pages.iter_mut().zip(elf.segments()) {
+        let out = ElfError::SegmentOutOfFile { vaddr: seg.vaddr };
+        *page = Some(segment_pages(&seg, elf.link_base(), &placed).ok_or(out)?);
+    }
     Ok(Loaded {
         placed,
         elf,
         info,
         entry,
+        pages,
     })
 }
 
@@ -499,7 +513,11 @@ pub fn load_linux_arm64<'a>(
         say_mode(platform, &placed, &inputs.opts, strong, "kernel");
     }
     let slot = Range::from_base_size(placed.phys, req.size)?;
-    let image_pa = placed.phys + layout.text_offset;
+    // Inside the slot, which holds `text_offset + reserve` bytes.
+    let image_pa = placed
+        .phys
+        .checked_add(layout.text_offset)
+        .ok_or(BootError::KernelTooLarge)?;
     if inputs.opts.verbose {
         platform.say(format_args!(
             "placed pa={image_pa:#x} size={:#x} slots={} {} sources={}",
@@ -512,7 +530,7 @@ pub fn load_linux_arm64<'a>(
 
     // The device tree's new home: the lowest free page run clear of the slot.
     let mut rest = free;
-    rest.remove(slot)?;
+    rest.remove_lossy(slot);
     let fdt_req = slot::Request {
         size: fdt_room.max(1),
         align: 4096,
@@ -650,7 +668,8 @@ impl Bits {
             Mode::Random => (placed.phys_slots.ilog2(), disp_bits),
             _ => (0, 0),
         };
-        let credited = if strong { phys + virt } else { 0 };
+        // A count: at most 63 + disp_bits.
+        let credited = if strong { phys.saturating_add(virt) } else { 0 };
         Bits {
             phys,
             virt,
@@ -687,10 +706,11 @@ pub struct Duration(pub u64, pub u64);
 
 impl fmt::Display for Duration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Duration(ticks, 0) => write!(f, "{ticks}ticks"),
+        let Duration(ticks, hz) = *self;
+        match core::num::NonZeroU64::new(hz) {
+            None => write!(f, "{ticks}ticks"),
             // Saturates only past 1.8e13 ticks: hours, not a boot phase.
-            Duration(ticks, hz) => write!(f, "{}us", ticks.saturating_mul(1_000_000) / hz),
+            Some(hz) => write!(f, "{}us", ticks.saturating_mul(1_000_000) / hz),
         }
     }
 }

@@ -349,12 +349,13 @@ pub fn parse(cmdline: &[u8]) -> Result<Options, CmdlineError> {
                     let Some(entry) = memmap_entry(part)? else {
                         continue;
                     };
-                    match opts.memmap.get_mut(opts.memmap_count) {
-                        Some(slot) => {
+                    let next = opts.memmap_count.checked_add(1);
+                    match (opts.memmap.get_mut(opts.memmap_count), next) {
+                        (Some(slot), Some(n)) => {
                             *slot = Some(entry);
-                            opts.memmap_count += 1;
+                            opts.memmap_count = n;
                         }
-                        None => opts.memmap_overflow = true,
+                        _ => opts.memmap_overflow = true,
                     }
                 }
             }

@@ -292,17 +292,15 @@ pub fn unpack(
             // What follows the deflate data: nothing for zlib (its Adler-32 was read
             // by the inflater), the 8-byte CRC-32 and ISIZE trailer for gzip.
             let unused = stream.len().saturating_sub(consumed) as u64;
-            if unused < trailer {
-                return Err(ContainerError::BadGzip("trailer truncated"));
-            }
-            if unused > trailer {
-                return Err(ContainerError::TrailingData {
-                    unused: unused - trailer,
-                });
+            match unused.checked_sub(trailer) {
+                None => return Err(ContainerError::BadGzip("trailer truncated")),
+                Some(0) => {}
+                Some(unused) => return Err(ContainerError::TrailingData { unused }),
             }
             if p.compression == Compression::Gzip {
                 let isize = stream
-                    .get(consumed + 4..)
+                    .get(consumed..)
+                    .and_then(|b| b.get(4..))
                     .and_then(|b| <[u8; 4]>::try_from(b).ok())
                     .map(u32::from_le_bytes);
                 // RFC 1952: ISIZE is the input size modulo 2^32.
@@ -415,8 +413,8 @@ fn gzip_body(member: &[u8]) -> Result<&[u8], ContainerError> {
         (FCOMMENT, "FCOMMENT unterminated"),
     ] {
         if flg & flag != 0 {
-            let nul = rest.iter().position(|&b| b == 0).ok_or(bad(what))?;
-            rest = rest.get(nul + 1..).unwrap_or_default();
+            // What follows the first NUL.
+            rest = rest.splitn(2, |&b| b == 0).nth(1).ok_or(bad(what))?;
         }
     }
     if flg & FHCRC != 0 {
@@ -504,10 +502,7 @@ fn with_header(
         unpacked_size: U64::new(payload.len() as u64),
         sha256: Sha256::digest(payload).into(),
     };
-    let mut out = alloc::vec::Vec::with_capacity(HEADER_LEN + packed.len());
-    out.extend_from_slice(header.as_bytes());
-    out.extend_from_slice(packed);
-    out
+    [header.as_bytes(), packed].concat()
 }
 
 #[cfg(test)]

@@ -48,9 +48,9 @@ pub fn portable(state: &mut [u32; 8], blocks: &[[u8; 64]]) {
 #[derive(Clone)]
 pub struct Sha256 {
     state: [u32; 8],
+    /// The partial block: its first `len % 64` bytes.
     buf: [u8; 64],
-    buffered: usize,
-    /// Bytes taken in so far.
+    /// Bytes taken in so far (modulo 2^64, as the padding counts them).
     len: u64,
     compress: Compress,
 }
@@ -60,49 +60,40 @@ impl Sha256 {
         Sha256 {
             state: H0,
             buf: [0; 64],
-            buffered: 0,
             len: 0,
             compress,
         }
     }
 
     pub fn update(&mut self, mut data: &[u8]) {
+        let buffered = (self.len & 63) as usize;
         self.len = self.len.wrapping_add(data.len() as u64);
-        if self.buffered > 0 {
-            let take = data.len().min(64 - self.buffered);
-            let (head, rest) = data.split_at(take);
-            if let Some(dst) = self.buf.get_mut(self.buffered..self.buffered + take) {
+        if buffered > 0 {
+            let free = self.buf.get_mut(buffered..).unwrap_or_default();
+            let (head, rest) = data.split_at(data.len().min(free.len()));
+            if let Some(dst) = free.get_mut(..head.len()) {
                 dst.copy_from_slice(head);
             }
-            self.buffered += take;
-            data = rest;
-            if self.buffered < 64 {
+            if head.len() < free.len() {
                 return;
             }
+            data = rest;
             (self.compress)(&mut self.state, core::slice::from_ref(&self.buf));
-            self.buffered = 0;
         }
         let (blocks, rest) = data.as_chunks::<64>();
         (self.compress)(&mut self.state, blocks);
         if let Some(dst) = self.buf.get_mut(..rest.len()) {
             dst.copy_from_slice(rest);
         }
-        self.buffered = rest.len();
     }
 
     pub fn finalize(mut self) -> [u8; 32] {
         let bits = self.len.wrapping_mul(8);
         // 0x80, zeros to 56 mod 64, then the length in bits, big-endian.
-        let mut pad = [0u8; 72];
-        pad[0] = 0x80;
-        let zeros = (119 - self.buffered) % 64;
-        let total = 1 + zeros + 8;
-        if let Some(len) = pad.get_mut(1 + zeros..total) {
-            len.copy_from_slice(&bits.to_be_bytes());
-        }
-        let len = self.len;
-        self.update(pad.get(..total).unwrap_or_default());
-        self.len = len;
+        self.update(&[0x80]);
+        let zeros = (56u64.wrapping_sub(self.len) & 63) as usize;
+        self.update([0u8; 64].get(..zeros).unwrap_or_default());
+        self.update(&bits.to_be_bytes());
         let mut out = [0u8; 32];
         for (chunk, word) in out.chunks_exact_mut(4).zip(self.state) {
             chunk.copy_from_slice(&word.to_be_bytes());

@@ -211,7 +211,8 @@ impl Rng {
             let n = avail.len().min(rest.len());
             let (head, tail) = rest.split_at_mut(n);
             head.copy_from_slice(avail.get(..n).unwrap_or(&[]));
-            self.used += n;
+            // `n` is at most the block's unused bytes.
+            self.used = self.used.saturating_add(n);
             rest = tail;
         }
     }
@@ -248,10 +249,11 @@ impl Rng {
     /// multiple of `n`, so `x % n` is uniform. A draw is rejected with probability
     /// below `n / 2^64`.
     pub fn below(&mut self, n: u64) -> u64 {
-        if n == 0 {
+        let Some(n) = core::num::NonZeroU64::new(n) else {
             return 0;
-        }
-        let threshold = n.wrapping_neg() % n;
+        };
+        // `2^64 mod n`, as `(2^64 - n) mod n`.
+        let threshold = n.get().wrapping_neg() % n;
         loop {
             let x = self.next_u64();
             if x >= threshold {

@@ -122,16 +122,17 @@ pub fn compose(m: &Machine<'_>, opts: &Options) -> Result<Layout, MemError> {
     if let Some(limit) = opts.memory_limit() {
         let end = match m.mem_limit {
             MemLimit::Address => limit,
-            MemLimit::Amount => amount_end(&ram, limit),
+            MemLimit::Amount => amount_end(&ram, limit)?,
         };
         ram.truncate_above(end);
     }
     let mut usable = free_memory(&ram, &avoid)?;
+    // Less usable memory is safe: a map too fragmented to split loses small pieces.
     for range in opts.memmap_avoid() {
-        usable.remove(range)?;
+        usable.remove_lossy(range);
     }
     for r in m.no_map.iter() {
-        usable.remove(pages_out(r))?;
+        usable.remove_lossy(pages_out(r));
     }
     Ok(Layout {
         avoid,
@@ -143,15 +144,15 @@ pub fn compose(m: &Machine<'_>, opts: &Options) -> Result<Layout, MemError> {
 }
 
 /// The address where the first `amount` bytes of `ram` end.
-fn amount_end(ram: &MemoryMap, amount: u64) -> u64 {
+fn amount_end(ram: &MemoryMap, amount: u64) -> Result<u64, MemError> {
     let mut left = amount;
     for r in ram.iter() {
-        if left <= r.len() {
-            return r.start + left;
+        match left.checked_sub(r.len()) {
+            Some(rest) if rest > 0 => left = rest,
+            _ => return Ok(Range::from_base_size(r.start, left)?.end),
         }
-        left -= r.len();
     }
-    u64::MAX
+    Ok(u64::MAX)
 }
 
 #[cfg(test)]
@@ -236,7 +237,7 @@ mod tests {
         };
         let x86 = compose(&x86, &opts).unwrap();
         assert_eq!(x86.usable.last().unwrap().end, 1536 * MIB);
-        assert_eq!(amount_end(&ram, 10 * GIB), u64::MAX);
+        assert_eq!(amount_end(&ram, 10 * GIB), Ok(u64::MAX));
     }
 
     #[test]

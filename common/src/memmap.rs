@@ -156,7 +156,7 @@ impl<const N: usize> RangeSet<N> {
             .get_mut(self.len)
             .ok_or(MemError::TooManyRanges)?;
         *slot = r;
-        self.len += 1;
+        self.len = self.len.checked_add(1).ok_or(MemError::TooManyRanges)?;
         Ok(())
     }
 
@@ -221,6 +221,78 @@ impl<const N: usize> RangeSet<N> {
         Ok(())
     }
 
+    /// The smallest range, the lowest of equals.
+    fn smallest(&self) -> Option<Range> {
+        self.iter().min_by_key(|x| x.len())
+    }
+
+    /// As [`insert`](Self::insert), for sets where less is safe (RAM): a full set keeps
+    /// its largest ranges, dropping the smallest (which may be `r`) until `r` fits.
+    /// Returns the bytes dropped.
+    pub fn insert_lossy(&mut self, r: Range) -> u64 {
+        let mut lost = 0u64;
+        while self.insert(r).is_err() {
+            match self.smallest() {
+                Some(s) if s.len() < r.len() => {
+                    // A whole range goes: no split, so this cannot fail.
+                    let _ = self.remove(s);
+                    lost = lost.saturating_add(s.len());
+                }
+                _ => return lost.saturating_add(r.len()),
+            }
+        }
+        lost
+    }
+
+    /// As [`remove`](Self::remove), for sets where less is safe (RAM): when splitting a
+    /// range finds the set full, the smaller piece of the split goes too, or the
+    /// smallest range if that is smaller still. Returns the bytes dropped besides `r`.
+    pub fn remove_lossy(&mut self, r: Range) -> u64 {
+        let mut lost = 0u64;
+        while self.remove(r).is_err() {
+            // Only a split adds a range: `r` lies strictly inside one.
+            let Some(x) = self.iter().find(|x| x.start < r.start && r.end < x.end) else {
+                break;
+            };
+            let below = Range {
+                start: x.start,
+                end: r.start,
+            };
+            let above = Range {
+                start: r.end,
+                end: x.end,
+            };
+            let (piece, widened) = match below.len() <= above.len() {
+                true => (
+                    below,
+                    Range {
+                        start: x.start,
+                        end: r.end,
+                    },
+                ),
+                false => (
+                    above,
+                    Range {
+                        start: r.start,
+                        end: x.end,
+                    },
+                ),
+            };
+            match self.smallest() {
+                Some(s) if s.len() < piece.len() => {
+                    let _ = self.remove(s);
+                    lost = lost.saturating_add(s.len());
+                }
+                _ => {
+                    // `r` and the piece reach an end of `x`: no split, cannot fail.
+                    let _ = self.remove(widened);
+                    return lost.saturating_add(piece.len());
+                }
+            }
+        }
+        lost
+    }
+
     /// Removes every byte at or above `limit` (for `mem=`, the user's explicit limit).
     /// Returns how many bytes were removed.
     pub fn truncate_above(&mut self, limit: u64) -> u64 {
@@ -237,7 +309,8 @@ impl<const N: usize> RangeSet<N> {
             }
         }
         *self = out;
-        before - self.total()
+        // What is kept is part of what was there.
+        before.saturating_sub(self.total())
     }
 }
 
@@ -278,7 +351,7 @@ impl<const N: usize> AvoidList<N> {
             .get_mut(self.len)
             .ok_or(MemError::TooManyAvoid)?;
         *slot = (range, label);
-        self.len += 1;
+        self.len = self.len.checked_add(1).ok_or(MemError::TooManyAvoid)?;
         Ok(())
     }
 
@@ -307,7 +380,9 @@ pub fn free_memory<const N: usize, const M: usize>(
 ) -> Result<RangeSet<N>, MemError> {
     let mut free = *ram;
     for (r, _) in avoid.iter() {
-        free.remove(r)?;
+        // Free memory may be less than what is free, never more: a map too fragmented
+        // to split once more loses its smallest piece instead of the boot.
+        free.remove_lossy(r);
     }
     Ok(free)
 }
@@ -382,6 +457,40 @@ mod tests {
         assert_eq!(s.as_slice(), &[r(30, 64)]);
         assert_eq!(s.truncate_above(0), 34);
         assert!(s.is_empty());
+    }
+
+    #[test]
+    fn a_full_set_keeps_its_largest_ranges() {
+        let mut s = RangeSet::<2>::new();
+        s.insert(r(0, 100)).unwrap();
+        s.insert(r(200, 210)).unwrap();
+        // A third range: the smallest of the three (the new one here) is dropped.
+        assert_eq!(s.insert_lossy(r(300, 305)), 5);
+        assert_eq!(s.as_slice(), &[r(0, 100), r(200, 210)]);
+        // A larger one evicts the smallest.
+        assert_eq!(s.insert_lossy(r(300, 350)), 10);
+        assert_eq!(s.as_slice(), &[r(0, 100), r(300, 350)]);
+        // Merging needs no room.
+        assert_eq!(s.insert_lossy(r(100, 120)), 0);
+        assert_eq!(s.as_slice(), &[r(0, 120), r(300, 350)]);
+        // A split with no room: the smaller piece (0-10) goes with the hole...
+        assert_eq!(s.remove_lossy(r(10, 20)), 10);
+        assert_eq!(s.as_slice(), &[r(20, 120), r(300, 350)]);
+        // Here the piece (20-50) is smaller than any range: it goes.
+        assert_eq!(s.remove_lossy(r(50, 60)), 30);
+        assert_eq!(s.as_slice(), &[r(60, 120), r(300, 350)]);
+        // Here the piece is the smaller piece of the split (110-120).
+        assert_eq!(s.remove_lossy(r(100, 110)), 10);
+        assert_eq!(s.as_slice(), &[r(60, 100), r(300, 350)]);
+        // No split, no loss.
+        assert_eq!(s.remove_lossy(r(0, 70)), 0);
+        assert_eq!(s.as_slice(), &[r(70, 100), r(300, 350)]);
+        // A range smaller than the piece (2000-2010 against 0-100) goes instead.
+        let mut s = RangeSet::<2>::new();
+        s.insert(r(0, 1000)).unwrap();
+        s.insert(r(2000, 2010)).unwrap();
+        assert_eq!(s.remove_lossy(r(100, 110)), 10);
+        assert_eq!(s.as_slice(), &[r(0, 100), r(110, 1000)]);
     }
 
     #[test]

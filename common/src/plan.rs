@@ -211,7 +211,8 @@ pub fn place_request(
         None => 0,
     };
     let bits = match mode {
-        Mode::Random => phys_slots.ilog2() + disp_bits,
+        // A count for the log and the payload: at most 63 + disp_bits.
+        Mode::Random => phys_slots.ilog2().saturating_add(disp_bits),
         _ => 0,
     };
     Ok(Placement {

@@ -67,11 +67,14 @@ impl Request {
     /// `first = align_up(max(start, min_addr))`, `last = align_down(min(end, max_end) - size)`.
     /// The request must have passed [`Request::check`].
     fn slots_in(&self, r: Range) -> Option<(u64, u64)> {
-        let mask = self.align - 1;
+        let mask = self.align.checked_sub(1)?;
         let first = r.start.max(self.min_addr).checked_add(mask)? & !mask;
         let last = r.end.min(self.max_end).checked_sub(self.size)? & !mask;
-        // `last <= u64::MAX - size < u64::MAX`, so the count cannot overflow.
-        (first <= last).then(|| (first, (last - first) / self.align + 1))
+        let n = last
+            .checked_sub(first)?
+            .checked_div(self.align)?
+            .checked_add(1)?;
+        Some((first, n))
     }
 }
 
@@ -91,10 +94,10 @@ pub fn nth<const N: usize>(free: &RangeSet<N>, req: &Request, n: u64) -> Option<
     req.check().ok()?;
     let mut left = n;
     for (first, k) in free.iter().filter_map(|r| req.slots_in(r)) {
-        if left < k {
-            return first.checked_add(left.checked_mul(req.align)?);
+        match left.checked_sub(k) {
+            Some(rest) => left = rest,
+            None => return first.checked_add(left.checked_mul(req.align)?),
         }
-        left -= k;
     }
     None
 }
@@ -107,7 +110,7 @@ pub fn lowest<const N: usize>(free: &RangeSet<N>, req: &Request) -> Option<u64> 
 /// True when `addr` is a slot: aligned, within the request's bounds, and
 /// `[addr, addr + size)` lies inside one free range.
 pub fn is_slot<const N: usize>(free: &RangeSet<N>, req: &Request, addr: u64) -> bool {
-    if req.check().is_err() || addr & (req.align - 1) != 0 || addr < req.min_addr {
+    if req.check().is_err() || !addr.is_multiple_of(req.align) || addr < req.min_addr {
         return false;
     }
     match Range::from_base_size(addr, req.size) {

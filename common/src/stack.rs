@@ -8,8 +8,9 @@ pub const PAINT: u64 = 0x5354_4b50_4149_4e54;
 /// Bytes of a stack of `words` 8-byte words ever written, given a reader of word `i`
 /// counted from the bottom. `words * 8` means the bottom word was overwritten: overflow.
 pub fn used(words: usize, mut word: impl FnMut(usize) -> u64) -> usize {
-    let untouched = (0..words).take_while(|&i| word(i) == PAINT).count();
-    (words - untouched) * 8
+    let touched = (0..words).skip_while(|&i| word(i) == PAINT).count();
+    // A depth to print; saturated, it still reads as overflow.
+    touched.saturating_mul(8)
 }
 
 #[cfg(test)]

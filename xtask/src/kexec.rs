@@ -1,6 +1,9 @@
 //! The kexec loader for x86_64 boot tests: Debian's cloud kernel boots with an
 //! initramfs whose /init runs Debian's kexec-tools on the shim (`kexec -l`, then
 //! `kexec -e`), so the shim is entered at its 64-bit entry. Downloads are cached.
+//! For the e820 fault cases /init first adds entries to /sys/firmware/memmap (a tmpfs
+//! copy mounted over it), which kexec-tools turns into the shim's e820 table and, past
+//! 128 entries, a SETUP_E820_EXT node.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -25,6 +28,21 @@ const INIT: &str = r#"#!/bin/sh
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
+if [ -f /memmap-extra ]; then
+    mkdir /memmap
+    cp -r /sys/firmware/memmap/. /memmap/
+    mount -t tmpfs memmap /sys/firmware/memmap
+    cp -r /memmap/. /sys/firmware/memmap/
+    n=$(ls /sys/firmware/memmap | wc -l)
+    while read start end type; do
+        mkdir /sys/firmware/memmap/$n
+        echo "$start" > /sys/firmware/memmap/$n/start
+        echo "$end" > /sys/firmware/memmap/$n/end
+        echo "$type" > /sys/firmware/memmap/$n/type
+        n=$((n + 1))
+    done < /memmap-extra
+    echo "kexec: /sys/firmware/memmap now lists $n entries"
+fi
 echo "kexec: loading the shim with kexec-tools $(kexec --version 2>&1)"
 initrd=""
 [ -f /shim-initrd.img ] && initrd="--initrd=/shim-initrd.img"
@@ -36,9 +54,62 @@ echo "kexec: FAIL could not load or execute the shim"
 poweroff -f
 "#;
 
+/// Entries the guest adds to the firmware memory map before kexec-tools reads it.
+/// Each adds a reserved 64 KiB hole at every 2 MiB boundary of [`E820Edit::holes`],
+/// overlapping the RAM entry there: every 2 MiB-aligned slot in that span is taken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum E820Edit {
+    /// 64 holes (74 entries or so, in the zero page), and a second RAM entry lying
+    /// inside the first: overlaps of both kinds.
+    Overlaps,
+    /// 256 holes: the table overflows the zero page into a SETUP_E820_EXT node, and
+    /// RAM splits into more ranges than the shim's map holds.
+    Many,
+}
+
+impl E820Edit {
+    /// The span the holes cover; the shim is told `mem=` its end, so the only free
+    /// slots lie below it.
+    pub fn holes(self) -> std::ops::Range<u64> {
+        const MIB: u64 = 1 << 20;
+        match self {
+            E820Edit::Overlaps => 64 * MIB..192 * MIB,
+            E820Edit::Many => 64 * MIB..576 * MIB,
+        }
+    }
+
+    /// `(start, end inclusive, type)` as /sys/firmware/memmap spells them.
+    pub fn entries(self) -> Vec<(u64, u64, &'static str)> {
+        const HOLE: u64 = 64 << 10;
+        let holes = self.holes();
+        let mut entries: Vec<_> = (holes.start..holes.end)
+            .step_by(2 << 20)
+            .map(|at| (at, at + HOLE - 1, "reserved"))
+            .collect();
+        if self == E820Edit::Overlaps {
+            entries.push((32 << 20, (48 << 20) - 1, "System RAM"));
+        }
+        entries
+    }
+
+    /// The file /init reads: one `start end type` line per entry.
+    fn file(self) -> String {
+        self.entries()
+            .iter()
+            .map(|(start, end, typ)| format!("{start:#018x} {end:#018x} {typ}\n"))
+            .collect()
+    }
+}
+
 /// Builds (or reuses) the guest kernel and an initramfs that kexecs `image` with
-/// `append` as the shim's command line (and `initrd` as its initrd).
-pub fn guest(image: &Path, append: &str, initrd: Option<&Path>) -> Result<Guest> {
+/// `append` as the shim's command line (and `initrd` as its initrd), after adding
+/// `e820`'s entries to the firmware memory map.
+pub fn guest(
+    image: &Path,
+    append: &str,
+    initrd: Option<&Path>,
+    e820: Option<E820Edit>,
+) -> Result<Guest> {
     deps::ensure_host_packages(&[
         ("kexec-tools", "/sbin/kexec"),
         ("busybox-static", "/bin/busybox"),
@@ -72,6 +143,9 @@ pub fn guest(image: &Path, append: &str, initrd: Option<&Path>) -> Result<Guest>
     cpio.file("/shim.img", 0o644, &read(image)?);
     if let Some(initrd) = initrd {
         cpio.file("/shim-initrd.img", 0o644, &read(initrd)?);
+    }
+    if let Some(edit) = e820 {
+        cpio.file("/memmap-extra", 0o644, edit.file().as_bytes());
     }
     let initrd = dir.join("initrd.cpio");
     fs::write(&initrd, cpio.finish())?;
@@ -151,7 +225,7 @@ mod tests {
         let kernel = super::debian_kernel(&dir).unwrap();
         let copy = dir.join("self.img");
         std::fs::copy(&kernel, &copy).unwrap();
-        let g = super::guest(&copy, "console=ttyS0 panic=-1", None).unwrap();
+        let g = super::guest(&copy, "console=ttyS0 panic=-1", None, None).unwrap();
         assert!(g.initrd.exists());
     }
 }

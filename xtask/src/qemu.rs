@@ -213,6 +213,7 @@ pub fn run(args: &QemuArgs) -> Result<()> {
         dtb: args.dtb.as_deref().or(debian_dtb.as_deref()),
         boot_dtb: args.boot_dtb.as_deref(),
         initrd,
+        e820: None,
     };
     let linux = matches!(
         kind,
@@ -294,6 +295,8 @@ pub struct Machine<'a> {
     /// A tree the U-Boot disk's boot script or FIT hands on instead of U-Boot's.
     pub boot_dtb: Option<&'a Path>,
     pub initrd: Option<Initrd<'a>>,
+    /// kexec: entries the guest adds to the firmware memory map first.
+    pub e820: Option<kexec::E820Edit>,
 }
 
 /// Commas in a QEMU option value are escaped by doubling them.
@@ -383,7 +386,8 @@ impl Machine<'_> {
                 cmd.arg("-cdrom").arg(iso).args(["-boot", "d"]);
             }
             Loader::Kexec => {
-                let guest = kexec::guest(image, self.append, self.initrd.map(|i| i.path))?;
+                let initrd = self.initrd.map(|i| i.path);
+                let guest = kexec::guest(image, self.append, initrd, self.e820)?;
                 cmd.arg("-kernel").arg(&guest.kernel);
                 cmd.arg("-initrd").arg(&guest.initrd);
                 cmd.args(["-append", kexec::GUEST_APPEND]);
@@ -964,12 +968,15 @@ pub struct Summary {
     pub sha256: Vec<String>,
     /// Each boot's wall time in seconds, QEMU start to end (emulation time).
     pub seconds: Vec<f64>,
+    /// Each passing boot's shim lines, one string per boot.
+    pub shim_said: Vec<String>,
 }
 
 impl Summary {
     fn add(&mut self, boot: &Boot, pass: bool) {
         if pass {
             self.passed += 1;
+            self.shim_said.push(boot.shim_lines.join("\n"));
         } else {
             self.failed += 1;
         }
@@ -1200,6 +1207,7 @@ mod tests {
             dtb: None,
             boot_dtb: None,
             initrd: None,
+            e820: None,
         }
     }
 

@@ -118,6 +118,7 @@ pub fn run(args: &SoakArgs) -> Result<()> {
             dtb: None,
             boot_dtb: None,
             initrd: None,
+            e820: None,
         };
         let summary = qemu::boot_many(
             &machine,

@@ -13,6 +13,7 @@ use clap::{Args, ValueEnum};
 
 use crate::arch::Arch;
 use crate::image::{self, BuildArgs};
+use crate::kexec::E820Edit;
 use crate::qemu::{self, Expect, Initrd, Loader, Machine, Summary};
 use crate::{cargo, deps, dtbs, exec, fuzz, linux, linux_x86, residue, target_dir};
 use shim_boards::Board;
@@ -109,6 +110,13 @@ enum Check {
     /// Every boot reaches `payload: ok`, and the shim says it verified the payload with
     /// this SHA-256 block function (`sha256=` in its timing line).
     Hashed(&'static str),
+    /// Every boot reaches `payload: ok` placed clear of the reserved holes the guest
+    /// added to the firmware map (below them: `mem=` ends where they do), and, with
+    /// `says`, the shim printed a line containing it.
+    ClearOf {
+        edit: E820Edit,
+        says: Option<&'static str>,
+    },
     /// On a board's own console UART, every boot shows the shim's `placed` line and
     /// `payload: ok`; with `parked`, the payload then says it has no PSCI and parks,
     /// and the runner stops QEMU.
@@ -145,6 +153,8 @@ struct Case {
     own_dtb: bool,
     /// Boot the image cut short here, as a loader that read only part of it would.
     cut: Option<Cut>,
+    /// kexec: entries the guest adds to the firmware memory map first.
+    e820: Option<E820Edit>,
 }
 
 /// Where a fault case cuts the image short.
@@ -235,6 +245,7 @@ const fn case(name: &'static str, check: Check) -> Case {
         tree: None,
         own_dtb: false,
         cut: None,
+        e820: None,
     }
 }
 
@@ -556,6 +567,37 @@ const X86_64_CASES: &[Case] = &[
         loader: Loader::Kexec,
         ..case("kexec", Check::Ok)
     },
+    // e820 faults through kexec-tools: reserved holes at every 2 MiB of 64-192 MiB
+    // overlapping the RAM entry, and a RAM entry inside another; with mem=192M the only
+    // free slots lie below 64 MiB.
+    Case {
+        loader: Loader::Kexec,
+        boots: 3,
+        append: "shim.verbose mem=192M",
+        e820: Some(E820Edit::Overlaps),
+        ..case(
+            "kexec-e820-overlaps",
+            Check::ClearOf {
+                edit: E820Edit::Overlaps,
+                says: None,
+            },
+        )
+    },
+    // 256 holes: past 128 entries kexec-tools writes a SETUP_E820_EXT node, and RAM
+    // splits into more ranges than the shim's map holds: it keeps the largest.
+    Case {
+        loader: Loader::Kexec,
+        boots: 3,
+        append: "shim.verbose mem=576M",
+        e820: Some(E820Edit::Many),
+        ..case(
+            "kexec-e820-256-holes",
+            Check::ClearOf {
+                edit: E820Edit::Many,
+                says: Some("more ranges than"),
+            },
+        )
+    },
     // The payload's SHA-256 with the SHA extensions where CPUID has them (QEMU's TCG
     // emulates them for `max`), and in portable code on CPU models without: Nehalem
     // has SSSE3 and SSE4.1 but not SHA, qemu64 none of the three.
@@ -687,6 +729,21 @@ pub fn run(args: &TestArgs) -> Result<()> {
                 exec(&mut cmd)
             });
         record("host-tests".into(), outcome);
+    }
+    // shim-common's lints (lib.rs): no unwrap, panic, indexing or unchecked
+    // arithmetic in the code that reads firmware data and payloads.
+    if !args.qemu_only && selected(filters, "lint") {
+        let mut cmd = cargo();
+        cmd.args([
+            "clippy",
+            "-p",
+            "shim-common",
+            "--lib",
+            "--",
+            "-D",
+            "warnings",
+        ]);
+        record("lint".into(), exec(&mut cmd));
     }
     if !args.host_only {
         let arches = match args.arch {
@@ -890,6 +947,7 @@ fn run_case(
         dtb: planted.as_deref().or(debian_dtb.as_deref()),
         boot_dtb: None,
         initrd,
+        e820: case.e820,
     };
     if case.own_dtb {
         std::fs::create_dir_all(dumped.parent().unwrap_or(&dumped))?;
@@ -912,6 +970,7 @@ fn run_case(
         | Check::Placed { .. }
         | Check::Residue
         | Check::Hashed(_)
+        | Check::ClearOf { .. }
         | Check::Console { parked: false } => Expect::Ok,
         Check::Console { parked: true } => Expect::OkParked,
     };
@@ -943,6 +1002,25 @@ fn check(want: Check, s: &Summary) -> Result<()> {
                     "expected the shim to hash with {want} every boot, it said: {}",
                     s.sha256.join(" ")
                 );
+            }
+            Ok(())
+        }
+        Check::ClearOf { edit, says } => {
+            let holes = edit.holes();
+            if let Some(pa) = s.pas.iter().find(|pa| holes.contains(pa)) {
+                bail!(
+                    "the payload was placed at {pa:#x}, among the reserved holes {:#x}-{:#x}",
+                    holes.start,
+                    holes.end
+                );
+            }
+            if s.pas.len() as u32 > s.passed || s.pas.is_empty() {
+                bail!("no payload placement seen");
+            }
+            if let Some(want) = says {
+                if s.shim_said.iter().filter(|b| b.contains(want)).count() as u32 != s.passed {
+                    bail!("expected the shim to say \"{want}\" every boot");
+                }
             }
             Ok(())
         }

@@ -201,6 +201,13 @@ fn boot(image: &Image, bp_pa: u64) -> Result<Never, Fail> {
     // entropy; every node, boot_params and the initrd are avoided.
     let machine = bootparams::Machine::read(bp_pa, &bp, |pa, len| readable(mapped, pa, len))?;
     let ram = machine.ram;
+    if machine.ram_dropped > 0 {
+        say!(
+            "the e820 map splits RAM into more ranges than the shim's {}: the smallest, {} KiB, left unused",
+            ram.len(),
+            machine.ram_dropped >> 10
+        );
+    }
     let more = reach(&ram, &[]);
     if more > mapped {
         pool.identity(pml4, more, &[code])?;

@@ -127,7 +127,7 @@ pub fn load_linux_x86<'a>(
 
     // boot_params and the rest: the lowest free pages below 4 GiB clear of the slot.
     let mut rest = inputs.usable;
-    rest.remove(slot)?;
+    rest.remove_lossy(slot);
     let params_req = slot::Request {
         size: params_room.max(1).next_multiple_of(4096),
         align: 4096,
@@ -279,7 +279,10 @@ fn decode_and_relocate(
             phase(t1, t2),
             bz.compression,
             phase(t2, t3),
-            relocs.rel32 + relocs.rel32neg + relocs.rel64,
+            relocs
+                .rel32
+                .saturating_add(relocs.rel32neg)
+                .saturating_add(relocs.rel64),
             platform.sha256().name,
         ));
     }

@@ -186,9 +186,10 @@ pub fn build_linux_zero_page(
     // The kernel's header, byte for byte (it may reach past `SetupHeader`, up to 0x281).
     let page = out.as_mut_bytes();
     let dst = page
-        .get_mut(SETUP_HEADER_OFFSET..SETUP_HEADER_OFFSET + kernel_bytes.len())
+        .get_mut(SETUP_HEADER_OFFSET..)
+        .and_then(|p| p.get_mut(..kernel_bytes.len()))
         .ok_or(BootParamsError::KernelHeaderEnd {
-            end: SETUP_HEADER_OFFSET + kernel_bytes.len(),
+            end: SETUP_HEADER_OFFSET.saturating_add(kernel_bytes.len()),
         })?;
     dst.copy_from_slice(kernel_bytes);
 

@@ -5,7 +5,7 @@ use zerocopy::little_endian::{U32, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
 use super::BootParamsError;
-use crate::memmap::{MemoryMap, Range, RangeSet, MAX_RANGES};
+use crate::memmap::{MemoryMap, Range};
 
 /// `E820_MAX_ENTRIES_ZEROPAGE`.
 pub const E820_MAX_ENTRIES_ZEROPAGE: usize = 128;
@@ -60,32 +60,44 @@ impl E820Entry {
 /// (the zero-page table chained with each `SETUP_E820_EXT` node) so a reserved entry in
 /// one trims RAM from another. `out` is replaced only on success.
 ///
+/// RAM in more pieces than the map holds keeps its largest pieces (Linux too ignores
+/// entries past its table's end); the bytes left out are returned, for the log. No
+/// reserved byte is ever counted as RAM.
+///
 /// An entry whose `addr + size` passes 2^64 is an error naming it (Linux gives up on
 /// such a table too); ending exactly at `u64::MAX` is fine.
 pub fn ram_from_e820(
-    entries: impl Iterator<Item = (u64, u64, u32)>,
+    entries: impl Iterator<Item = (u64, u64, u32)> + Clone,
     out: &mut MemoryMap,
-) -> Result<(), BootParamsError> {
+) -> Result<u64, BootParamsError> {
+    let range = |(index, (addr, size, typ)): (usize, (u64, u64, u32))| {
+        Range::from_base_size(addr, size)
+            .map(|r| (r, typ))
+            .map_err(|_| BootParamsError::E820Overflow {
+                index,
+                addr,
+                size,
+                typ,
+            })
+    };
+    // RAM first, then every other entry taken out of it: two passes, so that no
+    // table of reserved ranges is needed, whatever their number.
     let mut ram = MemoryMap::new();
-    let mut other = RangeSet::<MAX_RANGES>::new();
-    for (index, (addr, size, typ)) in entries.enumerate() {
-        let r = Range::from_base_size(addr, size).map_err(|_| BootParamsError::E820Overflow {
-            index,
-            addr,
-            size,
-            typ,
-        })?;
+    let mut dropped = 0u64;
+    for entry in entries.clone().enumerate() {
+        let (r, typ) = range(entry)?;
         if typ == E820_TYPE_RAM {
-            ram.insert(r)?;
-        } else {
-            other.insert(r)?;
+            dropped = dropped.saturating_add(ram.insert_lossy(r));
         }
     }
-    for r in other.iter() {
-        ram.remove(r)?;
+    for entry in entries.enumerate() {
+        let (r, typ) = range(entry)?;
+        if typ != E820_TYPE_RAM {
+            dropped = dropped.saturating_add(ram.remove_lossy(r));
+        }
     }
     *out = ram;
-    Ok(())
+    Ok(dropped)
 }
 
 /// The entries of a `SETUP_E820_EXT` node's data: a packed [`E820Entry`] array whose
@@ -103,7 +115,7 @@ mod tests {
     use super::*;
     use crate::bootparams::testutil::*;
     use crate::bootparams::*;
-    use crate::memmap::{MemError, MemoryMap};
+    use crate::memmap::MemoryMap;
     use proptest::prelude::*;
     use std::collections::HashMap;
 
@@ -211,12 +223,35 @@ mod tests {
     }
 
     #[test]
-    fn e820_too_many_ranges_is_an_error() {
-        let holes: Vec<_> = (0..200u64).map(|i| (i * 0x2000, 0x1000, 1)).collect();
-        assert_eq!(
-            ram(&holes),
-            Err(BootParamsError::Memory(MemError::TooManyRanges))
-        );
+    fn e820_with_more_ram_ranges_than_the_map_keeps_the_largest() {
+        use crate::memmap::MAX_RANGES;
+        const RAM: u32 = E820_TYPE_RAM;
+        const RES: u32 = E820_TYPE_RESERVED;
+        // 200 RAM pages with gaps, and one larger range: the map keeps 128 ranges, the
+        // large one among them, and says how much it left out.
+        let mut entries: Vec<_> = (0..200u64).map(|i| (i * 0x2000, 0x1000, RAM)).collect();
+        entries.push((0x100_0000, 0x10_0000, RAM));
+        let mut out = MemoryMap::new();
+        let dropped = ram_from_e820(entries.iter().copied(), &mut out).unwrap();
+        assert_eq!(out.len(), MAX_RANGES);
+        assert!(out.contains_range(&r(0x100_0000, 0x110_0000)));
+        assert_eq!(dropped, (201 - MAX_RANGES as u64) * 0x1000);
+        // 248 reserved holes in one RAM range: RAM splits past the map, never over a
+        // hole.
+        let mut entries = vec![(0, 0x2000_0000, RAM)];
+        entries.extend((0..248u64).map(|i| (0x100_0000 + i * 0x20_0000, 0x1_0000, RES)));
+        let dropped = ram_from_e820(entries.iter().copied(), &mut out).unwrap();
+        assert!(dropped > 0);
+        assert!(out.len() <= MAX_RANGES);
+        for (addr, size, _) in entries.iter().skip(1) {
+            let hole = r(*addr, addr + size);
+            assert!(
+                out.iter().all(|x| !x.overlaps(&hole)),
+                "{hole:x?} kept as RAM"
+            );
+        }
+        let total_holes = 248 * 0x1_0000;
+        assert_eq!(out.total() + dropped + total_holes, 0x2000_0000);
     }
 
     #[test]

@@ -94,7 +94,7 @@ pub struct SetupHeader {
 /// Checks the relative offset of a [`SetupHeader`] field against its boot_params offset.
 macro_rules! at {
     ($field:ident, $abs:expr) => {
-        assert!(core::mem::offset_of!(SetupHeader, $field) + SETUP_HEADER_OFFSET == $abs)
+        assert!(core::mem::offset_of!(SetupHeader, $field) == $abs - SETUP_HEADER_OFFSET)
     };
 }
 
@@ -154,7 +154,10 @@ impl SetupHeader {
 
     /// File offset of the protected-mode code: `(setup_sects + 1) * 512`.
     pub fn protected_mode_offset(&self) -> u64 {
-        (u64::from(self.setup_sectors()) + 1) * 512
+        // From a u8: at most 256 * 512, nowhere near saturating.
+        u64::from(self.setup_sectors())
+            .saturating_add(1)
+            .saturating_mul(512)
     }
 
     /// The longest command line without its NUL: `cmdline_size` from protocol 2.06,

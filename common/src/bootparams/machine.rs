@@ -13,6 +13,8 @@ use crate::memmap::{Avoid, MemoryMap, Range};
 pub struct Machine<'m> {
     /// The e820 table and every SETUP_E820_EXT node, reserved beating RAM.
     pub ram: MemoryMap,
+    /// RAM left out because it came in more pieces than `ram` holds (its smallest).
+    pub ram_dropped: u64,
     /// boot_params itself, every setup_data node (and what a SETUP_INDIRECT node
     /// points at), the initrd.
     pub avoid: Avoid,
@@ -39,9 +41,9 @@ impl<'m> Machine<'m> {
             avoid.push(initrd, "initrd")?;
         }
         let mut ext: [&[u8]; MAX_SETUP_DATA_NODES] = [&[]; MAX_SETUP_DATA_NODES];
-        let mut n_ext = 0;
+        let mut n_ext = 0usize;
         let mut rng_seeds = [(&[][..], 0u64); MAX_SETUP_DATA_NODES];
-        let mut n_rng_seeds = 0;
+        let mut n_rng_seeds = 0usize;
         for node in walk_setup_data(bp.setup_data(), &mut read) {
             let node = node?;
             avoid.push(node.range(), "setup_data")?;
@@ -52,15 +54,16 @@ impl<'m> Machine<'m> {
                 SETUP_E820_EXT => {
                     // A malformed node stops the boot here, not silently in the chain.
                     let _valid = e820_ext(node.data)?;
-                    if let Some(slot) = ext.get_mut(n_ext) {
+                    if let (Some(slot), Some(n)) = (ext.get_mut(n_ext), n_ext.checked_add(1)) {
                         *slot = node.data;
-                        n_ext += 1;
+                        n_ext = n;
                     }
                 }
                 SETUP_RNG_SEED => {
-                    if let Some(slot) = rng_seeds.get_mut(n_rng_seeds) {
+                    let next = n_rng_seeds.checked_add(1);
+                    if let (Some(slot), Some(n)) = (rng_seeds.get_mut(n_rng_seeds), next) {
                         *slot = (node.data, node.pa);
-                        n_rng_seeds += 1;
+                        n_rng_seeds = n;
                     }
                 }
                 _ => {}
@@ -71,9 +74,10 @@ impl<'m> Machine<'m> {
             .take(n_ext)
             .flat_map(|data| e820_ext(data).into_iter().flatten());
         let mut ram = MemoryMap::new();
-        ram_from_e820(bp.e820()?.chain(extra), &mut ram)?;
+        let ram_dropped = ram_from_e820(bp.e820()?.chain(extra), &mut ram)?;
         Ok(Machine {
             ram,
+            ram_dropped,
             avoid,
             rng_seeds,
             n_rng_seeds,

@@ -145,7 +145,10 @@ where
             .get_mut(self.count)
             .ok_or(BootParamsError::SetupDataLoop)?;
         *slot = pa;
-        self.count += 1;
+        self.count = self
+            .count
+            .checked_add(1)
+            .ok_or(BootParamsError::SetupDataLoop)?;
 
         let unreadable = |pa, len| BootParamsError::SetupDataUnreadable { pa, len };
         let header_bytes = (self.read)(pa, SETUP_DATA_HEADER_SIZE)

@@ -252,9 +252,13 @@ pub fn command_line<'m>(
         pa => pa,
     };
     let max = bp.header().cmdline_max() as usize;
-    let bytes = read(pa, max as u64 + 1).ok_or(BootParamsError::CmdlineUnreadable { pa })?;
+    let bytes = (max as u64)
+        .checked_add(1)
+        .and_then(|n| read(pa, n))
+        .ok_or(BootParamsError::CmdlineUnreadable { pa })?;
     let len = cmdline_len(bytes, max)?;
-    let range = Range::from_base_size(pa, len as u64 + 1)?;
+    // `len` indexes the NUL in `bytes`: `len + 1` is at most its length.
+    let range = Range::from_base_size(pa, len.saturating_add(1) as u64)?;
     Ok(Some((bytes.get(..len).unwrap_or_default(), range)))
 }
 

@@ -139,10 +139,6 @@ impl Headers {
     }
 }
 
-fn align_up(x: u64, align: u64) -> Option<u64> {
-    Some(x.checked_add(align - 1)? & !(align - 1))
-}
-
 /// The dynamic entries this loader reads.
 #[derive(Default)]
 struct Dynamic {
@@ -197,7 +193,7 @@ fn table(
         (None, None | Some(0)) => Ok(None),
         (None, Some(_)) => Err(ElfError::MissingDynamic { tag: size_tag }),
         (Some(_), None) => Err(ElfError::MissingDynamic { tag: addr_tag }),
-        (Some(a), Some(s)) if s % entry as u64 == 0 => Ok(Some((a, s))),
+        (Some(a), Some(s)) if s.is_multiple_of(entry as u64) => Ok(Some((a, s))),
         (Some(_), Some(s)) => Err(ElfError::BadTableSize {
             tag: size_tag,
             size: s,
@@ -296,7 +292,9 @@ impl<'a> Elf<'a> {
                     if filesz > memsz {
                         return Err(ElfError::FileszExceedsMemsz { vaddr });
                     }
-                    let end = vaddr.checked_add(memsz).and_then(|e| align_up(e, PAGE));
+                    let end = vaddr
+                        .checked_add(memsz)
+                        .and_then(|e| e.checked_next_multiple_of(PAGE));
                     if end.is_none() || !in_file(offset, filesz) {
                         return Err(ElfError::SegmentOutOfFile { vaddr });
                     }
@@ -328,7 +326,7 @@ impl<'a> Elf<'a> {
                         offset,
                         flags,
                     };
-                    count += 1;
+                    count = count.checked_add(1).ok_or(ElfError::TooManySegments)?;
                     prev_end = Some(vaddr.saturating_add(memsz));
                 }
                 _ => {}
@@ -343,9 +341,12 @@ impl<'a> Elf<'a> {
         let top = last
             .vaddr
             .checked_add(last.memsz)
-            .and_then(|e| align_up(e, PAGE))
+            .and_then(|e| e.checked_next_multiple_of(PAGE))
             .ok_or(ElfError::SegmentOutOfFile { vaddr: last.vaddr })?;
-        let span = top - link_base;
+        // Sorted above: the last segment ends at or after the first begins.
+        let span = top
+            .checked_sub(link_base)
+            .ok_or(ElfError::SegmentsUnsorted { vaddr: last.vaddr })?;
         let entry = eh.e_entry.get();
         if entry < link_base || entry >= top {
             return Err(ElfError::EntryOutsideImage { entry });
@@ -386,7 +387,11 @@ impl<'a> Elf<'a> {
         let seg = self.segments().find(|s| {
             s.vaddr <= vaddr && s.vaddr.checked_add(s.filesz).is_some_and(|e| end <= e)
         })?;
-        slice(self.file, seg.offset.checked_add(vaddr - seg.vaddr)?, len)
+        slice(
+            self.file,
+            seg.offset.checked_add(vaddr.checked_sub(seg.vaddr)?)?,
+            len,
+        )
     }
 
     /// Link-time entry address.
@@ -433,7 +438,10 @@ impl<'a> Elf<'a> {
         image.fill(0);
         for s in self.segments() {
             let src = slice(self.file, s.offset, s.filesz);
-            let dst = slice_mut(image, s.vaddr - self.link_base, s.filesz);
+            let dst = s
+                .vaddr
+                .checked_sub(self.link_base)
+                .and_then(|at| slice_mut(image, at, s.filesz));
             match (src, dst) {
                 (Some(src), Some(dst)) => dst.copy_from_slice(src),
                 _ => return Err(ElfError::SegmentOutOfFile { vaddr: s.vaddr }),

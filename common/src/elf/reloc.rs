@@ -84,7 +84,7 @@ impl<'a> Elf<'a> {
                 return Err(ElfError::UnsupportedRelocation { r_type, offset });
             }
             *self.word(image, offset)? = U64::new(r.r_addend.get().wrapping_add(disp));
-            stats.rela += 1;
+            stats.rela = stats.rela.saturating_add(1);
         }
 
         let relrs = <[U64]>::ref_from_bytes(self.relr).map_err(|_| ElfError::Truncated)?;
@@ -92,17 +92,20 @@ impl<'a> Elf<'a> {
         for entry in relrs.iter().map(|e| e.get()) {
             if entry & 1 == 0 {
                 self.add(image, entry, disp)?;
-                stats.relr += 1;
+                stats.relr = stats.relr.saturating_add(1);
                 place = Some(entry.wrapping_add(8));
             } else {
-                let base = place.ok_or(ElfError::RelrBitmapFirst)?;
+                // Bit i is the word at `where + (i - 1) * 8`; then `where` moves on 63
+                // words. Each word is checked against the image, wrapped or not.
+                let mut at = place.ok_or(ElfError::RelrBitmapFirst)?;
                 for bit in 1..64u64 {
                     if (entry >> bit) & 1 != 0 {
-                        self.add(image, base.wrapping_add((bit - 1) * 8), disp)?;
-                        stats.relr += 1;
+                        self.add(image, at, disp)?;
+                        stats.relr = stats.relr.saturating_add(1);
                     }
+                    at = at.wrapping_add(8);
                 }
-                place = Some(base.wrapping_add(63 * 8));
+                place = Some(at);
             }
         }
         Ok(stats)

@@ -129,7 +129,7 @@ pub(super) fn find(fdt: &Fdt<'_>, path: &[u8]) -> Result<Option<Console>, FdtErr
     let mut n_want = 0;
     for part in path.split(|&b| b == b'/').filter(|p| !p.is_empty()) {
         *want.get_mut(n_want).ok_or(FdtError::TooDeep)? = part;
-        n_want += 1;
+        n_want = n_want.checked_add(1).ok_or(FdtError::TooDeep)?;
     }
     if n_want == 0 {
         return Ok(None);
@@ -145,8 +145,9 @@ pub(super) fn find(fdt: &Fdt<'_>, path: &[u8]) -> Result<Option<Console>, FdtErr
         match event {
             Event::Begin { name, cells } => {
                 // Depth d (d >= 1) matches want[d - 1] when its parents matched.
-                let component = depth.checked_sub(1).and_then(|i| want.get(i));
-                if matched + 1 == depth && component.is_some_and(|c| node_matches(name, c)) {
+                let parent = depth.checked_sub(1);
+                let component = parent.and_then(|i| want.get(i));
+                if parent == Some(matched) && component.is_some_and(|c| node_matches(name, c)) {
                     matched = depth;
                     if let Some(hop) = hops.get_mut(depth) {
                         *hop = Hop {
@@ -174,8 +175,8 @@ pub(super) fn find(fdt: &Fdt<'_>, path: &[u8]) -> Result<Option<Console>, FdtErr
             },
             Event::Prop { .. } => {}
             Event::End => {
-                if depth >= 1 && matched >= depth {
-                    matched = depth - 1;
+                if let Some(parent) = depth.checked_sub(1).filter(|_| matched >= depth) {
+                    matched = parent;
                 }
             }
         }
@@ -189,10 +190,12 @@ pub(super) fn find(fdt: &Fdt<'_>, path: &[u8]) -> Result<Option<Console>, FdtErr
         return Ok(None);
     };
     // Up the tree: each parent's `ranges` maps its children's addresses to its own.
-    for k in (1..n_want).rev() {
-        let (node, child) = match (hops.get(k), hops.get(k + 1)) {
-            (Some(node), Some(child)) => (node, child),
-            _ => return Ok(None),
+    let Some(path) = hops.get(1..=n_want) else {
+        return Ok(None);
+    };
+    for pair in path.windows(2).rev() {
+        let [node, child] = pair else {
+            return Ok(None);
         };
         match translate(addr, node.ranges, child.cells, node.cells.address) {
             Some(a) => addr = a,
@@ -219,8 +222,8 @@ fn translate(addr: u64, ranges: Option<&[u8]>, child: Cells, parent_address: u32
         let (to, r) = cells(r, parent_address)?;
         let (size, r) = cells(r, child.size)?;
         rest = r;
-        if addr >= from && addr - from < size {
-            return to.checked_add(addr - from);
+        if let Some(offset) = addr.checked_sub(from).filter(|&o| o < size) {
+            return to.checked_add(offset);
         }
     }
     None

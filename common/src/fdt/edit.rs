@@ -31,20 +31,25 @@ const LAST_COMP_VERSION: u32 = 16;
 /// Edits per rebuild; the shim makes three.
 const MAX_EDITS: usize = 8;
 
-/// An upper bound on the size of the rebuilt tree, to size its buffer.
+/// An upper bound on the size of the rebuilt tree, to size its buffer. It saturates at
+/// `usize::MAX`, which no buffer holds: [`rebuild`] then fails with `NoRoom`.
 pub fn rebuilt_size(fdt: &Fdt<'_>, edits: &[Edit<'_>]) -> usize {
-    let added: usize = edits
+    let added = edits
         .iter()
         .map(|e| match e {
             // A property token, its value and its name (if the strings block lacks it).
-            Edit::Set(name, value) => 12 + align4(value.len()) + name.len() + 1,
+            Edit::Set(name, value) => [12, align4(value.len()), name.len(), 1]
+                .into_iter()
+                .fold(0, usize::saturating_add),
             Edit::Remove(_) => 0,
         })
-        .sum();
-    // A `/chosen` node of our own: its tokens and name.
-    let chosen = 4 + align4("chosen".len() + 1) + 4;
+        .fold(0, usize::saturating_add);
+    // A `/chosen` node of our own: its two tokens and its name, "chosen\0" padded to 8.
+    let chosen = 4 + 8 + 4;
     // The header may shrink to 40 bytes and the reservations realign to 8.
-    fdt.bytes().len() + added + chosen + 8
+    [fdt.bytes().len(), added, chosen, 8]
+        .into_iter()
+        .fold(0, usize::saturating_add)
 }
 
 fn align4(n: usize) -> usize {
@@ -88,12 +93,9 @@ impl Writer<'_> {
         self.pad4()
     }
 
-    fn set_u32(&mut self, at: usize, v: u32) -> Result<(), FdtError> {
-        self.out
-            .get_mut(at..at + 4)
-            .ok_or(FdtError::NoRoom)?
-            .copy_from_slice(&v.to_be_bytes());
-        Ok(())
+    /// Bytes written since `start`, an earlier cursor.
+    fn since(&self, start: usize) -> Result<usize, FdtError> {
+        self.at.checked_sub(start).ok_or(FdtError::NoRoom)
     }
 }
 
@@ -120,9 +122,12 @@ impl Names {
             *slot = match find_string(strings, name) {
                 Some(at) => at,
                 None => {
-                    let at = strings.len() + appended;
-                    appended += name.len() + 1;
-                    at
+                    let at = strings.len().checked_add(appended);
+                    appended = appended
+                        .checked_add(name.len())
+                        .and_then(|n| n.checked_add(1))
+                        .ok_or(FdtError::NoRoom)?;
+                    at.ok_or(FdtError::NoRoom)?
                 }
             };
         }
@@ -132,12 +137,13 @@ impl Names {
 
 /// The offset of `name` as a whole NUL-terminated string of the strings block.
 fn find_string(strings: &[u8], name: &[u8]) -> Option<usize> {
-    let mut at = 0;
+    let mut at = 0usize;
     for s in strings.split(|&b| b == 0) {
-        if s == name && at + s.len() < strings.len() {
+        let end = at.checked_add(s.len())?;
+        if s == name && end < strings.len() {
             return Some(at);
         }
-        at += s.len() + 1;
+        at = end.checked_add(1)?;
     }
     None
 }
@@ -154,11 +160,11 @@ pub fn rebuild(fdt: &Fdt<'_>, edits: &[Edit<'_>], out: &mut [u8]) -> Result<usiz
     // Header, filled in at the end; then the reservations up to their terminator.
     w.bytes(&[0; HEADER_SIZE])?;
     let rsvmap = w.at;
-    let mut at = h.rsvmap;
+    let mut rest = blob.get(h.rsvmap..).ok_or(FdtError::Truncated)?;
     loop {
-        let entry = blob.get(at..at + 16).ok_or(FdtError::Truncated)?;
+        let (entry, tail) = rest.split_first_chunk::<16>().ok_or(FdtError::Truncated)?;
         w.bytes(entry)?;
-        at += 16;
+        rest = tail;
         if entry.iter().all(|&b| b == 0) {
             break;
         }
@@ -225,7 +231,7 @@ pub fn rebuild(fdt: &Fdt<'_>, edits: &[Edit<'_>], out: &mut [u8]) -> Result<usiz
         Ok(())
     })?;
     w.u32(FDT_END)?;
-    let size_struct = w.at - off_struct;
+    let size_struct = w.since(off_struct)?;
 
     // The strings block: the old one, then the names it lacked.
     let off_strings = w.at;
@@ -233,18 +239,20 @@ pub fn rebuild(fdt: &Fdt<'_>, edits: &[Edit<'_>], out: &mut [u8]) -> Result<usiz
     for (i, edit) in edits.iter().enumerate() {
         let offset = names.offsets.get(i).copied().unwrap_or(0);
         if let Edit::Set(name, _) = edit {
-            if offset >= strings.len() && offset == w.at - off_strings {
+            if offset >= strings.len() && w.since(off_strings) == Ok(offset) {
                 w.bytes(name.as_bytes())?;
                 w.bytes(&[0])?;
             }
         }
     }
-    let size_strings = w.at - off_strings;
-    debug_assert_eq!(size_strings, strings.len() + appended);
+    let size_strings = w.since(off_strings)?;
+    debug_assert_eq!(size_strings.checked_sub(strings.len()), Some(appended));
     let totalsize = w.at;
 
     let boot_cpuid = be32(blob, 28)?;
-    for (i, v) in [
+    // Over the zeros written first.
+    let mut header = Writer { out: w.out, at: 0 };
+    for v in [
         MAGIC,
         u32_of(totalsize)?,
         u32_of(off_struct)?,
@@ -255,11 +263,8 @@ pub fn rebuild(fdt: &Fdt<'_>, edits: &[Edit<'_>], out: &mut [u8]) -> Result<usiz
         boot_cpuid,
         u32_of(size_strings)?,
         u32_of(size_struct)?,
-    ]
-    .into_iter()
-    .enumerate()
-    {
-        w.set_u32(4 * i, v)?;
+    ] {
+        header.u32(v)?;
     }
     Ok(totalsize)
 }

@@ -100,6 +100,11 @@ fn be32(bytes: &[u8], at: usize) -> Result<u32, FdtError> {
     ))
 }
 
+/// `at + n`: an offset that overflows lies past any blob, so it is a truncation.
+fn past(at: usize, n: usize) -> Result<usize, FdtError> {
+    at.checked_add(n).ok_or(FdtError::Truncated)
+}
+
 /// Reads a big-endian number of `cells` 32-bit cells (1 or 2) from the front of `bytes`.
 fn cells(bytes: &[u8], cells: u32) -> Option<(u64, &[u8])> {
     let n = (cells as usize).checked_mul(4)?;
@@ -129,7 +134,10 @@ impl Header {
         if magic != MAGIC {
             return Err(FdtError::BadMagic(magic));
         }
-        let field = |i: usize| be32(bytes, i * 4).map(|v| v as usize);
+        let field = |i: usize| {
+            let at = i.checked_mul(4).ok_or(FdtError::Truncated)?;
+            be32(bytes, at).map(|v| v as usize)
+        };
         let totalsize = field(1)?;
         let (off_struct, off_strings, off_rsvmap) = (field(2)?, field(3)?, field(4)?);
         let (version, last_comp) = (field(5)?, field(6)?);
@@ -252,7 +260,7 @@ impl<'a> Fdt<'a> {
         loop {
             let token = be32(structs, at)?;
             let offset = at;
-            at += 4;
+            at = past(at, 4)?;
             match token {
                 FDT_BEGIN_NODE => {
                     if depth == 0 && seen_root {
@@ -265,7 +273,7 @@ impl<'a> Fdt<'a> {
                         .ok_or(FdtError::BadName { offset })?;
                     let name = core::str::from_utf8(tail.get(..len).unwrap_or_default())
                         .map_err(|_| FdtError::BadName { offset })?;
-                    at = align4(at + len + 1)?;
+                    at = align4(past(past(at, len)?, 1)?)?;
                     if depth >= MAX_DEPTH {
                         return Err(FdtError::TooDeep);
                     }
@@ -277,7 +285,7 @@ impl<'a> Fdt<'a> {
                             cells: node_cells,
                         },
                     )?;
-                    depth += 1;
+                    depth = depth.checked_add(1).ok_or(FdtError::TooDeep)?;
                     seen_root = true;
                     if let Some(c) = cells.get_mut(depth) {
                         *c = Cells::default();
@@ -290,14 +298,15 @@ impl<'a> Fdt<'a> {
                     f(depth, Event::End)?;
                 }
                 FDT_PROP => {
-                    if depth == 0 {
-                        return Err(FdtError::BadToken { offset, token });
-                    }
+                    // The depth of the node the property is in: there must be one.
+                    let node = depth
+                        .checked_sub(1)
+                        .ok_or(FdtError::BadToken { offset, token })?;
                     let len = be32(structs, at)? as usize;
-                    let nameoff = be32(structs, at + 4)? as usize;
+                    let nameoff = be32(structs, past(at, 4)?)? as usize;
                     let name = self.string(nameoff)?;
-                    let start = at + 8;
-                    let end = start.checked_add(len).ok_or(FdtError::Truncated)?;
+                    let start = past(at, 8)?;
+                    let end = past(start, len)?;
                     let value = structs.get(start..end).ok_or(FdtError::Truncated)?;
                     at = align4(end)?;
                     if let ("#address-cells" | "#size-cells", Some(c)) =
@@ -310,15 +319,15 @@ impl<'a> Fdt<'a> {
                             c.size = n;
                         }
                     }
-                    let node_cells = cells.get(depth - 1).copied().unwrap_or_default();
+                    let node_cells = cells.get(node).copied().unwrap_or_default();
                     let prop = Event::Prop {
                         name,
                         value,
-                        offset: base + start,
+                        offset: past(base, start)?,
                         cells: node_cells,
                         nameoff,
                     };
-                    f(depth - 1, prop)?;
+                    f(node, prop)?;
                 }
                 FDT_NOP => {}
                 FDT_END if depth == 0 && seen_root => return Ok(()),
@@ -329,17 +338,16 @@ impl<'a> Fdt<'a> {
 
     /// The `/memreserve/` block: (address, size) pairs up to the (0, 0) terminator.
     pub fn memreserve(&self) -> impl Iterator<Item = Result<Range, FdtError>> + 'a {
-        let mut at = self.header.rsvmap;
-        let blob = self.blob;
+        let mut rest = self.blob.get(self.header.rsvmap..).unwrap_or_default();
         core::iter::from_fn(move || {
-            let entry = blob.get(at..at + 16).ok_or(FdtError::Truncated);
-            at += 16;
-            match entry.map(|e| cells(e, 2).and_then(|(a, rest)| Some((a, cells(rest, 2)?.0)))) {
-                Ok(Some((0, 0))) => None,
-                Ok(Some((addr, size))) => {
-                    Some(Range::from_base_size(addr, size).map_err(Into::into))
-                }
-                Ok(None) | Err(_) => Some(Err(FdtError::Truncated)),
+            let Some((entry, tail)) = rest.split_first_chunk::<16>() else {
+                return Some(Err(FdtError::Truncated));
+            };
+            rest = tail;
+            match cells(entry, 2).and_then(|(a, rest)| Some((a, cells(rest, 2)?.0))) {
+                Some((0, 0)) => None,
+                Some((addr, size)) => Some(Range::from_base_size(addr, size).map_err(Into::into)),
+                None => Some(Err(FdtError::Truncated)),
             }
         })
     }
@@ -404,7 +412,8 @@ impl<'a> Machine<'a> {
     /// duplicates and wrong-length ones too: all are mixed in, all are wiped.
     pub fn seeds(&self) -> impl Iterator<Item = (&'a [u8], usize)> + '_ {
         let blob = self.blob;
-        let at = move |o: usize, n: usize| blob.get(o..o + n).unwrap_or_default();
+        let at =
+            move |o: usize, n: usize| blob.get(o..).and_then(|b| b.get(..n)).unwrap_or_default();
         let kaslr = self.kaslr_seed.map(|(_, o)| (at(o, 8), o));
         kaslr
             .into_iter()
@@ -425,13 +434,20 @@ impl<'a> Machine<'a> {
         let Some((offset, len)) = seed else {
             return Ok(());
         };
-        let bytes = self.blob.get(offset..offset + len).unwrap_or_default();
+        let bytes = self
+            .blob
+            .get(offset..)
+            .and_then(|b| b.get(..len))
+            .unwrap_or_default();
         let slot = self
             .other_seeds
             .get_mut(self.n_other_seeds)
             .ok_or(FdtError::TooManySeeds)?;
         *slot = (bytes, offset);
-        self.n_other_seeds += 1;
+        self.n_other_seeds = self
+            .n_other_seeds
+            .checked_add(1)
+            .ok_or(FdtError::TooManySeeds)?;
         Ok(())
     }
 

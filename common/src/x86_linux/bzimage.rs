@@ -18,7 +18,6 @@ use super::MIN_KERNEL_ALIGN;
 const MIN_PROTOCOL: u16 = 0x020c;
 /// Where "HdrS" lies in the file.
 const HDRS_AT: usize = 0x202;
-const SECTOR: u64 = 512;
 
 /// The payload's format, told by its first bytes (boot.rst: "determined using the
 /// standard magic numbers"; the kernel's scripts/Makefile.lib writes them).
@@ -129,7 +128,9 @@ fn number(s: &mut &[u8]) -> Option<u32> {
     }
     let mut v: u32 = 0;
     for d in num {
-        v = v.checked_mul(10)?.checked_add(u32::from(d - b'0'))?;
+        v = v
+            .checked_mul(10)?
+            .checked_add(char::from(*d).to_digit(10)?)?;
     }
     *s = rest;
     Some(v)
@@ -326,7 +327,7 @@ pub fn parse_bzimage(bytes: &[u8]) -> Result<BzImage<'_>, BzImageError> {
         return Err(BzImageError::BadKernelAlignment { found: align });
     }
 
-    let setup_len = (u64::from(h.setup_sectors()) + 1) * SECTOR;
+    let setup_len = h.protected_mode_offset();
     let (setup, protected) = usize::try_from(setup_len)
         .ok()
         .and_then(|n| bytes.split_at_checked(n))

@@ -171,12 +171,16 @@ fn unlz4(stream: &[u8], dest: &mut [u8]) -> Result<usize, DecompressError> {
     let mut short_block = false;
     while pos < stream.len() {
         let csize = word(pos).ok_or(fail(pos, Lz4Failure::TrailingBytes))?;
+        // Just read, so inside the stream.
+        let data = pos
+            .checked_add(4)
+            .ok_or(fail(pos, Lz4Failure::TrailingBytes))?;
         if csize == LZ4_LEGACY_MAGIC {
-            pos += 4;
+            pos = data;
             continue;
         }
         if csize == 0 {
-            if pos + 4 != stream.len() {
+            if data != stream.len() {
                 return Err(fail(pos, Lz4Failure::DataAfterEnd));
             }
             break;
@@ -186,7 +190,7 @@ fn unlz4(stream: &[u8], dest: &mut [u8]) -> Result<usize, DecompressError> {
         }
         let block = usize::try_from(csize)
             .ok()
-            .and_then(|n| stream.get(pos + 4..)?.get(..n))
+            .and_then(|n| stream.get(data..)?.get(..n))
             .ok_or(fail(pos, Lz4Failure::BlockPastEnd { csize }))?;
         let rest = dest.get_mut(written..).unwrap_or_default();
         let window_len = rest.len().min(LZ4_CHUNK);
@@ -199,9 +203,14 @@ fn unlz4(stream: &[u8], dest: &mut [u8]) -> Result<usize, DecompressError> {
             }
             _ => fail(pos, Lz4Failure::Corrupt),
         })?;
-        written += n;
+        // `n` is at most what is left of `dest`.
+        written = written
+            .checked_add(n)
+            .ok_or(fail(pos, Lz4Failure::TooLong))?;
         short_block = n < LZ4_CHUNK;
-        pos += 4 + block.len();
+        pos = data
+            .checked_add(block.len())
+            .ok_or(fail(pos, Lz4Failure::BlockPastEnd { csize }))?;
     }
     Ok(written)
 }

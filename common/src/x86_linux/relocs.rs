@@ -233,9 +233,9 @@ pub fn scan_relocs(
             }
             field(entry, list, vm, out)?;
             match list {
-                RelocKind::Rel32 => counts.rel32 += 1,
-                RelocKind::Rel32Neg => counts.rel32neg += 1,
-                RelocKind::Rel64 => counts.rel64 += 1,
+                RelocKind::Rel32 => counts.rel32 = counts.rel32.saturating_add(1),
+                RelocKind::Rel32Neg => counts.rel32neg = counts.rel32neg.saturating_add(1),
+                RelocKind::Rel64 => counts.rel64 = counts.rel64.saturating_add(1),
             }
         }
     }
@@ -328,9 +328,10 @@ pub fn relocate(
     Ok(counts)
 }
 
-const fn align_up_2m(x: u64) -> u64 {
-    // Inputs are at most 2^32 or KERNEL_IMAGE_SIZE: no overflow.
-    (x + MIN_KERNEL_ALIGN - 1) & !(MIN_KERNEL_ALIGN - 1)
+/// `x` rounded up to 2 MiB, or `u64::MAX` (more than any slot holds) if that overflows.
+fn align_up_2m(x: u64) -> u64 {
+    x.checked_next_multiple_of(MIN_KERNEL_ALIGN)
+        .unwrap_or(u64::MAX)
 }
 
 /// The bytes the slot must hold, as misc.c's extract_kernel() computes `needed_size`
@@ -362,7 +363,8 @@ pub fn virt_slots(needed: u64, vm: &Vmlinux, align: u64) -> u64 {
     KERNEL_IMAGE_SIZE
         .checked_sub(vm.load_physical_addr())
         .and_then(|room| room.checked_sub(needed))
-        .map_or(0, |spare| spare / align + 1)
+        .and_then(|spare| spare.checked_div(align)?.checked_add(1))
+        .unwrap_or(0)
 }
 
 /// The `index`-th virtual base, `LOAD_PHYSICAL_ADDR + index * align` (an offset from
@@ -706,5 +708,11 @@ mod tests {
             "image_size 0x2000, aligned"
         );
         assert_eq!(slot_size(&bz), 0x20_0000);
+        // A size past the last 2 MiB multiple is more than any slot, not wrapped to 0.
+        bz.init_size = u64::MAX - 1;
+        assert_eq!(
+            (slot_size(&bz), needed_size(&bz, &vm)),
+            (u64::MAX, u64::MAX)
+        );
     }
 }

@@ -251,8 +251,8 @@ pub struct LoadSegment {
 
 impl LoadSegment {
     /// Where its bytes go in the slot: `p_paddr - LOAD_PHYSICAL_ADDR`.
-    fn dest(&self, load: u64) -> u64 {
-        self.paddr - load
+    fn dest(&self, load: u64) -> Option<u64> {
+        self.paddr.checked_sub(load)
     }
 }
 
@@ -406,31 +406,32 @@ pub fn parse_vmlinux(elf: &[u8]) -> Result<Vmlinux, VmlinuxError> {
                 return Err(VmlinuxError::SegmentsUnsorted { paddr });
             }
             // Checked when `prev` was taken.
-            if paddr < prev.paddr + prev.memsz {
+            if prev
+                .paddr
+                .checked_add(prev.memsz)
+                .is_none_or(|end| paddr < end)
+            {
                 return Err(VmlinuxError::SegmentsOverlap { paddr });
             }
         }
         *segments
             .get_mut(count)
             .ok_or(VmlinuxError::TooManySegments)? = s;
-        count += 1;
+        count = count.checked_add(1).ok_or(VmlinuxError::TooManySegments)?;
     }
     let segs = segments.get(..count).unwrap_or_default();
     let load = segs.first().ok_or(VmlinuxError::NoLoadSegments)?.paddr;
     if load % MIN_KERNEL_ALIGN != 0 {
         return Err(VmlinuxError::LoadAddrMisaligned { paddr: load });
     }
-    // Sorted and checked for wrapping above: the last segment ends highest.
-    let image_size = segs
-        .iter()
-        .map(|s| s.paddr + s.memsz - load)
-        .max()
-        .unwrap_or(0);
-    let file_end = segs
-        .iter()
-        .map(|s| s.paddr + s.filesz - load)
-        .max()
-        .unwrap_or(0);
+    // Sorted and checked for wrapping above: each segment ends past `load`.
+    let (mut image_size, mut file_end) = (0, 0);
+    for s in segs {
+        let end = |len: u64| s.paddr.checked_add(len)?.checked_sub(load);
+        let out = VmlinuxError::SegmentOutOfFile { paddr: s.paddr };
+        image_size = end(s.memsz).ok_or(out)?.max(image_size);
+        file_end = end(s.filesz).ok_or(out)?.max(file_end);
+    }
     if image_size > KERNEL_IMAGE_SIZE {
         return Err(VmlinuxError::ImageTooLarge { size: image_size });
     }
@@ -535,13 +536,20 @@ pub fn place_segments(buf: &mut [u8], output_len: usize, vm: &Vmlinux) -> Result
     }
     let load = vm.load_physical_addr;
     let segs = vm.segments();
-    for (i, s) in segs.iter().enumerate() {
-        let dest = s.dest(load);
+    let mut rest = segs;
+    while let Some((s, after)) = rest.split_first() {
+        rest = after;
         // Within the image (checked in parse_vmlinux), so within `buf`.
-        let dest_end = dest + s.filesz;
+        let out = VmlinuxError::SegmentOutOfFile { paddr: s.paddr };
+        let dest = s.dest(load).ok_or(out)?;
+        let dest_end = dest.checked_add(s.filesz).ok_or(out)?;
         let overlaps = |start: u64, end: u64| start < end && dest < end && start < dest_end;
-        for later in segs.iter().skip(i + 1) {
-            if overlaps(later.offset, later.offset + later.filesz) {
+        for later in after {
+            let later_end = later
+                .offset
+                .checked_add(later.filesz)
+                .ok_or(VmlinuxError::SegmentOutOfFile { paddr: later.paddr })?;
+            if overlaps(later.offset, later_end) {
                 return Err(VmlinuxError::SegmentClobbers {
                     paddr: s.paddr,
                     other: later.paddr,
@@ -555,7 +563,10 @@ pub fn place_segments(buf: &mut [u8], output_len: usize, vm: &Vmlinux) -> Result
     for s in segs {
         // Both ranges were checked above; checked again so copy_within cannot panic.
         let src = range(s.offset, s.filesz).filter(|&(_, end)| end <= output_len);
-        let dest = range(s.dest(load), s.filesz).filter(|&(_, end)| end <= buf.len());
+        let dest = s
+            .dest(load)
+            .and_then(|d| range(d, s.filesz))
+            .filter(|&(_, end)| end <= buf.len());
         match (src, dest) {
             (Some((start, end)), Some((dest, _))) => buf.copy_within(start..end, dest),
             _ => return Err(VmlinuxError::SegmentOutOfFile { paddr: s.paddr }),

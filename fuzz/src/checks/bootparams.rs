@@ -7,7 +7,7 @@
 //! `cmd_line_ptr` up to its NUL.
 
 use shim_common::bootparams::{self, BootParams, BootParamsError};
-use shim_common::memmap::{MemError, MemoryMap, Range};
+use shim_common::memmap::{MemoryMap, Range};
 
 /// The physical address of the input's first byte (the zero page).
 pub const BASE: u64 = 0x1000;
@@ -108,23 +108,23 @@ fn check_e820(data: &[u8], bp: &BootParams<'_>) -> Option<Vec<(u64, u64, u32)>> 
     }
     let mut ram = MemoryMap::new();
     let result = bootparams::ram_from_e820(table.iter().copied(), &mut ram);
-    check_ram(&table, result.map(|()| ram));
+    check_ram(&table, result.map(|dropped| (ram, dropped)));
     Some(table)
 }
 
 /// `ram_from_e820`'s rule at every elementary interval: RAM where a RAM entry is and
-/// no other entry is.
-fn check_ram(entries: &[(u64, u64, u32)], ram: Result<MemoryMap, BootParamsError>) {
+/// no other entry is; with bytes dropped (more pieces than the map holds), a full map
+/// and never RAM where the rule says not.
+fn check_ram(entries: &[(u64, u64, u32)], ram: Result<(MemoryMap, u64), BootParamsError>) {
     let overflow = entries
         .iter()
         .position(|&(a, s, _)| a.checked_add(s).is_none());
-    let ram = match (ram, overflow) {
-        (Ok(ram), None) => ram,
+    let (ram, dropped) = match (ram, overflow) {
+        (Ok(got), None) => got,
         (Err(BootParamsError::E820Overflow { index, .. }), Some(i)) => {
             assert_eq!(index, i);
             return;
         }
-        (Err(BootParamsError::Memory(MemError::TooManyRanges)), None) => return,
         (r, o) => panic!("ram_from_e820: {r:?} with overflowing entry {o:?}"),
     };
     let ranges: Vec<(Range, bool)> = entries
@@ -147,10 +147,20 @@ fn check_ram(entries: &[(u64, u64, u32)], ram: Result<MemoryMap, BootParamsError
     for p in points {
         let want = ranges.iter().any(|(r, is_ram)| *is_ram && within(r, p))
             && !ranges.iter().any(|(r, is_ram)| !is_ram && within(r, p));
+        let has = ram.iter().any(|r| within(&r, p));
+        match dropped {
+            0 => assert_eq!(has, want, "e820 RAM at {p:#x}"),
+            _ => assert!(
+                !has || want,
+                "e820 RAM at {p:#x} where an entry reserves it"
+            ),
+        }
+    }
+    if dropped > 0 {
         assert_eq!(
-            ram.iter().any(|r| within(&r, p)),
-            want,
-            "e820 RAM at {p:#x}"
+            ram.len(),
+            shim_common::memmap::MAX_RANGES,
+            "dropped with room left"
         );
     }
 }
@@ -202,7 +212,7 @@ fn check_machine(data: &[u8], bp: &BootParams<'_>, table: Option<Vec<(u64, u64, 
         m.rng_seeds().eq(seeds.iter().copied()),
         "every SETUP_RNG_SEED node"
     );
-    check_ram(&entries, Ok(m.ram));
+    check_ram(&entries, Ok((m.ram, m.ram_dropped)));
 }
 
 /// The command line lies at `cmd_line_ptr`, ends at its NUL, within `cmdline_size`.
