@@ -18,7 +18,7 @@ use shim_common::fdt::edit;
 use shim_common::fdt::Fdt;
 
 use crate::arch::{Arch, AARCH64};
-use crate::image::{self, BuildArgs};
+use crate::image::{self, BuildArgs, Compress};
 use crate::{dtbs, exec, linux, simulate, target_dir, workspace_root};
 
 /// Where the place target's machine starts and what its first byte says (the
@@ -252,6 +252,7 @@ fn built(arch: Arch) -> Result<(Vec<u8>, Vec<u8>)> {
             corrupt_payload: false,
             output: None,
             debug: false,
+            compress: Compress::Zlib,
         })?;
     }
     Ok((read(&payload)?, read(&image)?))

@@ -47,6 +47,31 @@ pub struct BuildArgs {
     /// release profile].
     #[arg(long)]
     pub debug: bool,
+    /// How the shim's container packs an ELF payload or a raw Image (an Image.gz is
+    /// kept as its gzip member, a bzImage as it is).
+    #[arg(long, value_enum, default_value = "zlib")]
+    pub compress: Compress,
+}
+
+/// The container's encodings xtask writes.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Compress {
+    /// zlib at level 10 (miniz_oxide's best).
+    Zlib,
+    /// One gzip member, as distributions ship Image.gz.
+    Gzip,
+    /// Stored: nothing to inflate, the loader reads every byte.
+    None,
+}
+
+impl Compress {
+    fn compression(self) -> Compression {
+        match self {
+            Compress::Zlib => Compression::Zlib,
+            Compress::Gzip => Compression::Gzip,
+            Compress::None => Compression::None,
+        }
+    }
 }
 
 impl BuildArgs {
@@ -115,13 +140,16 @@ pub fn build(args: &BuildArgs) -> Result<Built> {
         .with_context(|| format!("copying {}", shim_elf.display()))?;
 
     let container = match kind {
-        PayloadKind::Elf64 { .. } => container_for(&kind, &payload, args.corrupt_payload),
+        PayloadKind::Elf64 { .. } => {
+            container_with(&kind, &payload, args.corrupt_payload, args.compress)
+        }
         // A kernel takes seconds to compress in an unoptimized xtask: once per input.
         _ => cached_container(
             &out_dir.join("containers"),
             &kind,
             &payload,
             args.corrupt_payload,
+            args.compress,
         ),
     }
     .with_context(|| format!("packing {}", payload_path.display()))?;
@@ -365,19 +393,27 @@ fn describe(bytes: &[u8]) -> String {
 /// The container for a payload of this kind: zlib for an ELF or a raw Image, a gzip
 /// member kept as it is. `corrupt` flips the middle byte of the unpacked payload
 /// under the original's digest (a gzip one is compressed afresh).
+#[cfg(test)]
 pub fn container_for(kind: &PayloadKind, payload: &[u8], corrupt: bool) -> Result<Vec<u8>> {
+    container_with(kind, payload, corrupt, Compress::Zlib)
+}
+
+/// `container_for` with an ELF payload or a raw Image packed as `compress` says.
+pub fn container_with(
+    kind: &PayloadKind,
+    payload: &[u8],
+    corrupt: bool,
+    compress: Compress,
+) -> Result<Vec<u8>> {
+    let c = compress.compression();
     match (kind, corrupt) {
-        (PayloadKind::Elf64 { .. }, false) => Ok(pack(payload)),
-        (PayloadKind::Elf64 { .. }, true) => {
-            corrupt_container(Format::Elf64Dyn, Compression::Zlib, payload)
+        (PayloadKind::Elf64 { .. }, false) => Ok(container::pack(Format::Elf64Dyn, c, payload)),
+        (PayloadKind::Elf64 { .. }, true) => corrupt_container(Format::Elf64Dyn, c, payload),
+        (PayloadKind::Arm64Image(_), false) => {
+            Ok(container::pack(Format::LinuxArm64Image, c, payload))
         }
-        (PayloadKind::Arm64Image(_), false) => Ok(container::pack(
-            Format::LinuxArm64Image,
-            Compression::Zlib,
-            payload,
-        )),
         (PayloadKind::Arm64Image(_), true) => {
-            corrupt_container(Format::LinuxArm64Image, Compression::Zlib, payload)
+            corrupt_container(Format::LinuxArm64Image, c, payload)
         }
         (PayloadKind::Arm64ImageGz { .. }, false) => {
             container::pack_gzip(Format::LinuxArm64Image, payload)
@@ -399,21 +435,23 @@ pub fn container_for(kind: &PayloadKind, payload: &[u8], corrupt: bool) -> Resul
     }
 }
 
-/// `container_for`, kept in `dir` under the payload's SHA-256 (and whether it is
-/// corrupted): the container is a function of those alone.
+/// `container_with`, kept in `dir` under the payload's SHA-256 (whether it is
+/// corrupted, how it is packed): the container is a function of those alone.
 fn cached_container(
     dir: &Path,
     kind: &PayloadKind,
     payload: &[u8],
     corrupt: bool,
+    compress: Compress,
 ) -> Result<Vec<u8>> {
     let sum = Sha256::digest(payload);
     let digest: String = sum.iter().map(|b| format!("{b:02x}")).collect();
     let name = format!(
-        "{}{}.bin",
+        "{}{}-{compress:?}.bin",
         &digest[..32],
         if corrupt { "-corrupt" } else { "" }
-    );
+    )
+    .to_lowercase();
     let path = dir.join(name);
     if let Ok(cached) = fs::read(&path) {
         // Only a container that still parses, and records this payload's digest.
@@ -423,7 +461,7 @@ fn cached_container(
             return Ok(cached);
         }
     }
-    let packed = container_for(kind, payload, corrupt)?;
+    let packed = container_with(kind, payload, corrupt, compress)?;
     fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     fs::write(&path, &packed).with_context(|| format!("writing {}", path.display()))?;
     Ok(packed)
@@ -505,6 +543,7 @@ fn read(path: &Path) -> Result<Vec<u8>> {
 }
 
 /// The payload as a zlib-compressed ELF64 container.
+#[cfg(test)]
 pub fn pack(payload: &[u8]) -> Vec<u8> {
     container::pack(Format::Elf64Dyn, Compression::Zlib, payload)
 }

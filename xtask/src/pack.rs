@@ -25,7 +25,7 @@ use shim_boards::{Arch as BoardArch, Board, UBoot, Var, BOARDS};
 use shim_common::image::{parse_arm64, ImageSize, BASE_ALIGN};
 
 use crate::arch::Arch;
-use crate::image::{self, BuildArgs};
+use crate::image::{self, BuildArgs, Compress};
 use crate::{deps, exec, target_dir};
 
 /// The names on the boot partition.
@@ -89,6 +89,7 @@ pub fn run(args: &PackArgs) -> Result<()> {
         corrupt_payload: false,
         output: Some(work.join(SHIM)),
         debug: false,
+        compress: Compress::Zlib,
     })?;
     let packed = pack(&Spec {
         board,

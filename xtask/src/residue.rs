@@ -13,7 +13,7 @@ use shim_common::fdt::edit::{self, Edit};
 use shim_common::fdt::Fdt;
 
 use crate::arch::AARCH64;
-use crate::image::{self, BuildArgs};
+use crate::image::{self, BuildArgs, Compress};
 use crate::{exec, target_dir};
 
 /// The planted kaslr-seed; tests/payload (`checks::planted_seed`) and tests/residue
@@ -79,6 +79,7 @@ pub fn scanner_image() -> Result<PathBuf> {
         corrupt_payload: false,
         output: None,
         debug: false,
+        compress: Compress::Zlib,
     };
     let elf = image::cargo_build(&AARCH64, "residue-image", &args)?;
     let out = target_dir().join("xtask").join("residue").join("Image");

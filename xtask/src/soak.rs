@@ -11,7 +11,7 @@ use clap::Args;
 
 use crate::arch::Arch;
 use crate::deps;
-use crate::image::{self, BuildArgs};
+use crate::image::{self, BuildArgs, Compress};
 use crate::qemu::{self, Expect, Loader, Machine, Summary};
 
 #[derive(Args, Debug)]
@@ -97,6 +97,7 @@ pub fn run(args: &SoakArgs) -> Result<()> {
                     corrupt_payload: false,
                     output: None,
                     debug: false,
+                    compress: Compress::Zlib,
                 };
                 let path = image::build(&build)?.path;
                 images.push((config.arch, path.clone()));

@@ -12,7 +12,7 @@ use anyhow::{anyhow, bail, ensure, Context, Result};
 use clap::{Args, ValueEnum};
 
 use crate::arch::Arch;
-use crate::image::{self, BuildArgs};
+use crate::image::{self, BuildArgs, Compress};
 use crate::kexec::E820Edit;
 use crate::qemu::{self, Expect, Initrd, Loader, Machine, Summary};
 use crate::{cargo, deps, dtbs, exec, fuzz, linux, linux_x86, residue, target_dir};
@@ -155,6 +155,8 @@ struct Case {
     cut: Option<Cut>,
     /// kexec: entries the guest adds to the firmware memory map first.
     e820: Option<E820Edit>,
+    /// How the container packs the payload (`--compress`).
+    compress: Compress,
 }
 
 /// Where a fault case cuts the image short.
@@ -246,6 +248,7 @@ const fn case(name: &'static str, check: Check) -> Case {
         own_dtb: false,
         cut: None,
         e820: None,
+        compress: Compress::Zlib,
     }
 }
 
@@ -451,6 +454,15 @@ const AARCH64_CASES: &[Case] = &[
         cpu: Some("cortex-a72"),
         ..case("sha256-armv8-a72", Check::Hashed("armv8-sha256"))
     },
+    // The container stored and as a gzip member (`--compress`), besides zlib.
+    Case {
+        compress: Compress::None,
+        ..case("compress-none", Check::Ok)
+    },
+    Case {
+        compress: Compress::Gzip,
+        ..case("compress-gzip", Check::Ok)
+    },
     // No kaslr-seed from QEMU (dtb-randomness=off) and no RNDR (cortex-a72): only the
     // seed the shim hands over can make Linux randomize itself.
     Case {
@@ -601,6 +613,15 @@ const X86_64_CASES: &[Case] = &[
     // The payload's SHA-256 with the SHA extensions where CPUID has them (QEMU's TCG
     // emulates them for `max`), and in portable code on CPU models without: Nehalem
     // has SSSE3 and SSE4.1 but not SHA, qemu64 none of the three.
+    // The container stored and as a gzip member (`--compress`), besides zlib.
+    Case {
+        compress: Compress::None,
+        ..case("compress-none", Check::Ok)
+    },
+    Case {
+        compress: Compress::Gzip,
+        ..case("compress-gzip", Check::Ok)
+    },
     Case {
         cpu: Some("max"),
         ..case("sha256-sha-ni", Check::Hashed("sha-ni"))
@@ -880,6 +901,7 @@ fn build_image(arch: Arch, case: &Case, linux: Option<&linux::Inputs>) -> Result
         corrupt_payload: case.corrupt,
         output,
         debug: false,
+        compress: case.compress,
     };
     image::build(&build)
         .map(|built| built.path)
