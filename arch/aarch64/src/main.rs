@@ -13,7 +13,6 @@ mod sha256;
 use core::fmt;
 
 use shim_common::boot::{self, BootError, Perm, Platform};
-use shim_common::bootinfo::BootInfo;
 use shim_common::cmdline::{self, CmdlineError, Options};
 use shim_common::container::Format;
 use shim_common::elf;
@@ -341,19 +340,9 @@ fn boot_elf(
     cpu::invalidate_icache();
     mmu::enter_ttbr1(root);
     // The last step before the jump: the block read through the same cacheable map.
-    let entry = shim_rt::entry_ticks();
-    let info = BootInfo {
-        entry_ticks: entry,
-        total_ticks: cpu::counter().wrapping_sub(entry),
-        ..loaded.info
-    };
-    let info_pa = shim_rt::store_boot_info(info);
+    let (info_pa, total) = shim_rt::store_boot_info(loaded.info, cpu::counter());
     if verbose {
-        say!(
-            "timing total={}us entry={}us",
-            us(info.total_ticks),
-            entry_us()
-        );
+        say!("timing total={}us entry={}us", us(total), entry_us());
     }
     console::flush();
     let fdt_pa = entered.fdt_blob.as_ptr() as u64;

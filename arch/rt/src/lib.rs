@@ -35,15 +35,23 @@ pub fn entry_ticks() -> u64 {
 /// The boot-info block handed to the payload; it stays in the shim's bss.
 static mut BOOT_INFO: MaybeUninit<BootInfo> = MaybeUninit::uninit();
 
-/// Stores the boot-info block and returns its physical (identity-mapped) address.
-/// Called once, just before the handoff.
-pub fn store_boot_info(info: BootInfo) -> u64 {
+/// Stores the boot-info block with the counter at entry and the ticks from there to
+/// `now` (the counter read right before the jump); returns its physical
+/// (identity-mapped) address and the total. Called once, as the last step.
+pub fn store_boot_info(info: BootInfo, now: u64) -> (u64, u64) {
+    let entry_ticks = entry_ticks();
+    let info = BootInfo {
+        entry_ticks,
+        total_ticks: now.wrapping_sub(entry_ticks),
+        ..info
+    };
     // SAFETY: BOOT_INFO is touched only here, once per boot, with nothing else running.
-    unsafe {
+    let pa = unsafe {
         let slot = &mut *addr_of_mut!(BOOT_INFO);
         slot.write(info);
         slot.as_ptr() as u64
-    }
+    };
+    (pa, info.total_ticks)
 }
 
 /// The inflate state (about 11 KB), in bss rather than on the stack.

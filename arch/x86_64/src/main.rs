@@ -16,7 +16,6 @@ mod uart16550;
 use core::fmt;
 
 use shim_common::boot::{self, BootError, Duration, Platform};
-use shim_common::bootinfo::BootInfo;
 use shim_common::bootparams::{self, BootParams, BootParamsError, ZeroPage, ZERO_PAGE_SIZE};
 use shim_common::cmdline::{self, CmdlineError};
 use shim_common::container::Format;
@@ -369,18 +368,13 @@ fn boot_elf(
     // any stale translation of its range.
     unsafe { cpu::load_cr3(paging::pa_of(pml4)) };
     // The last step before the jump.
-    let entry = shim_rt::entry_ticks();
-    let info = BootInfo {
-        entry_ticks: entry,
-        total_ticks: cpu::rdtsc().wrapping_sub(entry),
-        ..loaded.info
-    };
-    let info_pa = shim_rt::store_boot_info(info);
+    let (info_pa, total) = shim_rt::store_boot_info(loaded.info, cpu::rdtsc());
     if verbose {
         let hz = loaded.info.counter_hz;
+        let entry = shim_rt::entry_ticks();
         say!(
             "timing total={} entry={}",
-            Duration(info.total_ticks, hz),
+            Duration(total, hz),
             Duration(entry, hz)
         );
     }
