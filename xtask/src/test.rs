@@ -110,6 +110,10 @@ enum Check {
     /// Every boot reaches `payload: ok`, and the shim says it verified the payload with
     /// this SHA-256 block function (`sha256=` in its timing line).
     Hashed(&'static str),
+    /// Every boot reaches `payload: ok` with only the counter for entropy, and the shim
+    /// says so: a weak random placement, or (`fixed`, `shim.weak=fixed`) the lowest
+    /// slot every boot.
+    Weak { fixed: bool },
     /// Every boot reaches `payload: ok` placed clear of the reserved holes the guest
     /// added to the firmware map (below them: `mem=` ends where they do), and, with
     /// `says`, the shim printed a line containing it.
@@ -454,6 +458,20 @@ const AARCH64_CASES: &[Case] = &[
         cpu: Some("cortex-a72"),
         ..case("sha256-armv8-a72", Check::Hashed("armv8-sha256"))
     },
+    // No kaslr-seed or rng-seed from QEMU and no RNDR: only the counter.
+    Case {
+        cpu: Some("cortex-a72"),
+        machine_opts: "dtb-randomness=off",
+        boots: 2,
+        ..case("counter-only", Check::Weak { fixed: false })
+    },
+    Case {
+        cpu: Some("cortex-a72"),
+        machine_opts: "dtb-randomness=off",
+        boots: 2,
+        append: "shim.verbose shim.weak=fixed",
+        ..case("counter-only-weak-fixed", Check::Weak { fixed: true })
+    },
     // The container stored and as a gzip member (`--compress`), besides zlib.
     Case {
         compress: Compress::None,
@@ -613,6 +631,18 @@ const X86_64_CASES: &[Case] = &[
     // The payload's SHA-256 with the SHA extensions where CPUID has them (QEMU's TCG
     // emulates them for `max`), and in portable code on CPU models without: Nehalem
     // has SSSE3 and SSE4.1 but not SHA, qemu64 none of the three.
+    // No seed from the loader and, on qemu64, no RDRAND or RDSEED: only the counter.
+    Case {
+        cpu: Some("qemu64"),
+        boots: 2,
+        ..case("counter-only", Check::Weak { fixed: false })
+    },
+    Case {
+        cpu: Some("qemu64"),
+        boots: 2,
+        append: "shim.verbose shim.weak=fixed",
+        ..case("counter-only-weak-fixed", Check::Weak { fixed: true })
+    },
     // The container stored and as a gzip member (`--compress`), besides zlib.
     Case {
         compress: Compress::None,
@@ -993,6 +1023,7 @@ fn run_case(
         | Check::Residue
         | Check::Hashed(_)
         | Check::ClearOf { .. }
+        | Check::Weak { .. }
         | Check::Console { parked: false } => Expect::Ok,
         Check::Console { parked: true } => Expect::OkParked,
     };
@@ -1023,6 +1054,27 @@ fn check(want: Check, s: &Summary) -> Result<()> {
                 bail!(
                     "expected the shim to hash with {want} every boot, it said: {}",
                     s.sha256.join(" ")
+                );
+            }
+            Ok(())
+        }
+        Check::Weak { fixed } => {
+            let want = match fixed {
+                true => "shim.weak=fixed and no strong entropy source",
+                false => "warning: no strong entropy source, only the counter",
+            };
+            let said = s.shim_said.iter().filter(|b| b.contains(want)).count() as u32;
+            if said != s.passed {
+                bail!(
+                    "expected \"{want}\" every boot, {said} of {} said it",
+                    s.passed
+                );
+            }
+            if fixed && s.pairs.len() != 1 {
+                bail!(
+                    "expected one placement, saw {}: {:x?}",
+                    s.pairs.len(),
+                    s.pairs
                 );
             }
             Ok(())
