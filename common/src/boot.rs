@@ -227,7 +227,7 @@ pub fn load(
     // is. (Only the slot is decided on unverified bytes; nothing runs from them.)
     let t0 = platform.ticks();
     let mut head = [0u8; HEADERS_PREFIX];
-    let n = container::unpack_prefix(&payload, &mut head, inflater)?;
+    let n = unpack_head(platform, &payload, &inputs.usable, &mut head, inflater)?;
     // The slot is 2 MiB aligned, and so is the virtual base: a payload asking for more
     // (its largest p_align) is refused rather than placed against it.
     let headers = match Elf::headers(
@@ -462,7 +462,7 @@ pub fn load_linux_arm64<'a>(
         return Err(BootError::Format(payload.format));
     }
     let mut head = [0u8; 64];
-    container::unpack_prefix(&payload, &mut head, inflater)?;
+    unpack_head(platform, &payload, &inputs.usable, &mut head, inflater)?;
     let header = image::parse_arm64(&head)?;
     let layout = arm64_linux::Layout::new(&header, payload.unpacked_size);
     let dram_base = inputs.ram.first().map_or(0, |r| r.start) & !(plan::SLOT_ALIGN - 1);
@@ -578,6 +578,38 @@ pub fn load_linux_arm64<'a>(
         fdt_pa,
         rng,
     })
+}
+
+/// The payload's first `head.len()` bytes (fewer if it is shorter), to read its headers
+/// before anything is placed. An LZ4 block decodes only whole: the first goes to the
+/// lowest free memory, which is free again once the head is copied out of it.
+fn unpack_head(
+    platform: &mut impl Platform,
+    payload: &container::Payload<'_>,
+    free: &MemoryMap,
+    head: &mut [u8],
+    inflater: &mut DecompressorOxide,
+) -> Result<usize, BootError> {
+    let Some(block) = container::first_block_len(payload) else {
+        return Ok(container::unpack_prefix(payload, head, inflater)?);
+    };
+    let req = slot::Request {
+        size: block
+            .max(1)
+            .checked_next_multiple_of(4096)
+            .ok_or(SlotError::NoSlot)?,
+        align: 4096,
+        min_addr: 0,
+        max_end: u64::MAX,
+    };
+    let at = slot::lowest(free, &req).ok_or(SlotError::NoSlot)?;
+    let scratch = platform.memory(Range::from_base_size(at, req.size)?);
+    let n = container::unpack_prefix(payload, scratch, inflater)?.min(head.len());
+    let (to, from) = (head.get_mut(..n), scratch.get(..n));
+    if let (Some(to), Some(from)) = (to, from) {
+        to.copy_from_slice(from);
+    }
+    Ok(n)
 }
 
 /// Unpacks the payload into the lowest page run of `free` and checks its SHA-256 there,

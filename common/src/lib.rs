@@ -29,6 +29,7 @@ pub mod entropy;
 pub mod fdt;
 pub mod image;
 pub mod layout;
+pub mod lz4;
 pub mod memmap;
 pub mod plan;
 pub mod slot;

@@ -60,6 +60,8 @@ pub enum Compress {
     Zlib,
     /// One gzip member, as distributions ship Image.gz.
     Gzip,
+    /// LZ4's legacy frame (`lz4 -l`): larger, several times faster to decode.
+    Lz4,
     /// Stored: nothing to inflate, the loader reads every byte.
     None,
 }
@@ -69,6 +71,7 @@ impl Compress {
         match self {
             Compress::Zlib => Compression::Zlib,
             Compress::Gzip => Compression::Gzip,
+            Compress::Lz4 => Compression::Lz4,
             Compress::None => Compression::None,
         }
     }

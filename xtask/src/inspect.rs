@@ -276,7 +276,8 @@ pub fn container_lines(at: usize, p: &container::Payload<'_>) -> Vec<String> {
     let compression = match p.compression {
         Compression::None => "none",
         Compression::Zlib => "zlib",
-        Compression::Gzip => "gzip member (as shipped)",
+        Compression::Gzip => "gzip member",
+        Compression::Lz4 => "lz4 legacy frame",
     };
     let digest: String = p.digest.iter().map(|b| format!("{b:02x}")).collect();
     vec![

@@ -417,6 +417,12 @@ const AARCH64_CASES: &[Case] = &[
     // Debian's cloud kernel as the payload, with an initramfs around Debian's busybox
     // that prints /proc/cmdline, /proc/iomem and a digest, then powers off.
     linux_case("linux-direct-image", Check::Linux),
+    // The same Image in the shim's own LZ4 container (`--compress lz4`): its first
+    // block is decoded apart to read the header before the slot is chosen.
+    Case {
+        compress: Compress::Lz4,
+        ..linux_case("linux-direct-image-lz4", Check::Linux)
+    },
     Case {
         payload: Payload::LinuxImageGz,
         ..linux_case("linux-direct-gz", Check::Linux)
@@ -480,6 +486,10 @@ const AARCH64_CASES: &[Case] = &[
     Case {
         compress: Compress::Gzip,
         ..case("compress-gzip", Check::Ok)
+    },
+    Case {
+        compress: Compress::Lz4,
+        ..case("compress-lz4", Check::Ok)
     },
     // No kaslr-seed from QEMU (dtb-randomness=off) and no RNDR (cortex-a72): only the
     // seed the shim hands over can make Linux randomize itself.
@@ -651,6 +661,10 @@ const X86_64_CASES: &[Case] = &[
     Case {
         compress: Compress::Gzip,
         ..case("compress-gzip", Check::Ok)
+    },
+    Case {
+        compress: Compress::Lz4,
+        ..case("compress-lz4", Check::Ok)
     },
     Case {
         cpu: Some("max"),

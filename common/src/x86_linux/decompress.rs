@@ -1,6 +1,6 @@
 //! Unpacking a bzImage's payload into the start of the slot: gzip through the inflater
 //! the payload container already uses, LZ4's legacy frame (lib/decompress_unlz4.c)
-//! through lz4_flex's safe block decoder. Nothing is written past the output slice.
+//! through crate::lz4. Nothing is written past the output slice.
 
 use core::fmt;
 
@@ -8,31 +8,7 @@ use miniz_oxide::inflate::core::DecompressorOxide;
 
 use super::bzimage::{BzImage, Compression};
 use crate::container::{self, ContainerError, Format, Payload};
-
-/// What each LZ4 legacy block decodes to, except the last
-/// (LZ4_DEFAULT_UNCOMPRESSED_CHUNK_SIZE, lib/decompress_unlz4.c).
-pub const LZ4_CHUNK: usize = 8 << 20;
-/// ARCHIVE_MAGICNUMBER: the legacy frame's magic, little-endian.
-const LZ4_LEGACY_MAGIC: u32 = 0x184c_2102;
-
-/// Why an LZ4 legacy stream was refused.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Lz4Failure {
-    /// The stream does not start with 0x184C2102.
-    BadMagic,
-    /// 1 to 3 bytes are left where a block size or the end belongs.
-    TrailingBytes,
-    /// A block's compressed size runs past the end of the stream.
-    BlockPastEnd { csize: u32 },
-    /// The block is not valid LZ4 (or decodes to more than 8 MiB).
-    Corrupt,
-    /// A block decoded to less than 8 MiB and was not the last.
-    ShortBlockNotLast,
-    /// Bytes follow the 0 that ends the stream.
-    DataAfterEnd,
-    /// The stream holds more than the payload's recorded size.
-    TooLong,
-}
+use crate::lz4::{self, Lz4Failure};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DecompressError {
@@ -58,18 +34,7 @@ impl fmt::Display for DecompressError {
                 "kernel unpacks to {need:#x} bytes, the buffer has {have:#x}"
             ),
             E::Gzip(e) => write!(f, "gzip kernel: {e}"),
-            E::Lz4 { at, failure } => {
-                let what = match failure {
-                    Lz4Failure::BadMagic => "no legacy frame magic 0x184c2102",
-                    Lz4Failure::TrailingBytes => "1-3 stray bytes where a block belongs",
-                    Lz4Failure::BlockPastEnd { .. } => "block runs past the end of the payload",
-                    Lz4Failure::Corrupt => "corrupt block",
-                    Lz4Failure::ShortBlockNotLast => "a block under 8 MiB that is not the last",
-                    Lz4Failure::DataAfterEnd => "data after the end marker",
-                    Lz4Failure::TooLong => "more data than the recorded size",
-                };
-                write!(f, "lz4 kernel at payload byte {at:#x}: {what}")
-            }
+            E::Lz4 { at, failure } => write!(f, "lz4 kernel at payload byte {at:#x}: {failure}"),
             E::WrongLength { expected, produced } => write!(
                 f,
                 "kernel unpacked to {produced:#x} bytes, its payload records {expected:#x}"
@@ -146,90 +111,24 @@ fn gunzip(
     })
 }
 
-/// The legacy frame as unlz4() reads it: the magic, then `[LE u32 csize][csize bytes
-/// of one LZ4 block]` repeated. Each block decodes on its own to 8 MiB, except the last;
-/// a repeated magic is skipped; a csize of 0 or the end of the stream ends it. Stricter
-/// than unlz4(), which stops silently: 1-3 leftover bytes, bytes after the 0, and a short
-/// block before the last are refused (Linux's pre-boot decoder, LZ4_decompress_fast
-/// with exactly 8 MiB per block, could not decode such a stream either).
+/// The legacy frame as Linux's unlz4() reads it (crate::lz4), its failures placed.
 fn unlz4(stream: &[u8], dest: &mut [u8]) -> Result<usize, DecompressError> {
-    let fail = |at: usize, failure| DecompressError::Lz4 {
+    lz4::decode_legacy(stream, dest).map_err(|(at, failure)| DecompressError::Lz4 {
         at: at as u64,
         failure,
-    };
-    let word = |at: usize| {
-        stream
-            .get(at..)
-            .and_then(|s| s.first_chunk::<4>())
-            .map(|w| u32::from_le_bytes(*w))
-    };
-    if word(0) != Some(LZ4_LEGACY_MAGIC) {
-        return Err(fail(0, Lz4Failure::BadMagic));
-    }
-    let mut pos: usize = 4;
-    let mut written: usize = 0;
-    let mut short_block = false;
-    while pos < stream.len() {
-        let csize = word(pos).ok_or(fail(pos, Lz4Failure::TrailingBytes))?;
-        // Just read, so inside the stream.
-        let data = pos
-            .checked_add(4)
-            .ok_or(fail(pos, Lz4Failure::TrailingBytes))?;
-        if csize == LZ4_LEGACY_MAGIC {
-            pos = data;
-            continue;
-        }
-        if csize == 0 {
-            if data != stream.len() {
-                return Err(fail(pos, Lz4Failure::DataAfterEnd));
-            }
-            break;
-        }
-        if short_block {
-            return Err(fail(pos, Lz4Failure::ShortBlockNotLast));
-        }
-        let block = usize::try_from(csize)
-            .ok()
-            .and_then(|n| stream.get(data..)?.get(..n))
-            .ok_or(fail(pos, Lz4Failure::BlockPastEnd { csize }))?;
-        let rest = dest.get_mut(written..).unwrap_or_default();
-        let window_len = rest.len().min(LZ4_CHUNK);
-        let window = rest.get_mut(..window_len).unwrap_or_default();
-        let n = lz4_flex::block::decompress_into(block, window).map_err(|e| match e {
-            // Wanting more room than is left below the recorded size: the stream is
-            // longer than the payload says. With 8 MiB left, the block itself is bad.
-            lz4_flex::block::DecompressError::OutputTooSmall { .. } if window_len < LZ4_CHUNK => {
-                fail(pos, Lz4Failure::TooLong)
-            }
-            _ => fail(pos, Lz4Failure::Corrupt),
-        })?;
-        // `n` is at most what is left of `dest`.
-        written = written
-            .checked_add(n)
-            .ok_or(fail(pos, Lz4Failure::TooLong))?;
-        short_block = n < LZ4_CHUNK;
-        pos = data
-            .checked_add(block.len())
-            .ok_or(fail(pos, Lz4Failure::BlockPastEnd { csize }))?;
-    }
-    Ok(written)
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::super::bzimage::{parse_bzimage, tests::image};
     use super::*;
+    use crate::lz4::LZ4_LEGACY_MAGIC;
 
     /// `data` as `lz4 -l` frames it: magic, then 8 MiB blocks (the last shorter), then
     /// the size trailer misc.c reads.
     pub fn lz4_legacy(data: &[u8]) -> Vec<u8> {
-        let mut s = LZ4_LEGACY_MAGIC.to_le_bytes().to_vec();
-        for chunk in data.chunks(LZ4_CHUNK) {
-            let mut block = vec![0u8; lz4_flex::block::get_maximum_output_size(chunk.len())];
-            let n = lz4_flex::block::compress_into(chunk, &mut block).unwrap();
-            s.extend((n as u32).to_le_bytes());
-            s.extend(&block[..n]);
-        }
+        let mut s = crate::lz4::encode_legacy(data);
         s.extend((data.len() as u32).to_le_bytes());
         s
     }

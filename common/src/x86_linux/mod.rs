@@ -26,8 +26,9 @@ mod vmlinux;
 #[cfg(test)]
 mod debian;
 
+pub use crate::lz4::{Lz4Failure, LZ4_CHUNK};
 pub use bzimage::{is_bzimage, parse_bzimage, BzImage, BzImageError, Compression, KernelVersion};
-pub use decompress::{decodes, decompress, DecompressError, Lz4Failure, LZ4_CHUNK};
+pub use decompress::{decodes, decompress, DecompressError};
 pub use relocs::{
     detect_layout, needed_size, reloc_layout, relocate, scan_relocs, slot_size, virt_addr,
     virt_slots, RelocCounts, RelocError, RelocKind, RelocLayout, KERNEL_IMAGE_SIZE,

@@ -1,0 +1,146 @@
+//! LZ4's legacy frame (`lz4 -l`), as Linux's unlz4() reads it for a compressed kernel
+//! and as the shim's own container may pack a payload: blocks decoded one by one by
+//! lz4_flex's safe block decoder, nothing written past the output slice.
+
+/// What each LZ4 legacy block decodes to, except the last
+/// (LZ4_DEFAULT_UNCOMPRESSED_CHUNK_SIZE, lib/decompress_unlz4.c).
+pub const LZ4_CHUNK: usize = 8 << 20;
+/// ARCHIVE_MAGICNUMBER: the legacy frame's magic, little-endian.
+pub const LZ4_LEGACY_MAGIC: u32 = 0x184c_2102;
+
+/// Why an LZ4 legacy stream was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lz4Failure {
+    /// The stream does not start with 0x184C2102.
+    BadMagic,
+    /// 1 to 3 bytes are left where a block size or the end belongs.
+    TrailingBytes,
+    /// A block's compressed size runs past the end of the stream.
+    BlockPastEnd { csize: u32 },
+    /// The block is not valid LZ4 (or decodes to more than 8 MiB).
+    Corrupt,
+    /// A block decoded to less than 8 MiB and was not the last.
+    ShortBlockNotLast,
+    /// Bytes follow the 0 that ends the stream.
+    DataAfterEnd,
+    /// The stream holds more than the payload's recorded size.
+    TooLong,
+}
+
+impl core::fmt::Display for Lz4Failure {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            Lz4Failure::BadMagic => "no legacy frame magic 0x184c2102",
+            Lz4Failure::TrailingBytes => "1-3 stray bytes where a block belongs",
+            Lz4Failure::BlockPastEnd { .. } => "block runs past the end of the payload",
+            Lz4Failure::Corrupt => "corrupt block",
+            Lz4Failure::ShortBlockNotLast => "a block under 8 MiB that is not the last",
+            Lz4Failure::DataAfterEnd => "data after the end marker",
+            Lz4Failure::TooLong => "more data than the recorded size",
+        })
+    }
+}
+
+/// The legacy frame as unlz4() reads it: the magic, then `[LE u32 csize][csize bytes
+/// of one LZ4 block]` repeated. Each block decodes on its own to 8 MiB, except the last;
+/// a repeated magic is skipped; a csize of 0 or the end of the stream ends it. Stricter
+/// than unlz4(), which stops silently: 1-3 leftover bytes, bytes after the 0, and a short
+/// block before the last are refused (Linux's pre-boot decoder, LZ4_decompress_fast
+/// with exactly 8 MiB per block, could not decode such a stream either). A failure is
+/// the stream offset where it was found, and what.
+pub fn decode_legacy(stream: &[u8], dest: &mut [u8]) -> Result<usize, (usize, Lz4Failure)> {
+    let fail = |at: usize, failure| (at, failure);
+    let word = |at: usize| {
+        stream
+            .get(at..)
+            .and_then(|s| s.first_chunk::<4>())
+            .map(|w| u32::from_le_bytes(*w))
+    };
+    if word(0) != Some(LZ4_LEGACY_MAGIC) {
+        return Err(fail(0, Lz4Failure::BadMagic));
+    }
+    let mut pos: usize = 4;
+    let mut written: usize = 0;
+    let mut short_block = false;
+    while pos < stream.len() {
+        let csize = word(pos).ok_or(fail(pos, Lz4Failure::TrailingBytes))?;
+        // Just read, so inside the stream.
+        let data = pos
+            .checked_add(4)
+            .ok_or(fail(pos, Lz4Failure::TrailingBytes))?;
+        if csize == LZ4_LEGACY_MAGIC {
+            pos = data;
+            continue;
+        }
+        if csize == 0 {
+            if data != stream.len() {
+                return Err(fail(pos, Lz4Failure::DataAfterEnd));
+            }
+            break;
+        }
+        if short_block {
+            return Err(fail(pos, Lz4Failure::ShortBlockNotLast));
+        }
+        let block = usize::try_from(csize)
+            .ok()
+            .and_then(|n| stream.get(data..)?.get(..n))
+            .ok_or(fail(pos, Lz4Failure::BlockPastEnd { csize }))?;
+        let rest = dest.get_mut(written..).unwrap_or_default();
+        let window_len = rest.len().min(LZ4_CHUNK);
+        let window = rest.get_mut(..window_len).unwrap_or_default();
+        let n = lz4_flex::block::decompress_into(block, window).map_err(|e| match e {
+            // Wanting more room than is left below the recorded size: the stream is
+            // longer than the payload says. With 8 MiB left, the block itself is bad.
+            lz4_flex::block::DecompressError::OutputTooSmall { .. } if window_len < LZ4_CHUNK => {
+                fail(pos, Lz4Failure::TooLong)
+            }
+            _ => fail(pos, Lz4Failure::Corrupt),
+        })?;
+        // `n` is at most what is left of `dest`.
+        written = written
+            .checked_add(n)
+            .ok_or(fail(pos, Lz4Failure::TooLong))?;
+        short_block = n < LZ4_CHUNK;
+        pos = data
+            .checked_add(block.len())
+            .ok_or(fail(pos, Lz4Failure::BlockPastEnd { csize }))?;
+    }
+    Ok(written)
+}
+
+/// The first block of a legacy frame decoded into `dest` (at most [`LZ4_CHUNK`] bytes
+/// are needed): enough to read a payload's headers before choosing where the whole of
+/// it goes. Returns the bytes decoded.
+pub fn decode_first_block(stream: &[u8], dest: &mut [u8]) -> Result<usize, (usize, Lz4Failure)> {
+    let word = |at: usize| {
+        stream
+            .get(at..)
+            .and_then(|s| s.first_chunk::<4>())
+            .map(|w| u32::from_le_bytes(*w))
+    };
+    if word(0) != Some(LZ4_LEGACY_MAGIC) {
+        return Err((0, Lz4Failure::BadMagic));
+    }
+    let csize = word(4).ok_or((4, Lz4Failure::TrailingBytes))?;
+    let block = usize::try_from(csize)
+        .ok()
+        .and_then(|n| stream.get(8..)?.get(..n))
+        .ok_or((4, Lz4Failure::BlockPastEnd { csize }))?;
+    let window_len = dest.len().min(LZ4_CHUNK);
+    let window = dest.get_mut(..window_len).unwrap_or_default();
+    lz4_flex::block::decompress_into(block, window).map_err(|_| (4, Lz4Failure::Corrupt))
+}
+
+/// `data` as `lz4 -l` frames it: the magic, then 8 MiB blocks (the last shorter).
+#[cfg(any(test, feature = "alloc"))]
+pub fn encode_legacy(data: &[u8]) -> alloc::vec::Vec<u8> {
+    let mut s = alloc::vec::Vec::from(LZ4_LEGACY_MAGIC.to_le_bytes());
+    for chunk in data.chunks(LZ4_CHUNK) {
+        let mut block = alloc::vec![0u8; lz4_flex::block::get_maximum_output_size(chunk.len())];
+        // The buffer is the encoder's own worst case: it cannot be too small.
+        let n = lz4_flex::block::compress_into(chunk, &mut block).unwrap_or(0);
+        s.extend((n as u32).to_le_bytes());
+        s.extend(block.get(..n).unwrap_or_default());
+    }
+    s
+}
