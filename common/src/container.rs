@@ -326,7 +326,7 @@ pub fn unpack(
             Ok(size)
         }
         Compression::Lz4 => {
-            let produced = lz4::decode_legacy(p.packed, dest).map_err(lz4_error)?;
+            let produced = lz4::decode_legacy(p.packed, dest, true).map_err(lz4_error)?;
             if produced != size {
                 return Err(ContainerError::WrongUnpackedSize {
                     expected: p.unpacked_size,
@@ -376,8 +376,13 @@ pub fn unpack_prefix(
     }
 }
 
-/// How many bytes [`unpack_prefix`] needs for an LZ4 payload's first block; `None`
-/// for the other encodings, which decode any prefix.
+/// The first LZ4 block [`pack`] writes: enough for any payload's headers, so reading
+/// them costs little.
+pub const LZ4_HEAD: usize = 64 << 10;
+
+/// How many bytes [`unpack_prefix`] needs for an LZ4 payload's first block (at most
+/// 8 MiB; [`LZ4_HEAD`] for what xtask packs); `None` for the other encodings, which
+/// decode any prefix.
 pub fn first_block_len(p: &Payload<'_>) -> Option<u64> {
     (p.compression == Compression::Lz4).then(|| p.unpacked_size.min(lz4::LZ4_CHUNK as u64))
 }
@@ -499,7 +504,7 @@ pub fn pack(format: Format, compression: Compression, payload: &[u8]) -> alloc::
     let packed = match compression {
         Compression::None => alloc::vec::Vec::from(payload),
         Compression::Zlib => miniz_oxide::deflate::compress_to_vec_zlib(payload, 10),
-        Compression::Lz4 => lz4::encode_legacy(payload),
+        Compression::Lz4 => lz4::encode_legacy(payload, LZ4_HEAD),
         Compression::Gzip => {
             let mut member = alloc::vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 2, 3];
             member.extend(miniz_oxide::deflate::compress_to_vec(payload, 10));

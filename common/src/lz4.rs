@@ -48,7 +48,14 @@ impl core::fmt::Display for Lz4Failure {
 /// block before the last are refused (Linux's pre-boot decoder, LZ4_decompress_fast
 /// with exactly 8 MiB per block, could not decode such a stream either). A failure is
 /// the stream offset where it was found, and what.
-pub fn decode_legacy(stream: &[u8], dest: &mut [u8]) -> Result<usize, (usize, Lz4Failure)> {
+///
+/// With `short_first`, the first block may be shorter too (the shim's container packs
+/// a small first block so a payload's headers decode cheaply; `lz4 -d` reads it).
+pub fn decode_legacy(
+    stream: &[u8],
+    dest: &mut [u8],
+    short_first: bool,
+) -> Result<usize, (usize, Lz4Failure)> {
     let fail = |at: usize, failure| (at, failure);
     let word = |at: usize| {
         stream
@@ -62,6 +69,7 @@ pub fn decode_legacy(stream: &[u8], dest: &mut [u8]) -> Result<usize, (usize, Lz
     let mut pos: usize = 4;
     let mut written: usize = 0;
     let mut short_block = false;
+    let mut first = true;
     while pos < stream.len() {
         let csize = word(pos).ok_or(fail(pos, Lz4Failure::TrailingBytes))?;
         // Just read, so inside the stream.
@@ -100,7 +108,8 @@ pub fn decode_legacy(stream: &[u8], dest: &mut [u8]) -> Result<usize, (usize, Lz
         written = written
             .checked_add(n)
             .ok_or(fail(pos, Lz4Failure::TooLong))?;
-        short_block = n < LZ4_CHUNK;
+        short_block = n < LZ4_CHUNK && !(first && short_first);
+        first = false;
         pos = data
             .checked_add(block.len())
             .ok_or(fail(pos, Lz4Failure::BlockPastEnd { csize }))?;
@@ -131,11 +140,17 @@ pub fn decode_first_block(stream: &[u8], dest: &mut [u8]) -> Result<usize, (usiz
     lz4_flex::block::decompress_into(block, window).map_err(|_| (4, Lz4Failure::Corrupt))
 }
 
-/// `data` as `lz4 -l` frames it: the magic, then 8 MiB blocks (the last shorter).
+/// `data` as `lz4 -l` frames it: the magic, then 8 MiB blocks (the last shorter). With
+/// `first` under 8 MiB, the first block holds only that many bytes (see
+/// [`decode_legacy`]'s `short_first`).
 #[cfg(any(test, feature = "alloc"))]
-pub fn encode_legacy(data: &[u8]) -> alloc::vec::Vec<u8> {
+pub fn encode_legacy(data: &[u8], first: usize) -> alloc::vec::Vec<u8> {
     let mut s = alloc::vec::Vec::from(LZ4_LEGACY_MAGIC.to_le_bytes());
-    for chunk in data.chunks(LZ4_CHUNK) {
+    let (head, rest) = data.split_at(first.min(LZ4_CHUNK).min(data.len()));
+    let chunks = core::iter::once(head)
+        .filter(|h| !h.is_empty())
+        .chain(rest.chunks(LZ4_CHUNK));
+    for chunk in chunks {
         let mut block = alloc::vec![0u8; lz4_flex::block::get_maximum_output_size(chunk.len())];
         // The buffer is the encoder's own worst case: it cannot be too small.
         let n = lz4_flex::block::compress_into(chunk, &mut block).unwrap_or(0);
@@ -143,4 +158,43 @@ pub fn encode_legacy(data: &[u8]) -> alloc::vec::Vec<u8> {
         s.extend(block.get(..n).unwrap_or_default());
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 9 MiB that compress well but not trivially.
+    fn data() -> Vec<u8> {
+        (0..9u32 << 20)
+            .map(|i| ((i / 5) ^ (i >> 11)).wrapping_mul(29) as u8)
+            .collect()
+    }
+
+    #[test]
+    fn a_short_first_block_is_the_containers_and_not_linuxs() {
+        let data = data();
+        let framed = encode_legacy(&data, 64 << 10);
+        let mut out = vec![0u8; data.len()];
+        assert_eq!(decode_legacy(&framed, &mut out, true), Ok(data.len()));
+        assert_eq!(out, data);
+        // Linux's pre-boot decoder takes 8 MiB a block: a short first one is refused
+        // where the second block starts.
+        let second = 8 + u32::from_le_bytes(framed[4..8].try_into().unwrap()) as usize;
+        assert_eq!(
+            decode_legacy(&framed, &mut out, false),
+            Err((second, Lz4Failure::ShortBlockNotLast))
+        );
+        // The first block alone is the head.
+        let mut head = vec![0u8; LZ4_CHUNK];
+        assert_eq!(decode_first_block(&framed, &mut head), Ok(64 << 10));
+        assert_eq!(head[..64 << 10], data[..64 << 10]);
+        // 8 MiB blocks throughout decode either way.
+        let plain = encode_legacy(&data, LZ4_CHUNK);
+        for short_first in [false, true] {
+            out.fill(0);
+            assert_eq!(decode_legacy(&plain, &mut out, short_first), Ok(data.len()));
+            assert_eq!(out, data);
+        }
+    }
 }

@@ -449,8 +449,13 @@ fn cached_container(
 ) -> Result<Vec<u8>> {
     let sum = Sha256::digest(payload);
     let digest: String = sum.iter().map(|b| format!("{b:02x}")).collect();
+    // An LZ4 container's layout depends on its first block's size too.
+    let lz4_head = match compress {
+        Compress::Lz4 => format!("-{}", container::LZ4_HEAD),
+        _ => String::new(),
+    };
     let name = format!(
-        "{}{}-{compress:?}.bin",
+        "{}{}-{compress:?}{lz4_head}.bin",
         &digest[..32],
         if corrupt { "-corrupt" } else { "" }
     )

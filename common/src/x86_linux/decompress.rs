@@ -113,7 +113,7 @@ fn gunzip(
 
 /// The legacy frame as Linux's unlz4() reads it (crate::lz4), its failures placed.
 fn unlz4(stream: &[u8], dest: &mut [u8]) -> Result<usize, DecompressError> {
-    lz4::decode_legacy(stream, dest).map_err(|(at, failure)| DecompressError::Lz4 {
+    lz4::decode_legacy(stream, dest, false).map_err(|(at, failure)| DecompressError::Lz4 {
         at: at as u64,
         failure,
     })
@@ -128,7 +128,7 @@ mod tests {
     /// `data` as `lz4 -l` frames it: magic, then 8 MiB blocks (the last shorter), then
     /// the size trailer misc.c reads.
     pub fn lz4_legacy(data: &[u8]) -> Vec<u8> {
-        let mut s = crate::lz4::encode_legacy(data);
+        let mut s = crate::lz4::encode_legacy(data, crate::lz4::LZ4_CHUNK);
         s.extend((data.len() as u32).to_le_bytes());
         s
     }
