@@ -130,14 +130,27 @@ pub fn decode_first_block(stream: &[u8], dest: &mut [u8]) -> Result<usize, (usiz
     if word(0) != Some(LZ4_LEGACY_MAGIC) {
         return Err((0, Lz4Failure::BadMagic));
     }
-    let csize = word(4).ok_or((4, Lz4Failure::TrailingBytes))?;
-    let block = usize::try_from(csize)
-        .ok()
-        .and_then(|n| stream.get(8..)?.get(..n))
-        .ok_or((4, Lz4Failure::BlockPastEnd { csize }))?;
-    let window_len = dest.len().min(LZ4_CHUNK);
-    let window = dest.get_mut(..window_len).unwrap_or_default();
-    lz4_flex::block::decompress_into(block, window).map_err(|_| (4, Lz4Failure::Corrupt))
+    // As decode_legacy walks: repeated magics skipped, the end (or a 0) is no block.
+    let mut pos: usize = 4;
+    while pos < stream.len() {
+        let csize = word(pos).ok_or((pos, Lz4Failure::TrailingBytes))?;
+        let data = pos.checked_add(4).ok_or((pos, Lz4Failure::TrailingBytes))?;
+        match csize {
+            LZ4_LEGACY_MAGIC => pos = data,
+            0 => break,
+            _ => {
+                let block = usize::try_from(csize)
+                    .ok()
+                    .and_then(|n| stream.get(data..)?.get(..n))
+                    .ok_or((pos, Lz4Failure::BlockPastEnd { csize }))?;
+                let window_len = dest.len().min(LZ4_CHUNK);
+                let window = dest.get_mut(..window_len).unwrap_or_default();
+                return lz4_flex::block::decompress_into(block, window)
+                    .map_err(|_| (pos, Lz4Failure::Corrupt));
+            }
+        }
+    }
+    Ok(0)
 }
 
 /// `data` as `lz4 -l` frames it: the magic, then 8 MiB blocks (the last shorter). With

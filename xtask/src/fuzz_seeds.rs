@@ -344,7 +344,11 @@ fn place(s: &Sources) -> Vec<(String, Vec<u8>)> {
 fn containers(s: &Sources) -> Vec<(String, Vec<u8>)> {
     let mut out = Vec::new();
     for (name, elf) in &s.payloads {
-        for (c, tag) in [(Compression::None, "stored"), (Compression::Zlib, "zlib")] {
+        for (c, tag) in [
+            (Compression::None, "stored"),
+            (Compression::Zlib, "zlib"),
+            (Compression::Lz4, "lz4"),
+        ] {
             out.push((
                 format!("{name}-{tag}"),
                 container::pack(Format::Elf64Dyn, c, elf),
@@ -356,6 +360,10 @@ fn containers(s: &Sources) -> Vec<(String, Vec<u8>)> {
         out.push((
             "linux-head-zlib".into(),
             container::pack(f, Compression::Zlib, image),
+        ));
+        out.push((
+            "linux-head-lz4".into(),
+            container::pack(f, Compression::Lz4, image),
         ));
         let zlib = container::pack(f, Compression::Zlib, image);
         if let Some(member) = container::parse(&zlib)
