@@ -161,8 +161,59 @@ pub fn parse_arm64(bytes: &[u8]) -> Result<Arm64Image, ImageError> {
     })
 }
 
+/// Where the shim's own arm64 image keeps its board's early UART, after the header
+/// (arch/aarch64 entry.S `early_uart`, written by xtask for the board it packs for).
+pub const EARLY_UART_OFFSET: usize = 0x40;
+
+/// The early UART in the shim's image (the 16 bytes at [`EARLY_UART_OFFSET`]): base
+/// u64, kind u32 (1 PL011, 2 8250/16550, 3 i.MX), register shift and width u8. `None`
+/// when none is written, or what is there is not one the shim drives.
+pub fn early_uart(slot: &[u8; 16]) -> Option<crate::fdt::Console> {
+    use crate::fdt::Uart;
+    let [b0, b1, b2, b3, b4, b5, b6, b7, k0, k1, k2, k3, shift, width, ..] = *slot;
+    let base = u64::from_le_bytes([b0, b1, b2, b3, b4, b5, b6, b7]);
+    let uart = match u32::from_le_bytes([k0, k1, k2, k3]) {
+        1 => Uart::Pl011,
+        2 if matches!(width, 1 | 4) && shift < 8 => Uart::Ns16550 {
+            reg_shift: shift,
+            reg_io_width: width,
+        },
+        3 => Uart::Imx,
+        _ => return None,
+    };
+    (base != 0).then_some(crate::fdt::Console { base, uart })
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_early_uart_slot_as_xtask_writes_it() {
+        use crate::fdt::{Console, Uart};
+        let mut slot = [0u8; 16];
+        assert_eq!(early_uart(&slot), None);
+        slot[..8].copy_from_slice(&0xfe21_5040u64.to_le_bytes());
+        slot[8] = 2;
+        slot[12] = 2;
+        slot[13] = 4;
+        let mini = Uart::Ns16550 {
+            reg_shift: 2,
+            reg_io_width: 4,
+        };
+        assert_eq!(
+            early_uart(&slot),
+            Some(Console {
+                base: 0xfe21_5040,
+                uart: mini
+            })
+        );
+        slot[13] = 2;
+        assert_eq!(early_uart(&slot), None, "a 2-byte register width");
+        slot[8] = 9;
+        assert_eq!(early_uart(&slot), None, "an unknown kind");
+        slot[8] = 1;
+        assert_eq!(early_uart(&slot).map(|c| c.uart), Some(Uart::Pl011));
+    }
+
     use super::*;
 
     fn header(text_offset: u64, image_size: u64, flags: u64) -> [u8; 64] {

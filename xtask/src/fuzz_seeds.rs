@@ -253,6 +253,7 @@ fn built(arch: Arch) -> Result<(Vec<u8>, Vec<u8>)> {
             output: None,
             debug: false,
             compress: Compress::Zlib,
+            board: None,
         })?;
     }
     Ok((read(&payload)?, read(&image)?))

@@ -51,10 +51,15 @@ pub struct BuildArgs {
     /// kept as its gzip member, a bzImage as it is).
     #[arg(long, value_enum, default_value = "zlib")]
     pub compress: Compress,
+    /// arm64: the board whose console UART the entry code prints its one line on when
+    /// the image is incomplete, before any device tree is read [default: the
+    /// architecture's QEMU board, virt].
+    #[arg(long, value_name = "NAME")]
+    pub board: Option<String>,
 }
 
 /// The container's encodings xtask writes.
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Compress {
     /// zlib at level 10 (miniz_oxide's best).
     Zlib,
@@ -67,7 +72,8 @@ pub enum Compress {
 }
 
 impl Compress {
-    fn compression(self) -> Compression {
+    /// The container encoding it names.
+    pub fn compression(self) -> Compression {
         match self {
             Compress::Zlib => Compression::Zlib,
             Compress::Gzip => Compression::Gzip,
@@ -158,6 +164,15 @@ pub fn build(args: &BuildArgs) -> Result<Built> {
     .with_context(|| format!("packing {}", payload_path.display()))?;
     let mut image = assemble(&target.header, &flat, &container)
         .with_context(|| format!("packing {}", shim_elf.display()))?;
+    if let Packing::Image = target.packing {
+        let board = match &args.board {
+            Some(name) => {
+                shim_boards::by_name(name).with_context(|| format!("no board called {name}"))?
+            }
+            None => target.board,
+        };
+        write_early_uart(&mut image, &board.console)?;
+    }
     if let Packing::BzImage { setup_section } = target.packing {
         let setup_path = out_dir.join("setup.bin");
         exec(
@@ -578,6 +593,41 @@ pub fn corrupt_container(
     Ok(packed)
 }
 
+/// Where the arm64 entry code finds the board's early UART (entry.S `early_uart`):
+/// base u64, kind u32 (1 PL011, 2 8250/16550, 3 i.MX), register shift u8, width u8.
+const EARLY_UART_OFFSET: usize = 0x40;
+
+/// Writes `console`'s UART into the arm64 image's early-UART slot, which must be
+/// zero as linked (so it is that slot, not code).
+pub fn write_early_uart(image: &mut [u8], console: &shim_boards::Console) -> Result<()> {
+    use shim_boards::Uart;
+    let (kind, shift, width) = match console.uart {
+        Uart::Pl011 => (1u32, 0u8, 4u8),
+        Uart::Ns16550 {
+            reg_shift,
+            reg_io_width,
+        } => (2, reg_shift, reg_io_width),
+        Uart::Imx => (3, 0, 4),
+        Uart::PcCom => bail!("a PC COM port is not an arm64 board's UART"),
+    };
+    ensure!(
+        matches!(width, 1 | 4),
+        "a {width}-byte UART register width is not one the entry code writes"
+    );
+    let slot = image
+        .get_mut(EARLY_UART_OFFSET..EARLY_UART_OFFSET + 16)
+        .context("the image is shorter than its header")?;
+    ensure!(
+        slot.iter().all(|&b| b == 0),
+        "no empty early-UART slot at {EARLY_UART_OFFSET:#x}"
+    );
+    slot[..8].copy_from_slice(&console.base.to_le_bytes());
+    slot[8..12].copy_from_slice(&kind.to_le_bytes());
+    slot[12] = shift;
+    slot[13] = width;
+    Ok(())
+}
+
 /// Lays out the image: the flat shim zero-padded to the offset its header's size
 /// field names (as linked), the container, zeros up to a whole page; then stores the
 /// total length in that size field.
@@ -618,6 +668,24 @@ pub fn assemble(header: &ImageHeader, flat: &[u8], container: &[u8]) -> Result<V
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_early_uart_is_written_where_the_entry_code_reads_it() {
+        let mut image = vec![0u8; 0x100];
+        write_early_uart(&mut image, &shim_boards::RPI4.console).unwrap();
+        assert_eq!(&image[0x40..0x48], &0xfe21_5040u64.to_le_bytes());
+        assert_eq!(&image[0x48..0x4c], &2u32.to_le_bytes());
+        assert_eq!(image[0x4c..0x50], [2, 4, 0, 0]);
+        // Once only: a slot that is not zero is not the slot.
+        assert!(write_early_uart(&mut image, &shim_boards::RPI4.console).is_err());
+        let mut image = vec![0u8; 0x100];
+        write_early_uart(&mut image, &shim_boards::QEMU_VIRT.console).unwrap();
+        assert_eq!(
+            &image[0x40..0x50],
+            &[0, 0, 0, 9, 0, 0, 0, 0, 1, 0, 0, 0, 0, 4, 0, 0]
+        );
+        assert!(write_early_uart(&mut image, &shim_boards::QEMU_Q35.console).is_err());
+    }
+
     use super::*;
     use crate::arch::AARCH64;
 

@@ -210,6 +210,18 @@ pub fn arm64_flags(raw: u64) -> String {
     text
 }
 
+/// The payload container of a shim image, either arch: its header as parsed.
+pub fn shim_container(bytes: &[u8]) -> Option<container::Payload<'_>> {
+    let part = match SetupHeader::read_from_prefix(bytes.get(SETUP_HEADER_OFFSET..)?) {
+        Ok((h, _)) if bytes.get(HDRS_AT..HDRS_AT + 4) == Some(&HDRS_MAGIC.to_le_bytes()) => {
+            bytes.get(h.protected_mode_offset() as usize..)?
+        }
+        _ => bytes,
+    };
+    let at = find_container(part, 0)?;
+    container::parse(part.get(at..)?).ok()
+}
+
 /// The first page-aligned offset at or after `from` (counted from `from`) holding a
 /// container that parses.
 fn find_container(bytes: &[u8], from: usize) -> Option<usize> {

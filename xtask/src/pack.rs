@@ -90,6 +90,7 @@ pub fn run(args: &PackArgs) -> Result<()> {
         output: Some(work.join(SHIM)),
         debug: false,
         compress: Compress::Zlib,
+        board: Some(board.name.to_string()),
     })?;
     let packed = pack(&Spec {
         board,

@@ -29,6 +29,8 @@ pub enum Tree {
     PlantedSeed,
     /// A 4-byte `/chosen/kaslr-seed`: Linux ignores it, the shim must too.
     ShortKaslrSeed,
+    /// No `/chosen/stdout-path`: the tree names no console.
+    NoStdoutPath,
 }
 
 impl Tree {
@@ -36,6 +38,7 @@ impl Tree {
         match self {
             Tree::PlantedSeed => "planted",
             Tree::ShortKaslrSeed => "short-kaslr-seed",
+            Tree::NoStdoutPath => "no-stdout-path",
         }
     }
 }
@@ -62,6 +65,7 @@ pub fn dtb(tree: Tree) -> Result<PathBuf> {
     let edits: &[Edit<'_>] = match tree {
         Tree::PlantedSeed => &[Edit::Set("kaslr-seed", &seed)],
         Tree::ShortKaslrSeed => &[Edit::Set("kaslr-seed", &seed[..4])],
+        Tree::NoStdoutPath => &[Edit::Remove("stdout-path")],
     };
     let mut out = vec![0; edit::rebuilt_size(&fdt, edits)];
     let n = edit::rebuild(&fdt, edits, &mut out).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -80,6 +84,7 @@ pub fn scanner_image() -> Result<PathBuf> {
         output: None,
         debug: false,
         compress: Compress::Zlib,
+        board: None,
     };
     let elf = image::cargo_build(&AARCH64, "residue-image", &args)?;
     let out = target_dir().join("xtask").join("residue").join("Image");

@@ -98,6 +98,7 @@ pub fn run(args: &SoakArgs) -> Result<()> {
                     output: None,
                     debug: false,
                     compress: Compress::Zlib,
+                    board: None,
                 };
                 let path = image::build(&build)?.path;
                 images.push((config.arch, path.clone()));

@@ -53,6 +53,26 @@ const LINUX_TIMEOUT: u64 = 180;
 /// implementation-defined algorithm is much faster for a kernel that uses it.
 const LINUX_CPU: &str = "max,pauth-impdef=on";
 
+/// What tells one case's image from another's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct ImageKey {
+    payload: Payload,
+    corrupt: bool,
+    compress: Compress,
+    board: Option<&'static str>,
+}
+
+impl ImageKey {
+    fn of(case: &Case) -> ImageKey {
+        ImageKey {
+            payload: case.payload,
+            corrupt: case.corrupt,
+            compress: case.compress,
+            board: case.board.map(|b| b.name),
+        }
+    }
+}
+
 /// What a case packs after the shim.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum Payload {
@@ -275,15 +295,24 @@ const fn board_case(name: &'static str, board: &'static Board) -> Case {
     let Some(qemu) = board.qemu else {
         panic!("a board case needs a QEMU model");
     };
+    board_case_checked(
+        name,
+        board,
+        Check::Console {
+            parked: !qemu.powers_off,
+        },
+    )
+}
+
+/// A case on a board's QEMU model, with its Debian tree, checked as `check` says.
+const fn board_case_checked(name: &'static str, board: &'static Board, check: Check) -> Case {
+    let Some(qemu) = board.qemu else {
+        panic!("a board case needs a QEMU model");
+    };
     Case {
         board: Some(board),
         mem: qemu.mem,
-        ..case(
-            name,
-            Check::Console {
-                parked: !qemu.powers_off,
-            },
-        )
+        ..case(name, check)
     }
 }
 
@@ -516,15 +545,35 @@ const AARCH64_CASES: &[Case] = &[
         append: GARBAGE_CMDLINE,
         ..case("fault-garbage-cmdline", Check::Ok)
     },
+    // A tree that names no console: the shim's line still reaches the board's UART,
+    // the one xtask wrote into the image.
+    Case {
+        mem: residue::MEM,
+        machine_opts: "dtb-randomness=off",
+        tree: Some(residue::Tree::NoStdoutPath),
+        append: "shim.verbose shim.bogus",
+        ..case("fault-no-stdout-path", Check::Error("bad command line"))
+    },
     // What a loader that leaves junk in x1 gives: refused (out of RAM), said, and the
     // shim chooses.
     Case {
         append: "shim.verbose shim.offset=0xdeadbeef000",
         ..case("fault-junk-offset", Check::Ok)
     },
-    // The image cut short in its container. (Cut in the shim's own code or relocations
-    // the arm64 entry code parks without a line: the console is known only from the
-    // device tree, which Rust reads. The x86 matrix has those cases.)
+    // The image cut short: in the shim's own code or relocations, one line from the
+    // entry code on the board's early UART (xtask writes virt's PL011 into the image);
+    // in its container, one line from the container checks.
+    Case {
+        cut: Some(Cut::Code),
+        ..case("fault-cut-in-code", Check::Error("image is incomplete"))
+    },
+    Case {
+        cut: Some(Cut::Relocations),
+        ..case(
+            "fault-cut-in-relocations",
+            Check::Error("image is incomplete"),
+        )
+    },
     Case {
         cut: Some(Cut::ContainerHeader),
         ..case(
@@ -546,6 +595,25 @@ const AARCH64_CASES: &[Case] = &[
     // has no PSCI: the payload says so and parks.
     board_case("rpi4-raspi4b", &shim_boards::RPI4),
     board_case("imx8mp-evk", &shim_boards::IMX8MP_EVK),
+    // An incomplete image on those boards: the entry code's one line on the UART
+    // xtask wrote for the board (the mini UART, a 16550 with 32-bit registers; the
+    // i.MX UART), before any device tree is read.
+    Case {
+        cut: Some(Cut::Code),
+        ..board_case_checked(
+            "rpi4-fault-cut-in-code",
+            &shim_boards::RPI4,
+            Check::Error("image is incomplete"),
+        )
+    },
+    Case {
+        cut: Some(Cut::Code),
+        ..board_case_checked(
+            "imx8mp-evk-fault-cut-in-code",
+            &shim_boards::IMX8MP_EVK,
+            Check::Error("image is incomplete"),
+        )
+    },
     // Debian's U-Boot for the Pi (rpi_arm64) started as the Pi's firmware starts it,
     // with Debian's tree, finds boot.scr on the SD card (`cargo xtask pack --board
     // rpi4`), which loads the shim at kernel_addr_r 0x80000; booti moves it to 2 MiB
@@ -830,8 +898,9 @@ pub fn run(args: &TestArgs) -> Result<()> {
                 record(format!("{}/deps", target.name), Err(why));
                 continue;
             }
-            // Each image is built once, for every case that boots it.
-            let mut images: HashMap<(Payload, bool), Result<PathBuf, String>> = HashMap::new();
+            // Each image is built once, for every case that boots it, to a file of its
+            // own: what it packs, how, and the board whose early UART it names.
+            let mut images: HashMap<ImageKey, Result<PathBuf, String>> = HashMap::new();
             for case in cases {
                 let name = format!("{}/{}", target.name, case.name);
                 eprintln!("\nxtask: ===== case {name} =====");
@@ -861,7 +930,7 @@ pub fn run(args: &TestArgs) -> Result<()> {
                     }
                 };
                 let image = images
-                    .entry((case.payload, case.corrupt))
+                    .entry(ImageKey::of(case))
                     .or_insert_with(|| build_image(arch, case, linux));
                 let timeout =
                     Duration::from_secs(args.timeout.or(case.timeout).unwrap_or(DEFAULT_TIMEOUT));
@@ -918,7 +987,7 @@ pub fn run(args: &TestArgs) -> Result<()> {
 /// Builds the image a case boots: the demo payload, or Debian's kernel.
 fn build_image(arch: Arch, case: &Case, linux: Option<&linux::Inputs>) -> Result<PathBuf, String> {
     let (payload, stem) = match (case.payload, linux) {
-        (Payload::Demo, _) => (None, None),
+        (Payload::Demo, _) => (None, Some("shim")),
         (Payload::ResidueScanner, _) => (
             Some(residue::scanner_image().map_err(|e| format!("{e:#}"))?),
             Some("shim-residue"),
@@ -934,10 +1003,18 @@ fn build_image(arch: Arch, case: &Case, linux: Option<&linux::Inputs>) -> Result
     };
     let output = stem.map(|stem| {
         let corrupt = if case.corrupt { "-corrupt" } else { "" };
+        let compress = match case.compress {
+            Compress::Zlib => String::new(),
+            other => format!("-{other:?}").to_lowercase(),
+        };
+        let board = case
+            .board
+            .map(|b| format!("-{}", b.name))
+            .unwrap_or_default();
         target_dir()
             .join("xtask")
             .join(arch.target().name)
-            .join(format!("{stem}{corrupt}.img"))
+            .join(format!("{stem}{corrupt}{compress}{board}.img"))
     });
     let build = BuildArgs {
         arch,
@@ -946,10 +1023,24 @@ fn build_image(arch: Arch, case: &Case, linux: Option<&linux::Inputs>) -> Result
         output,
         debug: false,
         compress: case.compress,
+        board: case.board.map(|b| b.name.to_string()),
     };
-    image::build(&build)
+    let path = image::build(&build)
         .map(|built| built.path)
-        .map_err(|e| format!("{e:#}"))
+        .map_err(|e| format!("{e:#}"))?;
+    // The container is packed as the case asks (where `--compress` applies).
+    if matches!(case.payload, Payload::Demo | Payload::LinuxImage) {
+        let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let found = crate::inspect::shim_container(&bytes).map(|p| p.compression);
+        if found != Some(case.compress.compression()) {
+            return Err(format!(
+                "{} holds a {found:?} container, not the {:?} asked for",
+                path.display(),
+                case.compress
+            ));
+        }
+    }
+    Ok(path)
 }
 
 fn run_case(
@@ -1425,6 +1516,18 @@ mod tests {
                     "imx8mp-evk",
                     "1G",
                     "Console { parked: false }".into()
+                ),
+                (
+                    "rpi4-fault-cut-in-code",
+                    "rpi4",
+                    "2G",
+                    "Error(\"image is incomplete\")".into()
+                ),
+                (
+                    "imx8mp-evk-fault-cut-in-code",
+                    "imx8mp-evk",
+                    "1G",
+                    "Error(\"image is incomplete\")".into()
                 ),
                 (
                     "rpi4-u-boot-sd",

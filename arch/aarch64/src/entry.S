@@ -21,6 +21,16 @@ _start:
     .ascii  "ARM\x64"               // magic 0x644d5241
     .long   0                       // res5: no PE/COFF header
 
+    /* 0x40: the board's early UART, which xtask writes for the board it packs for
+     * (shim-boards' console): the one line an incomplete image prints goes there. */
+    .global early_uart
+early_uart:
+    .quad   0                       // base: the UART's physical address, 0 for none
+    .long   0                       // kind: 1 PL011, 2 8250/16550 (MMIO), 3 i.MX
+    .byte   0                       // 16550: register shift
+    .byte   0                       // 16550: register width, 1 or 4 bytes
+    .short  0
+
     .section .text.entry, "ax"
 primary_entry:
     mov     x19, x0                 // x19 = FDT physical address
@@ -91,7 +101,7 @@ el1_entry:
     movk    x10, #0x454d, lsl #32
     movk    x10, #0x444e, lsl #48
     cmp     x9, x10
-    b.ne    bad_reloc
+    b.ne    truncated
 
     /* Apply our R_AARCH64_RELATIVE relocations: *(base + r_offset) = base + r_addend,
      * each inside the image. */
@@ -146,9 +156,71 @@ el1_entry:
     mov     x3, x22
     bl      shim_main               // never returns
 
-    /* An incomplete image or a bad relocation: nothing is safe to run, and the
-     * console is known only from the device tree, which Rust reads (a known limit:
-     * the x86 shim prints a line on COM1 here). */
+    /* An incomplete image or a bad relocation: nothing is safe to run. One line goes
+     * to the board's early UART, if xtask named one, and the CPU parks. */
+truncated:
+    adrp    x14, truncated_msg
+    add     x14, x14, :lo12:truncated_msg
+    b       early_fail
 bad_reloc:
+    adrp    x14, bad_reloc_msg
+    add     x14, x14, :lo12:bad_reloc_msg
+early_fail:                         // x14 = NUL-terminated line
+    adr     x9, early_uart
+    ldr     x10, [x9]               // base
+    ldr     w11, [x9, #8]           // kind
+    ldrb    w12, [x9, #12]          // 16550 register shift
+    ldrb    w13, [x9, #13]          // 16550 register width
+    cbz     x10, park
+    mov     x17, #5                 // 16550: the line status register's offset
+    lsl     x17, x17, x12
+next_char:
+    ldrb    w15, [x14], #1
+    cbz     w15, park
+    mov     x16, #0x100000          // a bounded wait: a stuck UART must not hang us
+    cmp     w11, #1
+    b.eq    pl011
+    cmp     w11, #2
+    b.eq    ns16550
+    cmp     w11, #3
+    b.eq    imx
+    b       park
+pl011:                              // FR (0x18) bit 5 TXFF; DR at 0
+    ldr     w18, [x10, #0x18]
+    tbz     w18, #5, 1f
+    subs    x16, x16, #1
+    b.ne    pl011
+1:  str     w15, [x10]
+    b       next_char
+ns16550:                            // LSR bit 5 THRE; THR at 0
+    cmp     w13, #4
+    b.eq    2f
+    ldrb    w18, [x10, x17]
+    b       3f
+2:  ldr     w18, [x10, x17]
+3:  tbnz    w18, #5, 4f
+    subs    x16, x16, #1
+    b.ne    ns16550
+4:  cmp     w13, #4
+    b.eq    5f
+    strb    w15, [x10]
+    b       next_char
+5:  str     w15, [x10]
+    b       next_char
+imx:                                // UTS (0xb4) bit 4 TXFULL; UTXD at 0x40
+    ldr     w18, [x10, #0xb4]
+    tbz     w18, #4, 6f
+    subs    x16, x16, #1
+    b.ne    imx
+6:  str     w15, [x10, #0x40]
+    b       next_char
+park:
     wfe
-    b       bad_reloc
+    b       park
+
+    /* The lines stay beside the code that prints them, at the start of the image: a
+     * cut anywhere later leaves them whole. */
+truncated_msg:
+    .asciz  "shim: error: the shim's image is incomplete (the loader read only part of it)\r\n"
+bad_reloc_msg:
+    .asciz  "shim: error: the shim's own relocations are corrupt (a damaged image)\r\n"

@@ -19,6 +19,7 @@ use shim_common::elf;
 use shim_common::entropy::{self, Health, Mixer, Source};
 use shim_common::fdt::edit::{self, Edit};
 use shim_common::fdt::{self, FdtError, Machine};
+use shim_common::image;
 use shim_common::layout::{self, MemLimit};
 use shim_common::memmap::{MemError, MemoryMap, Range};
 use shim_common::plan::ARM64_WINDOW;
@@ -126,6 +127,13 @@ extern "C" fn shim_main(fdt_pa: u64, image_offset: u64, base: u64, entered_el: u
         end,
         size: size.max(end),
     };
+    // SAFETY: the 16 bytes after the 64-byte header are our own image's (entry.S).
+    let slot = unsafe {
+        core::ptr::read_volatile((base + image::EARLY_UART_OFFSET as u64) as *const [u8; 16])
+    };
+    if let Some(c) = image::early_uart(&slot) {
+        console::set_early(c.base, c.uart);
+    }
     // SAFETY: called once.
     let mut pool = unsafe { Pool::take() };
 
