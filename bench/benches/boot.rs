@@ -11,7 +11,7 @@ use shim_bench::{
     fragmented_map, image_and_container, relocation_image, Table, INFLATE, REGIONS, RELOCATE,
     RELOCATIONS, SHA256, SLOT, SLOT_REQUEST,
 };
-use shim_common::container::{self, DecompressorOxide};
+use shim_common::container::{self, Compression, DecompressorOxide, Format};
 use shim_common::digest::{self, Compress};
 use shim_common::elf::{Elf, Machine};
 use shim_common::entropy::Rng;
@@ -28,11 +28,15 @@ fn inflate(c: &mut Criterion, image: &[u8], packed: &[u8]) {
         done.len()
     };
     let mut deflater = libdeflater::Decompressor::new();
+    // The same Image in the shim's LZ4 container (`--compress lz4`).
+    let lz4 = container::pack(Format::LinuxArm64Image, Compression::Lz4, image);
+    let lz4 = container::parse(&lz4).expect("the LZ4 container");
     // Every decoder gives the Image back before any is timed.
     for n in [
         container::unpack(&payload, &mut out, &mut inflater).ok(),
         Some(zlib_rs(&mut out)),
         deflater.zlib_decompress(zlib, &mut out).ok(),
+        container::unpack(&lz4, &mut out, &mut inflater).ok(),
     ] {
         assert_eq!(n, Some(image.len()));
         assert!(out == image);
@@ -43,7 +47,7 @@ fn inflate(c: &mut Criterion, image: &[u8], packed: &[u8]) {
         .sample_size(10)
         .measurement_time(Duration::from_secs(10))
         .throughput(Throughput::Bytes(image.len() as u64));
-    let [shim, zlib_name, libdeflate, memcpy] = INFLATE.members else {
+    let [shim, zlib_name, libdeflate, shim_lz4, memcpy] = INFLATE.members else {
         unreachable!()
     };
     clean_simd_state();
@@ -55,6 +59,10 @@ fn inflate(c: &mut Criterion, image: &[u8], packed: &[u8]) {
     clean_simd_state();
     group.bench_function(*libdeflate, |b| {
         b.iter(|| deflater.zlib_decompress(black_box(zlib), &mut out))
+    });
+    clean_simd_state();
+    group.bench_function(*shim_lz4, |b| {
+        b.iter(|| container::unpack(black_box(&lz4), &mut out, &mut inflater))
     });
     clean_simd_state();
     group.bench_function(*memcpy, |b| {

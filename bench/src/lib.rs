@@ -23,8 +23,14 @@ pub struct Group {
 
 pub const INFLATE: Group = Group {
     name: "inflate",
-    what: "Debian's arm64 Image from its zlib container as xtask packs it",
-    members: &["shim-miniz_oxide", "zlib-rs", "libdeflate", "memcpy-output"],
+    what: "Debian's arm64 Image from its zlib container as xtask packs it (and from its LZ4 one)",
+    members: &[
+        "shim-miniz_oxide",
+        "zlib-rs",
+        "libdeflate",
+        "shim-lz4",
+        "memcpy-output",
+    ],
 };
 pub const SHA256: Group = Group {
     name: "sha256",
