@@ -532,6 +532,8 @@ pub struct Boot {
     /// line printed it: the same figure.
     pub payload_total: Option<String>,
     pub shim_total: Option<String>,
+    /// `bits=` from `payload: ok`: the boot-info's kaslr_bits.
+    pub payload_bits: Option<u32>,
     /// The SHA-256 block function the shim said it verified with (`sha256=` in its
     /// verbose timing line): `sha-ni`, `armv8-sha256` or `portable`.
     pub sha256: Option<String>,
@@ -600,6 +602,7 @@ impl Boot {
             residue_scanned: false,
             payload_total: None,
             shim_total: None,
+            payload_bits: None,
             sha256: None,
             last_line: None,
             end,
@@ -797,6 +800,9 @@ impl Boot {
                 if let Some(total) = field(&rest, "total=") {
                     self.payload_total.get_or_insert(total);
                 }
+                if let Some(bits) = field(&rest, "bits=").and_then(|b| b.parse().ok()) {
+                    self.payload_bits.get_or_insert(bits);
+                }
             }
             Event::PayloadFail(why) => {
                 self.payload_lines += 1;
@@ -970,6 +976,8 @@ pub struct Summary {
     pub seconds: Vec<f64>,
     /// Each passing boot's shim lines, one string per boot.
     pub shim_said: Vec<String>,
+    /// Each passing boot's boot-info kaslr_bits, as the payload reported it.
+    pub payload_bits: Vec<u32>,
 }
 
 impl Summary {
@@ -977,6 +985,7 @@ impl Summary {
         if pass {
             self.passed += 1;
             self.shim_said.push(boot.shim_lines.join("\n"));
+            self.payload_bits.extend(boot.payload_bits);
         } else {
             self.failed += 1;
         }

@@ -1175,6 +1175,13 @@ fn check(want: Check, s: &Summary) -> Result<()> {
                     s.passed
                 );
             }
+            // In numbers too: boot-info credits no bits to a counter.
+            if s.payload_bits.len() as u32 != s.passed || s.payload_bits.iter().any(|&b| b != 0) {
+                bail!(
+                    "expected kaslr_bits=0 in every payload's boot-info, saw {:?}",
+                    s.payload_bits
+                );
+            }
             if fixed && s.pairs.len() != 1 {
                 bail!(
                     "expected one placement, saw {}: {:x?}",

@@ -501,5 +501,6 @@ extern "C" fn exception(index: u64, esr: u64, elr: u64, far: u64) -> ! {
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
     say!("panic: {info}");
+    console::flush();
     cpu::halt()
 }
