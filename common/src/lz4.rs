@@ -41,58 +41,72 @@ impl core::fmt::Display for Lz4Failure {
     }
 }
 
-/// The legacy frame as unlz4() reads it: the magic, then `[LE u32 csize][csize bytes
-/// of one LZ4 block]` repeated. Each block decodes on its own to 8 MiB, except the last;
-/// a repeated magic is skipped; a csize of 0 or the end of the stream ends it. Stricter
-/// than unlz4(), which stops silently: 1-3 leftover bytes, bytes after the 0, and a short
-/// block before the last are refused (Linux's pre-boot decoder, LZ4_decompress_fast
-/// with exactly 8 MiB per block, could not decode such a stream either). A failure is
-/// the stream offset where it was found, and what.
+/// A failure: the stream offset where it was found, and what.
+type Failure = (usize, Lz4Failure);
+
+/// The blocks of a legacy frame, each with the offset of its size word: the magic
+/// first, then `[LE u32 csize][csize bytes]` repeated; a repeated magic is skipped, a
+/// csize of 0 or the end of the stream ends it. 1-3 leftover bytes and bytes after
+/// the 0 are refused (unlz4() stops silently there).
+struct Blocks<'a> {
+    stream: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Blocks<'a> {
+    fn new(stream: &'a [u8]) -> Result<Blocks<'a>, Failure> {
+        match stream.first_chunk::<4>().map(|w| u32::from_le_bytes(*w)) {
+            Some(LZ4_LEGACY_MAGIC) => Ok(Blocks { stream, pos: 4 }),
+            _ => Err((0, Lz4Failure::BadMagic)),
+        }
+    }
+
+    fn next_block(&mut self) -> Result<Option<(usize, &'a [u8])>, Failure> {
+        let stream = self.stream;
+        while let Some(rest) = stream.get(self.pos..).filter(|r| !r.is_empty()) {
+            let pos = self.pos;
+            let csize = rest
+                .first_chunk::<4>()
+                .map(|w| u32::from_le_bytes(*w))
+                .ok_or((pos, Lz4Failure::TrailingBytes))?;
+            // Just read, so inside the stream.
+            let data = pos.checked_add(4).ok_or((pos, Lz4Failure::TrailingBytes))?;
+            match csize {
+                LZ4_LEGACY_MAGIC => self.pos = data,
+                0 if data != stream.len() => return Err((pos, Lz4Failure::DataAfterEnd)),
+                0 => break,
+                _ => {
+                    let past_end = (pos, Lz4Failure::BlockPastEnd { csize });
+                    let block = usize::try_from(csize)
+                        .ok()
+                        .and_then(|n| stream.get(data..)?.get(..n))
+                        .ok_or(past_end)?;
+                    self.pos = data.checked_add(block.len()).ok_or(past_end)?;
+                    return Ok(Some((pos, block)));
+                }
+            }
+        }
+        self.pos = stream.len();
+        Ok(None)
+    }
+}
+
+/// The legacy frame as unlz4() reads it ([`Blocks`]). Each block decodes on its own to
+/// 8 MiB, except the last. Stricter than unlz4(): a short block before the last is
+/// refused (Linux's pre-boot decoder, LZ4_decompress_fast with exactly 8 MiB per
+/// block, could not decode such a stream either).
 ///
 /// With `short_first`, the first block may be shorter too (the shim's container packs
 /// a small first block so a payload's headers decode cheaply; `lz4 -d` reads it).
-pub fn decode_legacy(
-    stream: &[u8],
-    dest: &mut [u8],
-    short_first: bool,
-) -> Result<usize, (usize, Lz4Failure)> {
-    let fail = |at: usize, failure| (at, failure);
-    let word = |at: usize| {
-        stream
-            .get(at..)
-            .and_then(|s| s.first_chunk::<4>())
-            .map(|w| u32::from_le_bytes(*w))
-    };
-    if word(0) != Some(LZ4_LEGACY_MAGIC) {
-        return Err(fail(0, Lz4Failure::BadMagic));
-    }
-    let mut pos: usize = 4;
+pub fn decode_legacy(stream: &[u8], dest: &mut [u8], short_first: bool) -> Result<usize, Failure> {
+    let mut blocks = Blocks::new(stream)?;
     let mut written: usize = 0;
     let mut short_block = false;
     let mut first = true;
-    while pos < stream.len() {
-        let csize = word(pos).ok_or(fail(pos, Lz4Failure::TrailingBytes))?;
-        // Just read, so inside the stream.
-        let data = pos
-            .checked_add(4)
-            .ok_or(fail(pos, Lz4Failure::TrailingBytes))?;
-        if csize == LZ4_LEGACY_MAGIC {
-            pos = data;
-            continue;
-        }
-        if csize == 0 {
-            if data != stream.len() {
-                return Err(fail(pos, Lz4Failure::DataAfterEnd));
-            }
-            break;
-        }
+    while let Some((pos, block)) = blocks.next_block()? {
         if short_block {
-            return Err(fail(pos, Lz4Failure::ShortBlockNotLast));
+            return Err((pos, Lz4Failure::ShortBlockNotLast));
         }
-        let block = usize::try_from(csize)
-            .ok()
-            .and_then(|n| stream.get(data..)?.get(..n))
-            .ok_or(fail(pos, Lz4Failure::BlockPastEnd { csize }))?;
         let rest = dest.get_mut(written..).unwrap_or_default();
         let window_len = rest.len().min(LZ4_CHUNK);
         let window = rest.get_mut(..window_len).unwrap_or_default();
@@ -100,57 +114,28 @@ pub fn decode_legacy(
             // Wanting more room than is left below the recorded size: the stream is
             // longer than the payload says. With 8 MiB left, the block itself is bad.
             lz4_flex::block::DecompressError::OutputTooSmall { .. } if window_len < LZ4_CHUNK => {
-                fail(pos, Lz4Failure::TooLong)
+                (pos, Lz4Failure::TooLong)
             }
-            _ => fail(pos, Lz4Failure::Corrupt),
+            _ => (pos, Lz4Failure::Corrupt),
         })?;
         // `n` is at most what is left of `dest`.
-        written = written
-            .checked_add(n)
-            .ok_or(fail(pos, Lz4Failure::TooLong))?;
+        written = written.checked_add(n).ok_or((pos, Lz4Failure::TooLong))?;
         short_block = n < LZ4_CHUNK && !(first && short_first);
         first = false;
-        pos = data
-            .checked_add(block.len())
-            .ok_or(fail(pos, Lz4Failure::BlockPastEnd { csize }))?;
     }
     Ok(written)
 }
 
 /// The first block of a legacy frame decoded into `dest` (at most [`LZ4_CHUNK`] bytes
 /// are needed): enough to read a payload's headers before choosing where the whole of
-/// it goes. Returns the bytes decoded.
-pub fn decode_first_block(stream: &[u8], dest: &mut [u8]) -> Result<usize, (usize, Lz4Failure)> {
-    let word = |at: usize| {
-        stream
-            .get(at..)
-            .and_then(|s| s.first_chunk::<4>())
-            .map(|w| u32::from_le_bytes(*w))
+/// it goes. Returns the bytes decoded (0 for a frame without blocks).
+pub fn decode_first_block(stream: &[u8], dest: &mut [u8]) -> Result<usize, Failure> {
+    let Some((pos, block)) = Blocks::new(stream)?.next_block()? else {
+        return Ok(0);
     };
-    if word(0) != Some(LZ4_LEGACY_MAGIC) {
-        return Err((0, Lz4Failure::BadMagic));
-    }
-    // As decode_legacy walks: repeated magics skipped, the end (or a 0) is no block.
-    let mut pos: usize = 4;
-    while pos < stream.len() {
-        let csize = word(pos).ok_or((pos, Lz4Failure::TrailingBytes))?;
-        let data = pos.checked_add(4).ok_or((pos, Lz4Failure::TrailingBytes))?;
-        match csize {
-            LZ4_LEGACY_MAGIC => pos = data,
-            0 => break,
-            _ => {
-                let block = usize::try_from(csize)
-                    .ok()
-                    .and_then(|n| stream.get(data..)?.get(..n))
-                    .ok_or((pos, Lz4Failure::BlockPastEnd { csize }))?;
-                let window_len = dest.len().min(LZ4_CHUNK);
-                let window = dest.get_mut(..window_len).unwrap_or_default();
-                return lz4_flex::block::decompress_into(block, window)
-                    .map_err(|_| (pos, Lz4Failure::Corrupt));
-            }
-        }
-    }
-    Ok(0)
+    let window_len = dest.len().min(LZ4_CHUNK);
+    let window = dest.get_mut(..window_len).unwrap_or_default();
+    lz4_flex::block::decompress_into(block, window).map_err(|_| (pos, Lz4Failure::Corrupt))
 }
 
 /// `data` as `lz4 -l` frames it: the magic, then 8 MiB blocks (the last shorter). With
