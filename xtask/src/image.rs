@@ -51,10 +51,11 @@ pub struct BuildArgs {
     /// kept as its gzip member, a bzImage as it is).
     #[arg(long, value_enum, default_value = "zlib")]
     pub compress: Compress,
-    /// arm64: the board whose console UART the entry code prints its one line on when
-    /// the image is incomplete, before any device tree is read [default: the
-    /// architecture's QEMU board, virt].
-    #[arg(long, value_name = "NAME")]
+    /// The board [default: qemu-virt, or qemu-q35 for x86_64]. The arm64 image names
+    /// its console UART for the lines said before the device tree is read (an
+    /// incomplete image, say); `qemu` boots the board's QEMU model (machine, CPU,
+    /// memory, console UART), its Debian device tree as the -dtb.
+    #[arg(long, value_name = "NAME", value_parser = crate::qemu::board_names())]
     pub board: Option<String>,
 }
 

@@ -182,6 +182,16 @@ pub fn capture(cmd: &mut Command) -> Result<String> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    /// clap's own checks of every subcommand (unique names, valid defaults), which it
+    /// otherwise makes only when that subcommand is parsed.
+    #[test]
+    fn the_command_line_is_well_formed() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
     use clap::CommandFactory;
 
     /// `cargo xtask <cmd> --help` shows a line for every option of every subcommand.

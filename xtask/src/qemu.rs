@@ -85,10 +85,6 @@ pub struct QemuArgs {
     /// How the image is booted; each architecture has its own list (arch.rs).
     #[arg(long, value_enum, default_value = "direct")]
     pub loader: Loader,
-    /// The board QEMU models [default: qemu-virt, or qemu-q35 for x86_64]: its
-    /// machine, CPU, memory and console UART; its Debian device tree is the -dtb.
-    #[arg(long, value_name = "NAME", value_parser = board_names())]
-    pub board: Option<String>,
     /// Guest memory, as QEMU's -m takes it [default: the board's, 1G for QEMU virt].
     #[arg(long)]
     pub mem: Option<String>,
@@ -137,7 +133,7 @@ pub struct QemuArgs {
 }
 
 /// The `--board` values.
-fn board_names() -> clap::builder::PossibleValuesParser {
+pub fn board_names() -> clap::builder::PossibleValuesParser {
     clap::builder::PossibleValuesParser::new(shim_boards::BOARDS.iter().map(|b| b.name))
 }
 
@@ -159,7 +155,7 @@ pub fn qemu_board(target: &'static Target, name: Option<&str>) -> Result<&'stati
 
 pub fn run(args: &QemuArgs) -> Result<()> {
     let target = args.build.arch.target();
-    let board = qemu_board(target, args.board.as_deref())?;
+    let board = qemu_board(target, args.build.board.as_deref())?;
     let on_default = std::ptr::eq(board, target.board);
     if args.el2 && (target.el2_option.is_empty() || !on_default) {
         bail!("--el2 is for QEMU virt (aarch64) only");
