@@ -96,16 +96,43 @@ impl<'a> Elf<'a> {
                 place = Some(entry.wrapping_add(8));
             } else {
                 // Bit i is the word at `where + (i - 1) * 8`; then `where` moves on 63
-                // words. Each word is checked against the image, wrapped or not.
-                let mut at = place.ok_or(ElfError::RelrBitmapFirst)?;
-                for bit in 1..64u64 {
-                    if (entry >> bit) & 1 != 0 {
-                        self.add(image, at, disp)?;
-                        stats.relr = stats.relr.saturating_add(1);
+                // words.
+                let at = place.ok_or(ElfError::RelrBitmapFirst)?;
+                let bits = entry >> 1;
+                match self.words(image, at, 63) {
+                    // The whole window inside the image: one check, then only the set
+                    // bits are visited.
+                    // Every word (a table of pointers): one straight pass.
+                    Some(words) if bits == u64::MAX >> 1 => {
+                        for w in words.iter_mut() {
+                            *w = U64::new(w.get().wrapping_add(disp));
+                        }
+                        stats.relr = stats.relr.saturating_add(63);
                     }
-                    at = at.wrapping_add(8);
+                    Some(words) => {
+                        let mut left = bits;
+                        while left != 0 {
+                            let k = left.trailing_zeros() as usize;
+                            if let Some(w) = words.get_mut(k) {
+                                *w = U64::new(w.get().wrapping_add(disp));
+                            }
+                            left &= left.wrapping_sub(1);
+                        }
+                        stats.relr = stats.relr.saturating_add(bits.count_ones() as usize);
+                    }
+                    // A window reaching past the image: each word checked, wrapped or not.
+                    None => {
+                        let mut word_at = at;
+                        for k in 0..63u32 {
+                            if (bits >> k) & 1 != 0 {
+                                self.add(image, word_at, disp)?;
+                                stats.relr = stats.relr.saturating_add(1);
+                            }
+                            word_at = word_at.wrapping_add(8);
+                        }
+                    }
                 }
-                place = Some(at);
+                place = Some(at.wrapping_add(63 * 8));
             }
         }
         Ok(stats)
@@ -117,6 +144,14 @@ impl<'a> Elf<'a> {
         let at = offset.checked_sub(self.link_base).ok_or(out)?;
         let bytes = slice_mut(image, at, 8).ok_or(out)?;
         U64::mut_from_bytes(bytes).map_err(|_| out)
+    }
+
+    /// The `n` little-endian words from link address `offset`, if all lie inside
+    /// `image`.
+    fn words<'i>(&self, image: &'i mut [u8], offset: u64, n: u64) -> Option<&'i mut [U64]> {
+        let at = offset.checked_sub(self.link_base)?;
+        let bytes = slice_mut(image, at, n.checked_mul(8)?)?;
+        <[U64]>::mut_from_bytes(bytes).ok()
     }
 
     fn add(&self, image: &mut [u8], offset: u64, disp: u64) -> Result<(), ElfError> {
@@ -174,6 +209,37 @@ mod tests {
         elf.load(&mut again).unwrap();
         elf.relocate(&mut again, 0x1000).unwrap();
         assert_eq!(word(&again, w(2)), w(2) - BASE + 0x1000);
+    }
+
+    #[test]
+    fn a_full_bitmap_relocates_all_63_words() {
+        let file = sample(&[], &[BASE + 0x1000, u64::MAX]);
+        let elf = Elf::parse(&file, Machine::Aarch64).unwrap();
+        let mut image = vec![0u8; 0x3000];
+        elf.load(&mut image).unwrap();
+        let before: Vec<u64> = (0..66)
+            .map(|i| word(&image, BASE + 0x1000 + 8 * i))
+            .collect();
+        assert_eq!(elf.relocate(&mut image, BASE + 0x40).unwrap().relr, 64);
+        for (i, was) in before.iter().enumerate() {
+            let want = if i < 64 { was.wrapping_add(0x40) } else { *was };
+            assert_eq!(word(&image, BASE + 0x1000 + 8 * i as u64), want, "word {i}");
+        }
+    }
+
+    #[test]
+    fn a_bitmap_reaching_past_the_image_relocates_the_words_inside() {
+        // The window of 63 words after 0x2fe8 runs past the image; its set bits
+        // (0x2ff0, 0x2ff8) do not.
+        let file = sample(&[], &[BASE + 0x2fe8, 1 | (1 << 1) | (1 << 2)]);
+        let elf = Elf::parse(&file, Machine::Aarch64).unwrap();
+        let mut image = vec![0u8; 0x3000];
+        elf.load(&mut image).unwrap();
+        let stats = elf.relocate(&mut image, BASE + 0x100).unwrap();
+        assert_eq!(stats.relr, 3);
+        for at in [0x2fe8, 0x2ff0, 0x2ff8] {
+            assert_eq!(word(&image, BASE + at), 0x100, "word at {at:#x}");
+        }
     }
 
     #[test]
