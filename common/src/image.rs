@@ -165,9 +165,35 @@ pub fn parse_arm64(bytes: &[u8]) -> Result<Arm64Image, ImageError> {
 /// (arch/aarch64 entry.S `early_uart`, written by xtask for the board it packs for).
 pub const EARLY_UART_OFFSET: usize = 0x40;
 
-/// The early UART in the shim's image (the 16 bytes at [`EARLY_UART_OFFSET`]): base
-/// u64, kind u32 (1 PL011, 2 8250/16550, 3 i.MX), register shift and width u8. `None`
-/// when none is written, or what is there is not one the shim drives.
+/// The 16 bytes xtask writes at [`EARLY_UART_OFFSET`] for `console`: base u64, kind
+/// u32 (1 PL011, 2 8250/16550, 3 i.MX), register shift and width u8; `None` for a
+/// register width the entry code does not write (only 1 and 4 bytes).
+pub fn early_uart_slot(console: crate::fdt::Console) -> Option<[u8; 16]> {
+    use crate::fdt::Uart;
+    let (kind, shift, width) = match console.uart {
+        Uart::Pl011 => (1u32, 0u8, 4u8),
+        Uart::Ns16550 {
+            reg_shift,
+            reg_io_width,
+        } => (2, reg_shift, reg_io_width),
+        Uart::Imx => (3, 0, 4),
+    };
+    if !matches!(width, 1 | 4) {
+        return None;
+    }
+    let mut slot = [0u8; 16];
+    let (base, rest) = slot.split_at_mut(8);
+    base.copy_from_slice(&console.base.to_le_bytes());
+    let (k, rest) = rest.split_at_mut(4);
+    k.copy_from_slice(&kind.to_le_bytes());
+    if let [s, w, ..] = rest {
+        (*s, *w) = (shift, width);
+    }
+    Some(slot)
+}
+
+/// The early UART in the shim's image, as [`early_uart_slot`] writes it. `None` when
+/// none is written, or what is there is not one the shim drives.
 pub fn early_uart(slot: &[u8; 16]) -> Option<crate::fdt::Console> {
     use crate::fdt::Uart;
     let [b0, b1, b2, b3, b4, b5, b6, b7, k0, k1, k2, k3, shift, width, ..] = *slot;
@@ -212,6 +238,25 @@ mod tests {
         assert_eq!(early_uart(&slot), None, "an unknown kind");
         slot[8] = 1;
         assert_eq!(early_uart(&slot).map(|c| c.uart), Some(Uart::Pl011));
+        // What xtask writes reads back as the same console.
+        for uart in [Uart::Pl011, mini, Uart::Imx] {
+            let c = Console {
+                base: 0x0900_0000,
+                uart,
+            };
+            assert_eq!(early_uart(&early_uart_slot(c).unwrap()), Some(c));
+        }
+        let wide = Uart::Ns16550 {
+            reg_shift: 0,
+            reg_io_width: 2,
+        };
+        assert_eq!(
+            early_uart_slot(Console {
+                base: 1,
+                uart: wide
+            }),
+            None
+        );
     }
 
     use super::*;

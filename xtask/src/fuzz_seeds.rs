@@ -187,25 +187,14 @@ fn committed_dtbs() -> Vec<(String, Vec<u8>)> {
 /// QEMU virt's own tree in a few configurations: memory sizes, CPUs, EL2, EL3.
 fn qemu_virt_dtbs() -> Result<Vec<(String, Vec<u8>)>> {
     let mut out = Vec::new();
-    for (name, machine, mem, smp) in [
-        ("qemu-virt-1G", "virt", "1G", "1"),
-        ("qemu-virt-6G-smp4", "virt", "6G", "4"),
-        ("qemu-virt-el2-2G", "virt,virtualization=on", "2G", "2"),
-        ("qemu-virt-el3-1G", "virt,secure=on", "1G", "1"),
+    for (name, opts, mem, smp) in [
+        ("qemu-virt-1G", "", "1G", 1),
+        ("qemu-virt-6G-smp4", "", "6G", 4),
+        ("qemu-virt-el2-2G", "virtualization=on", "2G", 2),
+        ("qemu-virt-el3-1G", "secure=on", "1G", 1),
     ] {
         let path = dump_dir()?.join(format!("{name}.dtb"));
-        exec(Command::new(AARCH64.qemu).args([
-            "-machine",
-            &format!("{machine},dumpdtb={}", path.display()),
-            "-cpu",
-            "max",
-            "-m",
-            mem,
-            "-smp",
-            smp,
-            "-display",
-            "none",
-        ]))?;
+        crate::qemu::dump_virt_dtb(opts, mem, smp, &path)?;
         out.push((format!("{name}.dtb"), read(&path)?));
     }
     Ok(out)

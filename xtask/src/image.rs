@@ -594,27 +594,30 @@ pub fn corrupt_container(
     Ok(packed)
 }
 
-/// Where the arm64 entry code finds the board's early UART (entry.S `early_uart`):
-/// base u64, kind u32 (1 PL011, 2 8250/16550, 3 i.MX), register shift u8, width u8.
-const EARLY_UART_OFFSET: usize = 0x40;
-
-/// Writes `console`'s UART into the arm64 image's early-UART slot, which must be
-/// zero as linked (so it is that slot, not code).
+/// Writes `console`'s UART into the arm64 image's early-UART slot
+/// (`shim_common::image::early_uart_slot`), which must be zero as linked (so it is
+/// that slot, not code).
 pub fn write_early_uart(image: &mut [u8], console: &shim_boards::Console) -> Result<()> {
-    use shim_boards::Uart;
-    let (kind, shift, width) = match console.uart {
-        Uart::Pl011 => (1u32, 0u8, 4u8),
-        Uart::Ns16550 {
+    use shim_boards::Uart as Board;
+    use shim_common::fdt::{self, Uart};
+    use shim_common::image::{early_uart_slot, EARLY_UART_OFFSET};
+    let uart = match console.uart {
+        Board::Pl011 => Uart::Pl011,
+        Board::Ns16550 {
             reg_shift,
             reg_io_width,
-        } => (2, reg_shift, reg_io_width),
-        Uart::Imx => (3, 0, 4),
-        Uart::PcCom => bail!("a PC COM port is not an arm64 board's UART"),
+        } => Uart::Ns16550 {
+            reg_shift,
+            reg_io_width,
+        },
+        Board::Imx => Uart::Imx,
+        Board::PcCom => bail!("a PC COM port is not an arm64 board's UART"),
     };
-    ensure!(
-        matches!(width, 1 | 4),
-        "a {width}-byte UART register width is not one the entry code writes"
-    );
+    let bytes = early_uart_slot(fdt::Console {
+        base: console.base,
+        uart,
+    })
+    .context("a UART register width the entry code does not write")?;
     let slot = image
         .get_mut(EARLY_UART_OFFSET..EARLY_UART_OFFSET + 16)
         .context("the image is shorter than its header")?;
@@ -622,10 +625,7 @@ pub fn write_early_uart(image: &mut [u8], console: &shim_boards::Console) -> Res
         slot.iter().all(|&b| b == 0),
         "no empty early-UART slot at {EARLY_UART_OFFSET:#x}"
     );
-    slot[..8].copy_from_slice(&console.base.to_le_bytes());
-    slot[8..12].copy_from_slice(&kind.to_le_bytes());
-    slot[12] = shift;
-    slot[13] = width;
+    slot.copy_from_slice(&bytes);
     Ok(())
 }
 

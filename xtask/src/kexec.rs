@@ -188,16 +188,14 @@ fn debian_kernel(dir: &Path) -> Result<PathBuf> {
     if kernel.exists() {
         return Ok(kernel);
     }
-    let depends = capture(Command::new("apt-cache").args(["depends", "linux-image-cloud-amd64"]))?;
-    let package = depends
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("Depends: "))
-        .filter(|p| p.starts_with("linux-image-"))
-        .context("apt-cache names no kernel for linux-image-cloud-amd64 (run apt-get update?)")?
-        .to_string();
+    let meta = crate::linux_x86::KERNEL_METAPACKAGE;
+    let depends = capture(Command::new("apt-cache").args(["depends", meta]))?;
+    let abi = crate::linux_x86::kernel_abi(&depends)
+        .with_context(|| format!("apt-cache names no kernel for {meta} (run apt-get update?)"))?;
+    let package = format!("linux-image-{abi}");
     let work = dir.join("download");
     let _ = fs::remove_dir_all(&work);
-    let (deb, _) = deb::download(&work, &package, "amd64")?;
+    let (deb, _) = deb::download(&work, &package, crate::linux_x86::ARCH)?;
     let root = work.join("root");
     deb::unpack(&deb, &root)?;
     let vmlinuz = fs::read_dir(root.join("boot"))?

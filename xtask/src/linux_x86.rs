@@ -73,15 +73,7 @@ pub fn backports_bzimage() -> Result<PathBuf> {
         .with_context(|| format!("{KERNEL_METAPACKAGE} {version} names no linux-image package"))?;
     let work = dir.join("download-backports");
     let _ = fs::remove_dir_all(&work);
-    fs::create_dir_all(&work)?;
-    let image_pkg = format!("linux-image-{abi}-unsigned");
-    let (deb, _) = deb::download(&work, &image_pkg, ARCH)?;
-    let root = work.join("image");
-    deb::unpack(&deb, &root)?;
-    let vmlinuz = root.join("boot").join(format!("vmlinuz-{abi}"));
-    let bytes =
-        fs::read(&vmlinuz).with_context(|| format!("{image_pkg} has no {}", vmlinuz.display()))?;
-    x86_linux::parse_bzimage(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", vmlinuz.display()))?;
+    let (bytes, _) = download_bzimage(&work, &abi)?;
     fs::write(&path, &bytes)?;
     fs::remove_dir_all(&work)?;
     Ok(path)
@@ -97,20 +89,13 @@ fn fetch(dir: &Path) -> Result<()> {
     let _ = fs::remove_dir_all(&work);
     fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
 
-    let image_pkg = format!("linux-image-{abi}-unsigned");
-    let (deb, version) = deb::download(&work, &image_pkg, ARCH)?;
-    let root = work.join("image");
-    deb::unpack(&deb, &root)?;
-    let vmlinuz = root.join("boot").join(format!("vmlinuz-{abi}"));
-    let bytes =
-        fs::read(&vmlinuz).with_context(|| format!("{image_pkg} has no {}", vmlinuz.display()))?;
-    let bz = x86_linux::parse_bzimage(&bytes)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", vmlinuz.display()))?;
-    if bz.compression != Compression::Lz4 && bz.compression != Compression::Gzip {
+    let (bytes, version) = download_bzimage(&work, &abi)?;
+    let compression = x86_linux::parse_bzimage(&bytes)
+        .map(|bz| bz.compression)
+        .map_err(|e| anyhow::anyhow!("{abi}: {e}"))?;
+    if compression != Compression::Lz4 && compression != Compression::Gzip {
         eprintln!(
-            "xtask: note: {} is {}-compressed; the shim decodes only gzip and lz4",
-            vmlinuz.display(),
-            bz.compression
+            "xtask: note: Debian's {abi} kernel is {compression}-compressed; the shim decodes only gzip and lz4"
         );
     }
     fs::write(dir.join("bzImage"), &bytes)?;
@@ -128,10 +113,24 @@ fn fetch(dir: &Path) -> Result<()> {
 
     fs::write(
         dir.join("kernel-package"),
-        format!("{image_pkg} {version}\n"),
+        format!("linux-image-{abi}-unsigned {version}\n"),
     )?;
     fs::remove_dir_all(&work)?;
     Ok(())
+}
+
+/// `linux-image-<abi>-unsigned:amd64` downloaded into `work`: its bzImage, checked as
+/// the shim parses it, and the package's version.
+fn download_bzimage(work: &Path, abi: &str) -> Result<(Vec<u8>, String)> {
+    let image_pkg = format!("linux-image-{abi}-unsigned");
+    let (deb, version) = deb::download(work, &image_pkg, ARCH)?;
+    let root = work.join("image");
+    deb::unpack(&deb, &root)?;
+    let vmlinuz = root.join("boot").join(format!("vmlinuz-{abi}"));
+    let bytes =
+        fs::read(&vmlinuz).with_context(|| format!("{image_pkg} has no {}", vmlinuz.display()))?;
+    x86_linux::parse_bzimage(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", vmlinuz.display()))?;
+    Ok((bytes, version))
 }
 
 /// The ABI name `apt-cache depends linux-image-cloud-amd64` points at:

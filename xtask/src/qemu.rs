@@ -295,6 +295,28 @@ pub struct Machine<'a> {
     pub e820: Option<kexec::E820Edit>,
 }
 
+/// QEMU virt's own device tree (`-cpu max`, `-m mem`, `-smp smp`, the machine options
+/// after `virt,`, e.g. `virtualization=on`) written to `out` (`dumpdtb=`).
+pub fn dump_virt_dtb(opts: &str, mem: &str, smp: u32, out: &Path) -> Result<()> {
+    let opts = if opts.is_empty() {
+        String::new()
+    } else {
+        format!("{opts},")
+    };
+    crate::exec(Command::new(crate::arch::AARCH64.qemu).args([
+        "-machine",
+        &format!("virt,{opts}dumpdtb={}", qemu_value(out)),
+        "-cpu",
+        "max",
+        "-m",
+        mem,
+        "-smp",
+        &smp.to_string(),
+        "-display",
+        "none",
+    ]))
+}
+
 /// Commas in a QEMU option value are escaped by doubling them.
 fn qemu_value(path: &Path) -> String {
     path.to_string_lossy().replace(',', ",,")

@@ -49,16 +49,7 @@ pub fn dtb(tree: Tree) -> Result<PathBuf> {
     let dir = target_dir().join("xtask").join("residue");
     fs::create_dir_all(&dir)?;
     let dumped = dir.join("virt.dtb");
-    exec(Command::new(AARCH64.qemu).args([
-        "-machine",
-        &format!("virt,dtb-randomness=off,dumpdtb={}", dumped.display()),
-        "-cpu",
-        "max",
-        "-m",
-        MEM,
-        "-display",
-        "none",
-    ]))?;
+    crate::qemu::dump_virt_dtb("dtb-randomness=off", MEM, 1, &dumped)?;
     let blob = fs::read(&dumped).with_context(|| format!("reading {}", dumped.display()))?;
     let fdt = Fdt::new(&blob).map_err(|e| anyhow::anyhow!("QEMU's dumped tree: {e}"))?;
     let seed = PLANTED_SEED.to_be_bytes();
