@@ -10,7 +10,7 @@ use aarch64_cpu::registers::{
 use shim_common::memmap::{MemoryMap, Range};
 use tock_registers::interfaces::{ReadWriteable, Readable, Writeable};
 use tock_registers::register_bitfields;
-use tock_registers::registers::InMemoryRegister;
+use tock_registers::LocalRegisterCopy;
 
 use crate::cpu;
 
@@ -87,8 +87,10 @@ impl core::fmt::Display for MmuError {
     }
 }
 
+/// A block or page descriptor. A plain copy, not a volatile register: the identity map
+/// writes hundreds of thousands of these.
 fn descriptor(pa: u64, attr: Attr, page: bool) -> u64 {
-    let d = InMemoryRegister::<u64, DESC::Register>::new(0);
+    let mut d = LocalRegisterCopy::<u64, DESC::Register>::new(0);
     d.write(DESC::VALID::SET + DESC::AF::SET + DESC::ADDR.val(pa >> 12));
     if page {
         d.modify(DESC::TABLE_OR_PAGE::SET);
@@ -113,7 +115,7 @@ fn descriptor(pa: u64, attr: Attr, page: bool) -> u64 {
 }
 
 fn table_descriptor(table: &Table) -> u64 {
-    let d = InMemoryRegister::<u64, DESC::Register>::new(0);
+    let mut d = LocalRegisterCopy::<u64, DESC::Register>::new(0);
     d.write(DESC::VALID::SET + DESC::TABLE_OR_PAGE::SET + DESC::ADDR.val(pa_of(table) >> 12));
     d.get()
 }
@@ -197,17 +199,23 @@ impl Pool {
                     continue;
                 }
                 let l3 = self.next_level(block)?;
+                // A page is normal only if all of it is; the address ORs into the rest.
+                let (ram, device) = (
+                    descriptor(0, Attr::Ram, true),
+                    descriptor(0, Attr::Device, true),
+                );
                 for (k, page) in l3.0.iter_mut().enumerate() {
                     let at = start + k as u64 * PAGE;
-                    let attr = kind(
-                        normal,
-                        Range {
-                            start: at,
-                            end: at + PAGE,
-                        },
-                    )
-                    .unwrap_or(Attr::Device);
-                    *page = descriptor(at, attr, true);
+                    let whole = Range {
+                        start: at,
+                        end: at + PAGE,
+                    };
+                    *page = at
+                        | if normal.contains_range(&whole) {
+                            ram
+                        } else {
+                            device
+                        };
                 }
             }
         }
