@@ -114,10 +114,17 @@ struct Image {
     size: u64,
 }
 
-/// Called by entry.S at EL1, MMU off, relocated, with a stack and zeroed bss.
+/// Called by entry.S at EL1, MMU off, relocated, with a stack and zeroed bss;
+/// `entry_ticks` is the counter at its first instruction.
 #[no_mangle]
-extern "C" fn shim_main(fdt_pa: u64, image_offset: u64, base: u64, entered_el: u64) -> ! {
-    shim_rt::mark_entry(cpu::counter());
+extern "C" fn shim_main(
+    fdt_pa: u64,
+    image_offset: u64,
+    base: u64,
+    entered_el: u64,
+    entry_ticks: u64,
+) -> ! {
+    shim_rt::mark_entry(entry_ticks);
     // Only the address of the linker symbol is taken (relocated: a runtime address).
     let end = core::ptr::addr_of!(__image_end) as u64 - base;
     // SAFETY: the header's image_size field is at offset 0x10 of our own image.

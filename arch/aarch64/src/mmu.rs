@@ -3,6 +3,8 @@
 //! write-back memory where asked, device memory everywhere else. TTBR1: the payload at
 //! its randomized base (T1SZ = 16, 48-bit, four levels), 4K pages per segment.
 
+use core::mem::MaybeUninit;
+
 use aarch64_cpu::asm::barrier;
 use aarch64_cpu::registers::{
     ID_AA64MMFR0_EL1, MAIR_EL1, SCTLR_EL1, TCR_EL1, TTBR0_EL1, TTBR1_EL1,
@@ -53,7 +55,10 @@ const POOL_TABLES: usize = 96;
 #[repr(C, align(4096))]
 pub struct Table([u64; ENTRIES]);
 
-static mut POOL: [Table; POOL_TABLES] = [const { Table([0; ENTRIES]) }; POOL_TABLES];
+/// Outside .bss (linker.ld's .noinit): entry.S does not zero 384 KiB of which a boot uses
+/// a few tables; each is zeroed when handed out.
+#[link_section = ".noinit.page_tables"]
+static mut POOL: MaybeUninit<[Table; POOL_TABLES]> = MaybeUninit::uninit();
 
 /// What a mapping allows.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -142,10 +147,14 @@ impl Pool {
             return Err(MmuError::OutOfTables);
         }
         // SAFETY: index `next` is in bounds and was never handed out before (the cursor
-        // only grows, and `take` is called once), so this is the only reference to it.
-        let table = unsafe { &mut *core::ptr::addr_of_mut!(POOL[self.next]) };
+        // only grows, and `take` is called once), so this is the only reference to it;
+        // it is zeroed before the reference is made.
+        let table = unsafe {
+            let table = core::ptr::addr_of_mut!(POOL).cast::<Table>().add(self.next);
+            table.write_bytes(0, 1);
+            &mut *table
+        };
         self.next += 1;
-        table.0.fill(0);
         Ok(table)
     }
 
@@ -199,23 +208,21 @@ impl Pool {
                     continue;
                 }
                 let l3 = self.next_level(block)?;
-                // A page is normal only if all of it is; the address ORs into the rest.
-                let (ram, device) = (
-                    descriptor(0, Attr::Ram, true),
-                    descriptor(0, Attr::Device, true),
-                );
+                // Device pages, then normal ones where a page lies wholly in a normal
+                // range; the address ORs into the rest of the descriptor.
+                let device = descriptor(0, Attr::Device, true);
                 for (k, page) in l3.0.iter_mut().enumerate() {
-                    let at = start + k as u64 * PAGE;
-                    let whole = Range {
-                        start: at,
-                        end: at + PAGE,
-                    };
-                    *page = at
-                        | if normal.contains_range(&whole) {
-                            ram
-                        } else {
-                            device
-                        };
+                    *page = (start + k as u64 * PAGE) | device;
+                }
+                let ram = descriptor(0, Attr::Ram, true);
+                for n in normal.iter().filter(|n| n.overlaps(&mib2)) {
+                    let first = n.start.max(start).next_multiple_of(PAGE);
+                    let end = n.end.min(mib2.end) & !(PAGE - 1);
+                    for at in (first..end).step_by(PAGE as usize) {
+                        if let Some(page) = l3.0.get_mut(((at - start) / PAGE) as usize) {
+                            *page = at | ram;
+                        }
+                    }
                 }
             }
         }

@@ -22,7 +22,8 @@ extern "C" {
 /// The counter (CNTPCT_EL0, the TSC) when the shim was entered: where `total=` starts.
 static ENTRY_TICKS: AtomicU64 = AtomicU64::new(0);
 
-/// Records the counter at entry; the first thing each shim_main does.
+/// Records the counter entry.S read at its first instruction; the first thing each
+/// shim_main does.
 pub fn mark_entry(ticks: u64) {
     ENTRY_TICKS.store(ticks, Ordering::Relaxed);
 }
@@ -77,11 +78,20 @@ pub unsafe fn phys<'a>(pa: u64, len: u64) -> &'a mut [u8] {
 /// An overflow of the shim's stack is an error (`Err(size)`), not a silent corruption
 /// of the bss below it; with `verbose`, `say` gets the high-water mark.
 pub fn check_stack(verbose: bool, say: impl FnOnce(core::fmt::Arguments<'_>)) -> Result<(), u64> {
-    let (used, size) = stack_use()?;
     if verbose {
+        let (used, size) = stack_use()?;
         say(format_args!("stack used {used} of {size} bytes"));
+        return Ok(());
     }
-    Ok(())
+    // The overflow check alone is the bottom word: it keeps its paint unless reached.
+    let bottom = addr_of!(__stack_bottom);
+    let size = addr_of!(__stack_top) as u64 - bottom as u64;
+    // SAFETY: the lowest word of our own stack region, identity-mapped, below every
+    // live frame; only read.
+    match unsafe { core::ptr::read_volatile(bottom.cast::<u64>()) } {
+        stack::PAINT => Ok(()),
+        _ => Err(size),
+    }
 }
 
 /// How deep the stack ever went, and its size: `Err(size)` if it ran off the bottom
