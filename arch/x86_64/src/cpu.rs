@@ -76,7 +76,8 @@ pub fn rdtsc() -> u64 {
 
 /// The TSC's frequency in Hz: CPUID.15H (crystal clock times the TSC/crystal ratio)
 /// where it names the crystal, else CPUID.16H:EAX (base frequency in MHz), else
-/// measured against the PIT (once: the figure is kept); 0 if nothing says.
+/// measured against the PIT stopwatch [`start_pit_stopwatch`] started (once: the figure
+/// is kept); 0 if nothing says.
 pub fn tsc_frequency() -> u64 {
     static HZ: AtomicU64 = AtomicU64::new(u64::MAX);
     let hz = HZ.load(Ordering::Relaxed);
@@ -100,36 +101,68 @@ fn measure_tsc_frequency() -> u64 {
 
 /// The 8254 PIT's input clock, Hz.
 const PIT_HZ: u64 = 1_193_182;
-/// 10 ms of PIT counts.
-const PIT_LATCH: u16 = (PIT_HZ / 100) as u16;
+/// PIT counts the measurement spans at least: 2 ms, one count in 2,386.
+const PIT_MIN: u16 = (PIT_HZ / 500) as u16;
+/// The TSC when the stopwatch was (re)started; 0 before.
+static STOPWATCH_TSC: AtomicU64 = AtomicU64::new(0);
 
-/// TSC ticks per second over 10 ms of PIT channel 2 (Linux's pit_calibrate_tsc): gate
-/// on, speaker off (port 0x61 bits 0, 1), mode 0 counting down from the latch; OUT2
-/// (port 0x61 bit 5) goes high at terminal count. 0 without a PIT (bounded wait).
-fn pit_calibrate() -> u64 {
+/// PIT channel 2 (the speaker's timer, as Linux's pit_calibrate_tsc uses it) as a
+/// stopwatch: gate on, speaker off (port 0x61 bits 0, 1), mode 0 counting down from
+/// 0xffff, about 55 ms; OUT2 (port 0x61 bit 5) goes high at terminal count. Started at
+/// entry, so that the TSC is measured over the boot itself instead of a busy wait.
+pub fn start_pit_stopwatch() {
     let mut nmi_sc = Port::<u8>::new(0x61);
     let mut command = Port::<u8>::new(0x43);
     let mut channel2 = Port::<u8>::new(0x42);
-    let [low, high] = PIT_LATCH.to_le_bytes();
-    // SAFETY: the PC's system control port B and PIT channel 2 (the speaker's timer);
-    // nothing else uses them, and they touch no memory.
-    let (start, end) = unsafe {
+    // SAFETY: the PC's system control port B and PIT channel 2; nothing else uses them,
+    // and they touch no memory.
+    unsafe {
         let b = nmi_sc.read();
         nmi_sc.write((b & !0x02) | 0x01);
         command.write(0b1011_0000); // channel 2, lobyte/hibyte, mode 0, binary
-        channel2.write(low);
-        channel2.write(high);
-        let start = rdtsc();
-        let mut end = start;
-        while nmi_sc.read() & 0x20 == 0 {
-            end = rdtsc();
-            if end.wrapping_sub(start) > 1 << 36 {
-                return 0;
-            }
+        channel2.write(0xff);
+        channel2.write(0xff);
+    }
+    STOPWATCH_TSC.store(rdtsc(), Ordering::Relaxed);
+}
+
+/// PIT channel 2's count (latched, then read low byte first) and OUT2.
+fn pit_count() -> (u16, bool) {
+    let mut nmi_sc = Port::<u8>::new(0x61);
+    let mut command = Port::<u8>::new(0x43);
+    let mut channel2 = Port::<u8>::new(0x42);
+    // SAFETY: as in `start_pit_stopwatch`.
+    unsafe {
+        command.write(0b1000_0000); // counter latch, channel 2
+        let low = channel2.read();
+        let high = channel2.read();
+        (u16::from_le_bytes([low, high]), nmi_sc.read() & 0x20 != 0)
+    }
+}
+
+/// TSC ticks per second from the stopwatch: over the time since it started, if at
+/// least 2 ms and it has not run out; else restarted and waited on for 2 ms. 0
+/// without a PIT (a bounded wait).
+fn pit_calibrate() -> u64 {
+    if STOPWATCH_TSC.load(Ordering::Relaxed) == 0 || pit_count().1 {
+        start_pit_stopwatch();
+    }
+    let start = STOPWATCH_TSC.load(Ordering::Relaxed);
+    loop {
+        let (count, out) = pit_count();
+        let now = rdtsc();
+        let elapsed = 0xffff - count;
+        if out {
+            // Ran out while waiting: only a PIT 30 times slower than its clock could.
+            return 0;
         }
-        (start, end)
-    };
-    end.wrapping_sub(start) * PIT_HZ / u64::from(PIT_LATCH)
+        if elapsed >= PIT_MIN {
+            return now.wrapping_sub(start) * PIT_HZ / u64::from(elapsed);
+        }
+        if now.wrapping_sub(start) > 1 << 36 {
+            return 0;
+        }
+    }
 }
 
 /// IA32_EFER.NXE (where the CPU has it) and CR0.WP: the XD bit takes effect and

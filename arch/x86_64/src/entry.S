@@ -48,6 +48,13 @@ startup_32:
 .Lhere:
     popl    %ebp
     subl    $(.Lhere - _start), %ebp    /* %ebp = load address */
+    movl    (entry_tsc - _start)(%ebp), %eax    /* the TSC at entry, where `total` */
+    orl     (entry_tsc + 4 - _start)(%ebp), %eax    /* starts, unless startup_64 read it */
+    jnz     1f
+    rdtsc
+    movl    %eax, (entry_tsc - _start)(%ebp)
+    movl    %edx, (entry_tsc + 4 - _start)(%ebp)
+1:
     leal    (__stack_top - _start)(%ebp), %esp
 
     /* The early identity map of [0, 4 GiB) with 2 MiB pages: PML4[0] -> PDPT,
@@ -127,6 +134,12 @@ startup_64:
     cld
     cli
     leaq    _start(%rip), %rbx      /* %rbx = load address */
+    cmpq    $0, entry_tsc(%rip)     /* the TSC at entry, unless startup_32 read it */
+    jne     1f
+    rdtsc
+    movl    %eax, entry_tsc(%rip)
+    movl    %edx, (entry_tsc + 4)(%rip)
+1:
 
     /* Our own GDT and segments: the loader's GDT may lie where the payload goes. */
     leaq    gdt64(%rip), %rax
@@ -202,8 +215,9 @@ startup_64:
 3:  leaq    __bss_start(%rip), %rdi
     leaq    __bss_end(%rip), %rcx
     subq    %rdi, %rcx
+    shrq    $3, %rcx                /* 16-byte aligned at both ends (linker.ld) */
     xorl    %eax, %eax
-    rep stosb
+    rep stosq
     /* Paint the stack below what is in use (STACK_PAINT in stack.rs) so its high-water
      * mark can be read. */
     leaq    __stack_bottom(%rip), %rdi
@@ -216,6 +230,7 @@ startup_64:
     movq    %rsi, %rdi              /* boot_params */
     movq    %rbx, %rsi              /* load address */
     movq    %r12, %rdx              /* 1: entered with LA57 above 4 GiB */
+    movq    entry_tsc(%rip), %rcx   /* the TSC at entry */
     call    shim_main               /* never returns */
 
     /* Before relocation no Rust can run (its tables hold absolute addresses): the
@@ -253,3 +268,11 @@ early_fail:                         /* %rsi = NUL-terminated line */
     .asciz  "shim: error: the shim's image is incomplete (the loader read only part of it)\r\n"
 .Lbad_reloc_msg:
     .asciz  "shim: error: the shim's own relocations are corrupt (a damaged image)\r\n"
+
+/* The TSC at the first entry, startup_32 or startup_64 (read once: the 5-level path
+ * passes through both). In .data, which entry.S does not zero. */
+    .pushsection .data.entry_tsc, "aw"
+    .balign 8
+entry_tsc:
+    .quad   0
+    .popsection

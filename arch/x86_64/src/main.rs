@@ -125,10 +125,12 @@ struct Image {
 
 /// Called by entry.S in long mode, relocated, on our stack, bss zeroed, interrupts off,
 /// with the boot_params and load addresses (both physical, identity-mapped), and 1 if
-/// still under the loader's 5-level paging (loaded above 4 GiB with CR4.LA57 set).
+/// still under the loader's 5-level paging (loaded above 4 GiB with CR4.LA57 set), and
+/// the TSC at entry.S's first instruction.
 #[no_mangle]
-extern "C" fn shim_main(boot_params_pa: u64, base: u64, five_level: u64) -> ! {
-    shim_rt::mark_entry(cpu::rdtsc());
+extern "C" fn shim_main(boot_params_pa: u64, base: u64, five_level: u64, entry_tsc: u64) -> ! {
+    shim_rt::mark_entry(entry_tsc);
+    cpu::start_pit_stopwatch();
     console::init();
     exceptions::install();
     if five_level != 0 {

@@ -4,6 +4,7 @@
 //! 4 KiB pages per segment. Tables are identity-mapped: a table's address is its PA.
 
 use core::fmt;
+use core::mem::MaybeUninit;
 
 use shim_common::boot::Perm;
 use shim_common::memmap::Range;
@@ -21,7 +22,10 @@ pub const IDENTITY_LIMIT: u64 = PML4_SPAN;
 /// The identity map, the payload, and 2 MiB pages for up to ~40 GiB without 1 GiB pages.
 const POOL_TABLES: usize = 48;
 
-static mut POOL: [PageTable; POOL_TABLES] = [const { PageTable::new() }; POOL_TABLES];
+/// Outside .bss (linker.ld's .noinit): entry.S does not zero 192 KiB of which a boot uses
+/// a few tables; each is zeroed when handed out.
+#[link_section = ".noinit.page_tables"]
+static mut POOL: MaybeUninit<[PageTable; POOL_TABLES]> = MaybeUninit::uninit();
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PagingError {
@@ -84,10 +88,16 @@ impl Pool {
             return Err(PagingError::OutOfTables);
         }
         // SAFETY: index `next` is in bounds and was never handed out before (the cursor
-        // only grows, and `take` is called once), so this is the only reference to it.
-        let table = unsafe { &mut *core::ptr::addr_of_mut!(POOL[self.next]) };
+        // only grows, and `take` is called once), so this is the only reference to it;
+        // it is zeroed before the reference is made.
+        let table = unsafe {
+            let table = core::ptr::addr_of_mut!(POOL)
+                .cast::<PageTable>()
+                .add(self.next);
+            table.write_bytes(0, 1);
+            &mut *table
+        };
         self.next += 1;
-        table.zero();
         Ok(table)
     }
 
