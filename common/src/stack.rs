@@ -45,8 +45,14 @@ mod tests {
     fn every_depth_of_an_odd_sized_stack() {
         for words in 0..40 {
             for first in 0..=words {
-                let stack: Vec<u64> = (0..words).map(|i| if i < first { PAINT } else { 7 }).collect();
-                assert_eq!(used(words, |i| stack[i]), (words - first) * 8, "{words} {first}");
+                let stack: Vec<u64> = (0..words)
+                    .map(|i| if i < first { PAINT } else { 7 })
+                    .collect();
+                assert_eq!(
+                    used(words, |i| stack[i]),
+                    (words - first) * 8,
+                    "{words} {first}"
+                );
             }
         }
     }

@@ -89,7 +89,9 @@ impl<'a> Elf<'a> {
                 return Err(ElfError::UnsupportedRelocation { r_type, offset });
             }
             let at = offset.wrapping_sub(self.link_base) as usize;
-            let place = image.get_mut(at..).and_then(|rest| rest.first_chunk_mut::<8>());
+            let place = image
+                .get_mut(at..)
+                .and_then(|rest| rest.first_chunk_mut::<8>());
             let place = place.ok_or(ElfError::RelocOutOfImage { offset })?;
             *place = r.r_addend.get().wrapping_add(disp).to_le_bytes();
         }
