@@ -142,7 +142,7 @@ fn pit_count() -> (u16, bool) {
 
 /// TSC ticks per second from the stopwatch: over the time since it started, if at
 /// least 2 ms and it has not run out; else restarted and waited on for 2 ms. 0
-/// without a PIT (a bounded wait).
+/// without a PIT (a bounded wait) or with one that does not count.
 fn pit_calibrate() -> u64 {
     if STOPWATCH_TSC.load(Ordering::Relaxed) == 0 || pit_count().1 {
         start_pit_stopwatch();
@@ -157,7 +157,10 @@ fn pit_calibrate() -> u64 {
             return 0;
         }
         if elapsed >= PIT_MIN {
-            return now.wrapping_sub(start) * PIT_HZ / u64::from(elapsed);
+            // A PIT that is not there, or not counting, reads as a count at once: a TSC
+            // below 100 MHz is taken for that, not for a frequency.
+            let hz = now.wrapping_sub(start) * PIT_HZ / u64::from(elapsed);
+            return if hz < 100_000_000 { 0 } else { hz };
         }
         if now.wrapping_sub(start) > 1 << 36 {
             return 0;
