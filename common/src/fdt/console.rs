@@ -54,7 +54,7 @@ pub fn stdout(fdt: &Fdt<'_>) -> Result<Option<Console>, FdtError> {
                 seen_chosen |= in_chosen;
             }
             Event::Prop {
-                name: "stdout-path",
+                name: b"stdout-path",
                 value: v,
                 ..
             } if depth == 1 && in_chosen => {
@@ -91,10 +91,10 @@ fn alias<'a>(fdt: &Fdt<'a>, name: &[u8]) -> Result<Option<&'a [u8]>, FdtError> {
     let mut in_aliases = false;
     fdt.walk(|depth, event| {
         match event {
-            Event::Begin { name: node, .. } if depth == 1 => in_aliases = node == "aliases",
+            Event::Begin { name: node, .. } if depth == 1 => in_aliases = node == b"aliases",
             Event::Prop {
                 name: prop, value, ..
-            } if depth == 1 && in_aliases && prop.as_bytes() == name => {
+            } if depth == 1 && in_aliases && prop == name => {
                 found = value.split(|&b| b == 0).next();
             }
             _ => {}
@@ -105,8 +105,7 @@ fn alias<'a>(fdt: &Fdt<'a>, name: &[u8]) -> Result<Option<&'a [u8]>, FdtError> {
 }
 
 /// A path component names a node with or without its unit address.
-fn node_matches(name: &str, component: &[u8]) -> bool {
-    let name = name.as_bytes();
+fn node_matches(name: &[u8], component: &[u8]) -> bool {
     name == component
         || (name.len() > component.len()
             && name.starts_with(component)
@@ -158,7 +157,7 @@ pub(super) fn find(fdt: &Fdt<'_>, path: &[u8]) -> Result<Option<Console>, FdtErr
                 }
             }
             Event::Prop {
-                name: "ranges",
+                name: b"ranges",
                 value,
                 ..
             } if on_path => {
@@ -167,10 +166,10 @@ pub(super) fn find(fdt: &Fdt<'_>, path: &[u8]) -> Result<Option<Console>, FdtErr
                 }
             }
             Event::Prop { name, value, .. } if target => match name {
-                "reg" => reg = Some(value),
-                "compatible" => compatible = value,
-                "reg-shift" => reg_shift = small(value).unwrap_or(0),
-                "reg-io-width" => reg_io_width = small(value).unwrap_or(1),
+                b"reg" => reg = Some(value),
+                b"compatible" => compatible = value,
+                b"reg-shift" => reg_shift = small(value).unwrap_or(0),
+                b"reg-io-width" => reg_io_width = small(value).unwrap_or(1),
                 _ => {}
             },
             Event::Prop { .. } => {}

@@ -188,7 +188,7 @@ pub fn rebuild(fdt: &Fdt<'_>, edits: &[Edit<'_>], out: &mut [u8]) -> Result<usiz
                     add_remaining(&mut w, edits, &names, &mut done)?;
                 }
                 w.u32(FDT_BEGIN_NODE)?;
-                w.bytes(name.as_bytes())?;
+                w.bytes(name)?;
                 w.bytes(&[0])?;
                 w.pad4()?;
             }
@@ -199,7 +199,7 @@ pub fn rebuild(fdt: &Fdt<'_>, edits: &[Edit<'_>], out: &mut [u8]) -> Result<usiz
                 ..
             } => {
                 let edit = match in_chosen && depth == 1 {
-                    true => edits.iter().position(|e| e.name() == name),
+                    true => edits.iter().position(|e| e.name().as_bytes() == name),
                     false => None,
                 };
                 match edit.map(|i| (i, edits.get(i))) {

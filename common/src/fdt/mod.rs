@@ -172,13 +172,13 @@ impl Header {
 enum Event<'a> {
     /// `cells` are the parent's: what this node's own `reg` is read with.
     Begin {
-        name: &'a str,
+        name: &'a [u8],
         cells: Cells,
     },
     /// `cells` are the parent's `#address-cells`/`#size-cells`: what this node's
     /// `reg` is read with.
     Prop {
-        name: &'a str,
+        name: &'a [u8],
         value: &'a [u8],
         offset: usize,
         cells: Cells,
@@ -218,7 +218,7 @@ impl<'a> Fdt<'a> {
         let header = Header::read(bytes)?;
         let blob = bytes.get(..header.totalsize).ok_or(FdtError::Truncated)?;
         let fdt = Fdt { blob, header };
-        fdt.walk(|_, _| Ok(()))?;
+        fdt.walk_checked(true, |_, _| Ok(()))?;
         Ok(fdt)
     }
 
@@ -227,7 +227,7 @@ impl<'a> Fdt<'a> {
         self.blob
     }
 
-    fn string(&self, offset: usize) -> Result<&'a str, FdtError> {
+    fn string(&self, offset: usize) -> Result<&'a [u8], FdtError> {
         let strings = self
             .blob
             .get(self.header.strings.clone())
@@ -237,15 +237,30 @@ impl<'a> Fdt<'a> {
             .iter()
             .position(|&b| b == 0)
             .ok_or(FdtError::BadName { offset })?;
-        core::str::from_utf8(tail.get(..len).unwrap_or_default())
-            .map_err(|_| FdtError::BadName { offset })
+        Ok(tail.get(..len).unwrap_or_default())
     }
 
     /// Walks the structure block, calling `f(depth, event)`; depth 0 is the root node.
+    /// Names were checked (UTF-8) once, by [`Fdt::new`]: the blob cannot have changed.
     fn walk(
         &self,
+        f: impl FnMut(usize, Event<'a>) -> Result<(), FdtError>,
+    ) -> Result<(), FdtError> {
+        self.walk_checked(false, f)
+    }
+
+    /// [`Fdt::walk`], with `check_names`: every node and property name must be UTF-8.
+    fn walk_checked(
+        &self,
+        check_names: bool,
         mut f: impl FnMut(usize, Event<'a>) -> Result<(), FdtError>,
     ) -> Result<(), FdtError> {
+        let utf8 = |name: &[u8], offset: usize| match check_names {
+            true => core::str::from_utf8(name)
+                .map(|_| ())
+                .map_err(|_| FdtError::BadName { offset }),
+            false => Ok(()),
+        };
         let structs = self
             .blob
             .get(self.header.structs.clone())
@@ -271,8 +286,8 @@ impl<'a> Fdt<'a> {
                         .iter()
                         .position(|&b| b == 0)
                         .ok_or(FdtError::BadName { offset })?;
-                    let name = core::str::from_utf8(tail.get(..len).unwrap_or_default())
-                        .map_err(|_| FdtError::BadName { offset })?;
+                    let name = tail.get(..len).unwrap_or_default();
+                    utf8(name, offset)?;
                     at = align4(past(past(at, len)?, 1)?)?;
                     if depth >= MAX_DEPTH {
                         return Err(FdtError::TooDeep);
@@ -305,15 +320,16 @@ impl<'a> Fdt<'a> {
                     let len = be32(structs, at)? as usize;
                     let nameoff = be32(structs, past(at, 4)?)? as usize;
                     let name = self.string(nameoff)?;
+                    utf8(name, nameoff)?;
                     let start = past(at, 8)?;
                     let end = past(start, len)?;
                     let value = structs.get(start..end).ok_or(FdtError::Truncated)?;
                     at = align4(end)?;
-                    if let ("#address-cells" | "#size-cells", Some(c)) =
+                    if let (b"#address-cells" | b"#size-cells", Some(c)) =
                         (name, cells.get_mut(depth))
                     {
                         let n = cells_of(value).ok_or(FdtError::BadProperty("#address-cells"))?;
-                        if name == "#address-cells" {
+                        if name == b"#address-cells" {
                             c.address = n;
                         } else {
                             c.size = n;
@@ -400,8 +416,13 @@ enum Top {
 /// the arm64 `pi/` code) and U-Boot read it, matches `chosen` and `chosen@<unit>`
 /// alike and takes the first in tree order; the reader, `stdout` and the editor take
 /// that same node.
-fn is_chosen(name: &str) -> bool {
-    name.split('@').next() == Some("chosen")
+fn is_chosen(name: &[u8]) -> bool {
+    base_name(name) == b"chosen"
+}
+
+/// A node name without its unit address (DTSpec 2.2.1: `name@unit-address`).
+fn base_name(name: &[u8]) -> &[u8] {
+    name.split(|&b| b == b'@').next().unwrap_or(name)
 }
 
 /// Seed properties kept besides the last of each name.
@@ -478,8 +499,8 @@ impl<'a> Machine<'a> {
         fdt.walk(|depth, event| {
             match event {
                 Event::Begin { name, .. } if depth == 1 => {
-                    top = match name.split('@').next().unwrap_or(name) {
-                        "reserved-memory" => Top::Reserved,
+                    top = match base_name(name) {
+                        b"reserved-memory" => Top::Reserved,
                         _ if is_chosen(name) && !seen_chosen => Top::Chosen,
                         _ if is_chosen(name) => Top::LaterChosen,
                         _ => Top::Other,
@@ -496,25 +517,25 @@ impl<'a> Machine<'a> {
                     ..
                 } => match (top, depth, name) {
                     // The root's cells describe CPU addresses: at most 64 bits.
-                    (_, 0, "#address-cells" | "#size-cells") if cells_of(value) > Some(2) => {
+                    (_, 0, b"#address-cells" | b"#size-cells") if cells_of(value) > Some(2) => {
                         return Err(FdtError::BadProperty("#address-cells"));
                     }
-                    (_, 1, "reg") => (mem_reg, mem_cells) = (value, cells),
-                    (_, 1, "device_type") => is_memory = value == b"memory\0",
-                    (Top::Reserved, 2, "reg") => (res_reg, res_cells) = (value, cells),
-                    (Top::Reserved, 2, "no-map") => no_map = true,
+                    (_, 1, b"reg") => (mem_reg, mem_cells) = (value, cells),
+                    (_, 1, b"device_type") => is_memory = value == b"memory\0",
+                    (Top::Reserved, 2, b"reg") => (res_reg, res_cells) = (value, cells),
+                    (Top::Reserved, 2, b"no-map") => no_map = true,
                     // The first copy of a property, as libfdt's fdt_getprop (so Linux
                     // and U-Boot) reads it; later copies are never seen.
-                    (Top::Chosen, 1, "bootargs") if bootargs.is_none() => {
+                    (Top::Chosen, 1, b"bootargs") if bootargs.is_none() => {
                         bootargs = Some(value.split(|&b| b == 0).next().unwrap_or_default())
                     }
-                    (Top::Chosen, 1, "linux,initrd-start") if initrd_start.is_none() => {
+                    (Top::Chosen, 1, b"linux,initrd-start") if initrd_start.is_none() => {
                         initrd_start = Some(number(value, "linux,initrd-start")?)
                     }
-                    (Top::Chosen, 1, "linux,initrd-end") if initrd_end.is_none() => {
+                    (Top::Chosen, 1, b"linux,initrd-end") if initrd_end.is_none() => {
                         initrd_end = Some(number(value, "linux,initrd-end")?)
                     }
-                    (Top::Chosen, 1, "kaslr-seed") => {
+                    (Top::Chosen, 1, b"kaslr-seed") => {
                         // arch/arm64/kernel/pi/kaslr_early.c reads exactly a u64.
                         let earlier = match value.len() {
                             8 => m
@@ -528,11 +549,11 @@ impl<'a> Machine<'a> {
                         };
                         m.keep_other_seed(earlier)?;
                     }
-                    (Top::Chosen, 1, "rng-seed") => {
+                    (Top::Chosen, 1, b"rng-seed") => {
                         let earlier = m.rng_seed.replace((value, offset));
                         m.keep_other_seed(earlier.map(|(v, at)| (at, v.len())))?;
                     }
-                    (Top::LaterChosen, 1, "kaslr-seed" | "rng-seed") => {
+                    (Top::LaterChosen, 1, b"kaslr-seed" | b"rng-seed") => {
                         m.keep_other_seed(Some((offset, value.len())))?
                     }
                     _ => {}
@@ -631,10 +652,10 @@ pub fn psci(fdt: &Fdt<'_>) -> Result<Option<PsciConduit>, FdtError> {
     fdt.walk(|depth, event| {
         match event {
             Event::Begin { name, .. } if depth == 1 => {
-                in_psci = name.split('@').next() == Some("psci");
+                in_psci = base_name(name) == b"psci";
             }
             Event::Prop {
-                name: "method",
+                name: b"method",
                 value,
                 ..
             } if depth == 1 && in_psci => {
