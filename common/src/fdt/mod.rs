@@ -218,7 +218,7 @@ impl<'a> Fdt<'a> {
         let header = Header::read(bytes)?;
         let blob = bytes.get(..header.totalsize).ok_or(FdtError::Truncated)?;
         let fdt = Fdt { blob, header };
-        fdt.walk_checked(true, |_, _| Ok(()))?;
+        fdt.walk_checked::<true>(|_, _| Ok(()))?;
         Ok(fdt)
     }
 
@@ -246,16 +246,16 @@ impl<'a> Fdt<'a> {
         &self,
         f: impl FnMut(usize, Event<'a>) -> Result<(), FdtError>,
     ) -> Result<(), FdtError> {
-        self.walk_checked(false, f)
+        self.walk_checked::<false>(f)
     }
 
-    /// [`Fdt::walk`], with `check_names`: every node and property name must be UTF-8.
-    fn walk_checked(
+    /// [`Fdt::walk`], with `CHECK_NAMES`: every node and property name must be UTF-8
+    /// (a constant, so that the other walks carry no checking code).
+    fn walk_checked<const CHECK_NAMES: bool>(
         &self,
-        check_names: bool,
         mut f: impl FnMut(usize, Event<'a>) -> Result<(), FdtError>,
     ) -> Result<(), FdtError> {
-        let utf8 = |name: &[u8], offset: usize| match check_names {
+        let utf8 = |name: &[u8], offset: usize| match CHECK_NAMES {
             true => core::str::from_utf8(name)
                 .map(|_| ())
                 .map_err(|_| FdtError::BadName { offset }),
