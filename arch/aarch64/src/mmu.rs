@@ -10,6 +10,7 @@ use aarch64_cpu::registers::{
     ID_AA64MMFR0_EL1, MAIR_EL1, SCTLR_EL1, TCR_EL1, TTBR0_EL1, TTBR1_EL1,
 };
 use shim_common::memmap::{MemoryMap, Range};
+use shim_rt::Tables;
 use tock_registers::interfaces::{ReadWriteable, Readable, Writeable};
 use tock_registers::register_bitfields;
 use tock_registers::LocalRegisterCopy;
@@ -132,30 +133,20 @@ fn pa_of(table: &Table) -> u64 {
 
 /// Hands out zeroed tables from the pool; each exactly once.
 pub struct Pool {
-    next: usize,
+    tables: Tables<Table, POOL_TABLES>,
 }
 
 impl Pool {
     /// # Safety
     /// Called once: the pool's tables are handed out as unique references.
     pub unsafe fn take() -> Pool {
-        Pool { next: 0 }
+        // SAFETY: called once, so this is POOL's only user; a zeroed Table is empty.
+        let tables = unsafe { Tables::new(core::ptr::addr_of_mut!(POOL)) };
+        Pool { tables }
     }
 
     fn alloc(&mut self) -> Result<&'static mut Table, MmuError> {
-        if self.next >= POOL_TABLES {
-            return Err(MmuError::OutOfTables);
-        }
-        // SAFETY: index `next` is in bounds and was never handed out before (the cursor
-        // only grows, and `take` is called once), so this is the only reference to it;
-        // it is zeroed before the reference is made.
-        let table = unsafe {
-            let table = core::ptr::addr_of_mut!(POOL).cast::<Table>().add(self.next);
-            table.write_bytes(0, 1);
-            &mut *table
-        };
-        self.next += 1;
-        Ok(table)
+        self.tables.alloc().ok_or(MmuError::OutOfTables)
     }
 
     /// Follows (or creates) the next-level table behind `entry`.

@@ -1,6 +1,6 @@
 //! The statics both shims keep in their own image and the unsafe code that touches
 //! them: the counter at entry, the boot-info slot handed to the payload, the inflate
-//! state, and the check of the stack entry.S painted. Rules stay in shim-common; this
+//! state, the page-table pool's cursor, and the check of the stack entry.S painted. Rules stay in shim-common; this
 //! is shared glue only.
 #![no_std]
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
@@ -75,6 +75,45 @@ pub unsafe fn phys<'a>(pa: u64, len: u64) -> &'a mut [u8] {
     unsafe { core::slice::from_raw_parts_mut(pa as *mut u8, len as usize) }
 }
 
+/// Hands out the tables of a pool the entry code does not zero (linker.ld's `.noinit`):
+/// each exactly once, zeroed as it is handed out.
+pub struct Tables<T: 'static, const N: usize> {
+    pool: *mut MaybeUninit<[T; N]>,
+    next: usize,
+}
+
+impl<T: 'static, const N: usize> Tables<T, N> {
+    /// # Safety
+    /// `pool` is a static nothing else references, this is its only `Tables`, and a
+    /// `T` of all zero bytes is valid (a table of empty entries).
+    pub unsafe fn new(pool: *mut MaybeUninit<[T; N]>) -> Self {
+        Tables { pool, next: 0 }
+    }
+
+    /// The next table, zeroed; `None` once all `N` are handed out.
+    pub fn alloc(&mut self) -> Option<&'static mut T> {
+        if self.next >= N {
+            return None;
+        }
+        // SAFETY: index `next` is in bounds and was never handed out before (the cursor
+        // only grows, and `new`'s caller made this the pool's only user), so this is the
+        // only reference to it; it is zeroed, a valid T, before the reference is made.
+        let table = unsafe {
+            let table = self.pool.cast::<T>().add(self.next);
+            table.write_bytes(0, 1);
+            &mut *table
+        };
+        self.next += 1;
+        Some(table)
+    }
+}
+
+/// The stack entry.S painted: its lowest address and its size.
+fn stack_region() -> (*const u8, u64) {
+    let bottom = addr_of!(__stack_bottom);
+    (bottom, addr_of!(__stack_top) as u64 - bottom as u64)
+}
+
 /// An overflow of the shim's stack is an error (`Err(size)`), not a silent corruption
 /// of the bss below it; with `verbose`, `say` gets the high-water mark.
 pub fn check_stack(verbose: bool, say: impl FnOnce(core::fmt::Arguments<'_>)) -> Result<(), u64> {
@@ -84,8 +123,7 @@ pub fn check_stack(verbose: bool, say: impl FnOnce(core::fmt::Arguments<'_>)) ->
         return Ok(());
     }
     // The overflow check alone is the bottom word: it keeps its paint unless reached.
-    let bottom = addr_of!(__stack_bottom);
-    let size = addr_of!(__stack_top) as u64 - bottom as u64;
+    let (bottom, size) = stack_region();
     // SAFETY: the lowest word of our own stack region, identity-mapped, below every
     // live frame; only read.
     match unsafe { core::ptr::read_volatile(bottom.cast::<u64>()) } {
@@ -97,8 +135,8 @@ pub fn check_stack(verbose: bool, say: impl FnOnce(core::fmt::Arguments<'_>)) ->
 /// How deep the stack ever went, and its size: `Err(size)` if it ran off the bottom
 /// (into the bss below it), a corruption that must stop the boot.
 pub fn stack_use() -> Result<(u64, u64), u64> {
-    let bottom = addr_of!(__stack_bottom) as u64;
-    let size = addr_of!(__stack_top) as u64 - bottom;
+    let (bottom, size) = stack_region();
+    let bottom = bottom as u64;
     let used = stack::used((size / 8) as usize, |i| {
         // SAFETY: the word lies in our own stack region, identity-mapped; the scan stops
         // at the first word ever written, below every live frame, and only reads.

@@ -8,6 +8,7 @@ use core::mem::MaybeUninit;
 
 use shim_common::boot::Perm;
 use shim_common::memmap::Range;
+use shim_rt::Tables;
 use x86_64::structures::paging::{PageTable, PageTableFlags as F, PageTableIndex};
 use x86_64::PhysAddr;
 
@@ -63,7 +64,7 @@ pub struct Caps {
 
 /// Hands out zeroed tables from the pool; each exactly once.
 pub struct Pool {
-    next: usize,
+    tables: Tables<PageTable, POOL_TABLES>,
     caps: Caps,
 }
 
@@ -80,25 +81,13 @@ impl Pool {
     /// # Safety
     /// Called once: the pool's tables are handed out as unique references.
     pub unsafe fn take(caps: Caps) -> Pool {
-        Pool { next: 0, caps }
+        // SAFETY: called once, so this is POOL's only user; a zeroed PageTable is empty.
+        let tables = unsafe { Tables::new(core::ptr::addr_of_mut!(POOL)) };
+        Pool { tables, caps }
     }
 
     fn alloc(&mut self) -> Result<&'static mut PageTable, PagingError> {
-        if self.next >= POOL_TABLES {
-            return Err(PagingError::OutOfTables);
-        }
-        // SAFETY: index `next` is in bounds and was never handed out before (the cursor
-        // only grows, and `take` is called once), so this is the only reference to it;
-        // it is zeroed before the reference is made.
-        let table = unsafe {
-            let table = core::ptr::addr_of_mut!(POOL)
-                .cast::<PageTable>()
-                .add(self.next);
-            table.write_bytes(0, 1);
-            &mut *table
-        };
-        self.next += 1;
-        Ok(table)
+        self.tables.alloc().ok_or(PagingError::OutOfTables)
     }
 
     /// `flags` without XD where the CPU has no NX (there the bit is reserved).
