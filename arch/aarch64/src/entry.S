@@ -60,8 +60,8 @@ primary_entry:
 
     /* EL2: set up a plain EL1 and drop to it, leaving vectors that answer its hypervisor
      * calls (vectors.S) on a stack of their own. */
-    adrp    x9, el2_vectors
-    add     x9, x9, :lo12:el2_vectors
+    adrp    x9, exception_vectors
+    add     x9, x9, :lo12:exception_vectors
     msr     vbar_el2, x9
     msr     spsel, #1
     adrp    x9, el2_stack_top

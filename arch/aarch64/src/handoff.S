@@ -9,7 +9,7 @@
  * shim_enter_linux(entry, fdt, at_el2, stack_bottom, stack_top): a Linux Image as
  * Documentation/arch/arm64/booting.rst asks: MMU and D-cache off, x0 = FDT,
  * x1 = x2 = x3 = 0, DAIF masked, at EL2 when the loader entered the shim at EL2
- * (through the hypervisor call el2_vectors in vectors.S accepts once), else at EL1.
+ * (through the one hypervisor call vectors.S accepts there), else at EL1.
  * The caller has cleaned the Image and the device tree to the PoC.
  */
 
@@ -93,7 +93,7 @@ shim_enter_linux:
     clear_registers
     br      x9
 
-    /* EL2: arm the one hypervisor call el2_vectors accepts, then make it. The store
+    /* EL2: arm the one hypervisor call the EL2 vectors accept, then make it. The store
      * goes to memory (MMU off); the line is invalidated so no stale copy survives. */
 5:  adrp    x9, shim_el2_armed
     add     x9, x9, :lo12:shim_el2_armed

@@ -1,20 +1,41 @@
 /*
- * EL1 exception vectors (ARM ARM D1.10.2: 16 entries of 0x80 bytes, 2 KiB aligned).
- * Nothing here is expected to run: every exception is a bug or bad hardware, so each
- * entry passes its index to `exception`, which prints one line and halts. The payload
- * inherits them until it installs its own VBAR_EL1.
+ * The exception vectors (ARM ARM D1.10.2: 16 entries of 0x80 bytes, 2 KiB aligned),
+ * one table for VBAR_EL1 and, when the shim was entered at EL2, VBAR_EL2.
+ * - At EL1 nothing here is expected to run: every exception is a bug or bad hardware,
+ *   so each entry passes its index to `exception`, which prints one line and halts.
+ *   The payload inherits them until it installs its own VBAR_EL1.
+ * - At EL2 the only exception that can come is a hypervisor call from EL1 (HCR_EL2
+ *   routes nothing else here): entry 8, lower EL AArch64 synchronous. Any other entry
+ *   taken at EL2 is a bug in entry.S and parks.
+ * The table's 2 KiB alignment comes from linker.ld, which puts it where the padding
+ * costs least.
  */
     .section .text.vectors, "ax"
-    .balign 2048
+    .balign 0x80
     .global exception_vectors
 exception_vectors:
-    .irp index, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15
+    .irp index, 0, 1, 2, 3, 4, 5, 6, 7
+    .balign 0x80
+    mov     x0, #\index
+    b       take_exception
+    .endr
+    .balign 0x80
+    stp     x9, x10, [sp, #-32]!    // 8: lower EL, AArch64, synchronous
+    mrs     x9, CurrentEL
+    cmp     x9, #(2 << 2)
+    b.eq    el2_sync_lower
+    mov     x0, #8
+    b       take_exception
+    .irp index, 9, 10, 11, 12, 13, 14, 15
     .balign 0x80
     mov     x0, #\index
     b       take_exception
     .endr
 
 take_exception:
+    mrs     x9, CurrentEL
+    cmp     x9, #(2 << 2)
+    b.eq    el2_halt
     mrs     x1, esr_el1             // ESR_EL1: exception class and syndrome
     mrs     x2, elr_el1             // ELR_EL1: the faulting instruction
     mrs     x3, far_el1             // FAR_EL1: the faulting address, for aborts
@@ -24,8 +45,7 @@ take_exception:
     b       exception
 
 /*
- * EL2 vectors, left in VBAR_EL2 when entry.S drops to EL1: the only exception that can
- * reach them is a hypervisor call from EL1 (HCR_EL2 routes nothing else here).
+ * The hypervisor call at EL2, entered with x9 and x10 pushed:
  * - x0 = SHIM_HVC_ENTER, made from shim_enter_linux (ELR_EL2 = shim_hvc_return) while
  *   shim_el2_armed is set: disarm, and enter the kernel at EL2 with x0 = FDT (x2),
  *   x1 = x2 = x3 = 0, at x1, MMU off, DAIF masked (as the exception left them).
@@ -36,23 +56,7 @@ take_exception:
     .set    SHIM_HVC_ENTER, 0xc6005348
     .set    EC_HVC64, 0x16
 
-    .section .text.vectors, "ax"
-    .balign 2048
-    .global el2_vectors
-el2_vectors:
-    .irp index, 0, 1, 2, 3, 4, 5, 6, 7
-    .balign 0x80
-    b       el2_halt                // from EL2 itself: a bug in the code above
-    .endr
-    .balign 0x80
-    b       el2_sync_lower          // lower EL, AArch64, synchronous
-    .irp index, 9, 10, 11, 12, 13, 14, 15
-    .balign 0x80
-    b       el2_halt
-    .endr
-
 el2_sync_lower:
-    stp     x9, x10, [sp, #-32]!
     stp     x11, x12, [sp, #16]
     mrs     x9, esr_el2
     lsr     x9, x9, #26             // ESR_EL2.EC

@@ -218,7 +218,7 @@ impl<'a> Fdt<'a> {
         let header = Header::read(bytes)?;
         let blob = bytes.get(..header.totalsize).ok_or(FdtError::Truncated)?;
         let fdt = Fdt { blob, header };
-        fdt.walk_checked::<true>(|_, _| Ok(()))?;
+        fdt.walk_checked(true, &mut |_, _| Ok(()))?;
         Ok(fdt)
     }
 
@@ -244,18 +244,20 @@ impl<'a> Fdt<'a> {
     /// Names were checked (UTF-8) once, by [`Fdt::new`]: the blob cannot have changed.
     fn walk(
         &self,
-        f: impl FnMut(usize, Event<'a>) -> Result<(), FdtError>,
-    ) -> Result<(), FdtError> {
-        self.walk_checked::<false>(f)
-    }
-
-    /// [`Fdt::walk`], with `CHECK_NAMES`: every node and property name must be UTF-8
-    /// (a constant, so that the other walks carry no checking code).
-    fn walk_checked<const CHECK_NAMES: bool>(
-        &self,
         mut f: impl FnMut(usize, Event<'a>) -> Result<(), FdtError>,
     ) -> Result<(), FdtError> {
-        let utf8 = |name: &[u8], offset: usize| match CHECK_NAMES {
+        self.walk_checked(false, &mut f)
+    }
+
+    /// [`Fdt::walk`], and with `check_names` every node and property name must be UTF-8.
+    /// One copy of the loop serves every walk: `f` is called through a vtable (a few
+    /// hundred events a tree), not inlined into a copy per caller.
+    fn walk_checked(
+        &self,
+        check_names: bool,
+        f: &mut dyn FnMut(usize, Event<'a>) -> Result<(), FdtError>,
+    ) -> Result<(), FdtError> {
+        let utf8 = |name: &[u8], offset: usize| match check_names {
             true => core::str::from_utf8(name)
                 .map(|_| ())
                 .map_err(|_| FdtError::BadName { offset }),
