@@ -4,6 +4,7 @@
 
 use core::fmt;
 use core::mem::size_of;
+use zeroize::Zeroize;
 
 use crate::arm64_linux;
 use crate::bootinfo::{self, BootInfo};
@@ -411,11 +412,19 @@ pub struct LoadedLinux<'a> {
 }
 
 /// Fresh seeds for the kernel, drawn after placement (see [`LoadedLinux::seeds`]).
+/// Wiped when dropped: once written where the kernel reads them, no other copy stays.
 pub struct KernelSeeds {
     /// `/chosen/kaslr-seed`: Linux's virtual offset. Never 0 (0 means "no seed").
     pub kaslr: [u8; 8],
     /// `/chosen/rng-seed`: credited to Linux's entropy pool.
     pub rng: [u8; 64],
+}
+
+impl Drop for KernelSeeds {
+    fn drop(&mut self) {
+        self.kaslr.zeroize();
+        self.rng.zeroize();
+    }
 }
 
 impl LoadedLinux<'_> {

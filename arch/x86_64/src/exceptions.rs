@@ -2,6 +2,8 @@
 //! ends in one `shim: error:` line and a halt, instead of a silent triple fault.
 //! Interrupts stay masked; only the 32 exception vectors are present.
 
+use core::mem::MaybeUninit;
+
 use x86_64::structures::idt::InterruptDescriptorTable;
 use x86_64::VirtAddr;
 
@@ -12,8 +14,10 @@ extern "C" {
     static exception_stubs: u8;
 }
 
-/// Only the exception entries are filled; vectors 32-255 stay absent.
-static mut IDT: InterruptDescriptorTable = InterruptDescriptorTable::new();
+/// Only the exception entries are filled; vectors 32-255 stay absent. Built at run
+/// time: a table of absent gates is not all zeros, and as an initialised static its
+/// 4 KiB would be carried in the image.
+static mut IDT: MaybeUninit<InterruptDescriptorTable> = MaybeUninit::uninit();
 
 /// Points every architectural exception at its stub (an interrupt gate, present, DPL 0,
 /// the current CS, no IST) and loads the table. Reserved vectors stay absent: one
@@ -23,7 +27,7 @@ pub fn install() {
     let stub = |vector: u64| VirtAddr::new(stubs + 16 * vector);
     // SAFETY: runs once, early, with interrupts off: nothing else uses IDT yet, and no
     // reference to it outlives this function.
-    let idt = unsafe { &mut *core::ptr::addr_of_mut!(IDT) };
+    let idt = unsafe { &mut *core::ptr::addr_of_mut!(IDT) }.write(InterruptDescriptorTable::new());
     // SAFETY: each address is the stub vectors.S assembles for that vector, which
     // expects exactly that vector's frame (with or without an error code).
     unsafe {

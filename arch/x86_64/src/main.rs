@@ -507,7 +507,7 @@ impl Platform for X86 {
 
 /// The stack check (shim-rt), its figure on the console.
 fn check_stack(verbose: bool) -> Result<(), Fail> {
-    shim_rt::check_stack(verbose, |line| console::line(line)).map_err(Fail::StackOverflow)
+    shim_rt::check_stack(verbose, console::line).map_err(Fail::StackOverflow)
 }
 
 fn fail(e: Fail) -> ! {
