@@ -314,6 +314,55 @@ impl<const N: usize> RangeSet<N> {
     }
 }
 
+/// How much of a range a set covers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cover {
+    All,
+    Part,
+    Nothing,
+}
+
+/// A set's cover of ranges asked in order of their start (each start at or above the
+/// last one's): the page-table builders' pass over the address space, a constant
+/// amount of work per block instead of a search of the whole set.
+pub struct Sweep<'a> {
+    /// The set's ranges that end above the last start asked about.
+    ahead: &'a [Range],
+}
+
+impl<'a> Sweep<'a> {
+    pub fn new<const N: usize>(set: &'a RangeSet<N>) -> Self {
+        Sweep {
+            ahead: set.as_slice(),
+        }
+    }
+
+    /// How much of `r` (non-empty, starting at or above every earlier question's
+    /// start) the set covers. The set's ranges are disjoint and never adjacent, so
+    /// `r` is all covered only when one range holds it.
+    pub fn cover(&mut self, r: Range) -> Cover {
+        while let Some((first, rest)) = self.ahead.split_first() {
+            if first.end > r.start {
+                break;
+            }
+            self.ahead = rest;
+        }
+        match self.ahead.first() {
+            Some(n) if n.start <= r.start && n.end >= r.end => Cover::All,
+            Some(n) if n.start < r.end => Cover::Part,
+            _ => Cover::Nothing,
+        }
+    }
+
+    /// The set's ranges that overlap `r` (asked about last, with [`Sweep::cover`]).
+    pub fn overlapping(&self, r: Range) -> impl Iterator<Item = Range> + 'a {
+        self.ahead
+            .iter()
+            .take_while(move |n| n.start < r.end)
+            .copied()
+    }
+}
+
 /// Ranges the payload must not be placed over, each labelled for the error report,
 /// kept in insertion order (they may overlap each other).
 #[derive(Clone, Copy, Debug)]
@@ -389,6 +438,70 @@ pub fn free_memory<const N: usize, const M: usize>(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn sweep_covers_like_the_set() {
+        let mut set = MemoryMap::new();
+        for (start, end) in [(0x1000, 0x3000), (0x5000, 0x9000), (0x20000, 0x40000)] {
+            set.insert(Range { start, end }).unwrap();
+        }
+        let truth = |r: Range| {
+            if set.contains_range(&r) {
+                Cover::All
+            } else if set.iter().any(|n| n.overlaps(&r)) {
+                Cover::Part
+            } else {
+                Cover::Nothing
+            }
+        };
+        // Every block size, and a coarse block followed by its fine ones (the page-table
+        // builders' order), agree with the set's own answers.
+        for size in [0x800u64, 0x1000, 0x2000, 0x4000, 0x10000] {
+            let mut sweep = Sweep::new(&set);
+            for start in (0..0x50000).step_by(size as usize) {
+                let r = Range {
+                    start,
+                    end: start + size,
+                };
+                assert_eq!(sweep.cover(r), truth(r), "{r:?}");
+                let inside: Vec<_> = sweep.overlapping(r).collect();
+                let want: Vec<_> = set.iter().filter(|n| n.overlaps(&r)).collect();
+                assert_eq!(inside, want, "{r:?}");
+                if size == 0x4000 {
+                    for fine in (start..start + size).step_by(0x800) {
+                        let f = Range {
+                            start: fine,
+                            end: fine + 0x800,
+                        };
+                        assert_eq!(sweep.cover(f), truth(f), "{f:?}");
+                    }
+                }
+            }
+        }
+        let nothing = MemoryMap::new();
+        let mut empty = Sweep::new(&nothing);
+        assert_eq!(empty.cover(Range { start: 0, end: 1 }), Cover::Nothing);
+        // A range ending at the top of the address space.
+        let mut top = MemoryMap::new();
+        top.insert(Range {
+            start: u64::MAX - 0xfff,
+            end: u64::MAX,
+        })
+        .unwrap();
+        let mut sweep = Sweep::new(&top);
+        assert_eq!(
+            sweep.cover(Range {
+                start: 0,
+                end: 0x1000
+            }),
+            Cover::Nothing
+        );
+        let last = Range {
+            start: u64::MAX - 0xfff,
+            end: u64::MAX,
+        };
+        assert_eq!(sweep.cover(last), Cover::All);
+    }
+
     use super::*;
     use proptest::prelude::*;
 

@@ -16,14 +16,31 @@
 /* 0xc600_5348: an SMCCC fast call in the hypervisor service range ("SH"). */
     .set    SHIM_HVC_ENTER, 0xc6005348
 
-/* Zeroes [\from, \to), 16-byte aligned, with the caches as they are. */
-.macro wipe from, to, tmp
+/* Zeroes [\from, \to), both 4 KiB aligned (linker.ld's stack), with the caches as they
+ * are: a DC ZVA block at a time (DCZID_EL0: 4 << BS bytes, at most 2 KiB, so never past
+ * either end), or 64 bytes a step where DCZID_EL0.DZP prohibits DC ZVA. */
+.macro wipe from, to, tmp, step
+    mov     \tmp, \from
+    mrs     \step, dczid_el0
+    tbnz    \step, #4, 3f           // DZP
+    and     \step, \step, #0xf
+    mov     \tmp, #4
+    lsl     \step, \tmp, \step      // the block size in bytes
     mov     \tmp, \from
 1:  cmp     \tmp, \to
-    b.hs    2f
-    stp     xzr, xzr, [\tmp], #16
+    b.hs    4f
+    dc      zva, \tmp
+    add     \tmp, \tmp, \step
     b       1b
-2:
+3:  cmp     \tmp, \to
+    b.hs    4f
+    stp     xzr, xzr, [\tmp]
+    stp     xzr, xzr, [\tmp, #16]
+    stp     xzr, xzr, [\tmp, #32]
+    stp     xzr, xzr, [\tmp, #48]
+    add     \tmp, \tmp, #64
+    b       3b
+4:
 .endm
 
 /* Zeroes the general registers x4..x8 and x10..x30 and every SIMD register. */
@@ -40,7 +57,7 @@
     .global shim_enter_payload
 shim_enter_payload:
     msr     daifset, #0xf
-    wipe    x3, x4, x9
+    wipe    x3, x4, x9, x10
     mov     x9, x0
     mov     x0, x1
     mov     x1, x2
@@ -52,7 +69,7 @@ shim_enter_payload:
     .global shim_enter_linux
 shim_enter_linux:
     msr     daifset, #0xf
-    wipe    x3, x4, x9
+    wipe    x3, x4, x9, x10
     /* Clean and invalidate the wiped stack to the PoC: with the MMU off, the kernel
      * reads memory, not the zeros still in the cache. */
     mrs     x10, ctr_el0

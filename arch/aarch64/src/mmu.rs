@@ -9,7 +9,7 @@ use aarch64_cpu::asm::barrier;
 use aarch64_cpu::registers::{
     ID_AA64MMFR0_EL1, MAIR_EL1, SCTLR_EL1, TCR_EL1, TTBR0_EL1, TTBR1_EL1,
 };
-use shim_common::memmap::{MemoryMap, Range};
+use shim_common::memmap::{Cover, MemoryMap, Range, Sweep};
 use shim_rt::Tables;
 use tock_registers::interfaces::{ReadWriteable, Readable, Writeable};
 use tock_registers::register_bitfields;
@@ -168,22 +168,22 @@ impl Pool {
     /// Returns the level 1 table.
     pub fn identity(&mut self, normal: &MemoryMap) -> Result<&'static Table, MmuError> {
         /// Normal, Device, or mixed (`None`) over `r`.
-        fn kind(normal: &MemoryMap, r: Range) -> Option<Attr> {
-            if normal.contains_range(&r) {
-                Some(Attr::Ram)
-            } else if !normal.iter().any(|n| n.overlaps(&r)) {
-                Some(Attr::Device)
-            } else {
-                None
+        fn kind(sweep: &mut Sweep<'_>, r: Range) -> Option<Attr> {
+            match sweep.cover(r) {
+                Cover::All => Some(Attr::Ram),
+                Cover::Nothing => Some(Attr::Device),
+                Cover::Part => None,
             }
         }
+        // Blocks are visited in address order: the sweep answers each in constant time.
+        let mut sweep = Sweep::new(normal);
         let l1 = self.alloc()?;
         for (i, entry) in l1.0.iter_mut().enumerate() {
             let gib = Range {
                 start: i as u64 * GIB,
                 end: (i as u64 + 1) * GIB,
             };
-            if let Some(attr) = kind(normal, gib) {
+            if let Some(attr) = kind(&mut sweep, gib) {
                 *entry = descriptor(gib.start, attr, false);
                 continue;
             }
@@ -194,7 +194,7 @@ impl Pool {
                     start,
                     end: start + MIB2,
                 };
-                if let Some(attr) = kind(normal, mib2) {
+                if let Some(attr) = kind(&mut sweep, mib2) {
                     *block = descriptor(start, attr, false);
                     continue;
                 }
@@ -206,7 +206,7 @@ impl Pool {
                     *page = (start + k as u64 * PAGE) | device;
                 }
                 let ram = descriptor(0, Attr::Ram, true);
-                for n in normal.iter().filter(|n| n.overlaps(&mib2)) {
+                for n in sweep.overlapping(mib2) {
                     let first = n.start.max(start).next_multiple_of(PAGE);
                     let end = n.end.min(mib2.end) & !(PAGE - 1);
                     for at in (first..end).step_by(PAGE as usize) {
