@@ -25,6 +25,7 @@ mod pack;
 mod qemu;
 mod residue;
 mod simulate;
+mod size;
 mod soak;
 mod test;
 mod toolchain;
@@ -71,6 +72,8 @@ enum Cmd {
     /// Run the criterion benchmarks (inflate, SHA-256, relocation, slot choice) on
     /// Debian's arm64 Image and print each as ratios of the shim's own path.
     Bench(bench::BenchArgs),
+    /// Build the image and tell how big shim.bin is, by crate and module.
+    Size(size::SizeArgs),
 }
 
 fn main() -> ExitCode {
@@ -99,6 +102,7 @@ fn dispatch(command: Cmd) -> Result<()> {
         Cmd::Soak(args) => soak::run(&args),
         Cmd::Fuzz(args) => fuzz::run(&args),
         Cmd::Bench(args) => bench::run(&args),
+        Cmd::Size(args) => size::run(&args),
     }
 }
 
