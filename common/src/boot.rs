@@ -146,9 +146,11 @@ impl From<SlotError> for BootError {
     }
 }
 
-/// How much of an ELF payload is unpacked first, for its headers: ELF files put
-/// their program headers right after the 64-byte ELF header.
+/// At most this much of an ELF payload is unpacked first, for its headers: ELF files
+/// put their program headers right after the 64-byte ELF header.
 const HEADERS_PREFIX: usize = 8192;
+/// What is unpacked first, for the ELF header and (usually) the program headers.
+const HEADERS_FIRST: usize = 1024;
 
 /// A payload ready to map and enter.
 pub struct Loaded {
@@ -228,7 +230,22 @@ pub fn load(
     // is. (Only the slot is decided on unverified bytes; nothing runs from them.)
     let t0 = platform.ticks();
     let mut head = [0u8; HEADERS_PREFIX];
-    let n = unpack_head(platform, &payload, &inputs.usable, &mut head, inflater)?;
+    // Inflating costs about 20 instructions a byte: a first KiB holds the program
+    // headers of a usual payload, and more is unpacked only if the ELF header says
+    // they reach further. (An LZ4 block decodes whole, whatever is asked.)
+    let first = match container::first_block_len(&payload) {
+        Some(_) => HEADERS_PREFIX,
+        None => HEADERS_FIRST,
+    };
+    let free = &inputs.usable;
+    let prefix = head.get_mut(..first).unwrap_or_default();
+    let mut n = unpack_head(platform, &payload, free, prefix, inflater)?;
+    let reach = Elf::headers_len(head.get(..n).unwrap_or_default())
+        .map_or(0, |len| len.min(HEADERS_PREFIX as u64) as usize);
+    if reach > n && n == first {
+        let prefix = head.get_mut(..reach).unwrap_or_default();
+        n = unpack_head(platform, &payload, free, prefix, inflater)?;
+    }
     // The slot is 2 MiB aligned, and so is the virtual base: a payload asking for more
     // (its largest p_align) is refused rather than placed against it.
     let headers = match Elf::headers(
@@ -779,7 +796,7 @@ mod tests {
     //! buffer, a container around a small relocatable ELF, and checks on what lands in
     //! RAM and what does not.
     use super::*;
-    use crate::elf::builder::{rela, sample, BASE};
+    use crate::elf::builder::{rela, sample, word, BASE};
     use crate::entropy::Source;
     use sha2::{Digest, Sha256};
 
@@ -1013,6 +1030,25 @@ mod tests {
                 (p.virt + 0x1000, p.phys + 0x1000, 0x2000, Perm::Data)
             );
         }
+    }
+
+    #[test]
+    fn program_headers_past_the_first_kib_are_unpacked_too() {
+        // The sample's program headers copied to 0x800 (the file's end), e_phoff to match.
+        let mut elf = payload();
+        let nph = usize::from(u16::from_le_bytes([elf[56], elf[57]]));
+        let phdrs = elf[64..64 + 56 * nph].to_vec();
+        elf.resize(0x800, 0);
+        elf.extend(phdrs);
+        elf[32..40].copy_from_slice(&0x800u64.to_le_bytes());
+        assert!(Elf::headers_len(&elf).unwrap() as usize > HEADERS_FIRST);
+        let c = container(&elf, &elf);
+        let mut fake = Fake::new();
+        let mut inflater = DecompressorOxide::new();
+        let loaded = load(&mut fake, inputs(&c, b"", 1), &mut inflater).unwrap();
+        let p = loaded.placed;
+        let image = fake.read(Range::from_base_size(p.phys, loaded.info.image_size).unwrap());
+        assert_eq!(word(image, BASE + 0x1008), p.virt + 0x1080);
     }
 
     #[test]

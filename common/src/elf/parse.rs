@@ -220,6 +220,16 @@ impl<'a> Elf<'a> {
         })
     }
 
+    /// How many leading bytes of the file hold its ELF and program headers, as the
+    /// 64-byte ELF header at the start of `prefix` says (`None` if `prefix` is shorter
+    /// or the sum overflows): what [`Elf::headers`] needs. Nothing is checked here.
+    pub fn headers_len(prefix: &[u8]) -> Option<u64> {
+        let (eh, _) = Ehdr::ref_from_prefix(prefix).ok()?;
+        let phdrs = u64::from(eh.e_phnum.get()).checked_mul(size_of::<Phdr>() as u64)?;
+        let end = eh.e_phoff.get().checked_add(phdrs)?;
+        Some(end.max(size_of::<Ehdr>() as u64))
+    }
+
     /// `parse`, with `file` possibly only the first bytes of a `file_len`-byte file:
     /// then the dynamic table is not read (the relocation tables stay empty).
     fn parse_in(file: &'a [u8], file_len: u64, machine: Machine) -> Result<Elf<'a>, ElfError> {
@@ -501,6 +511,24 @@ mod tests {
                 found: 183
             })
         );
+    }
+
+    #[test]
+    fn headers_len_is_what_headers_needs() {
+        let file = sample(&[], &[]);
+        let len = Elf::headers_len(&file[..64]).unwrap() as usize;
+        let full = Elf::headers(&file, file.len() as u64, Machine::Aarch64).unwrap();
+        let from_prefix = Elf::headers(&file[..len], file.len() as u64, Machine::Aarch64);
+        assert_eq!(from_prefix, Ok(full));
+        assert_eq!(
+            Elf::headers(&file[..len - 1], file.len() as u64, Machine::Aarch64).err(),
+            Some(ElfError::Truncated)
+        );
+        assert_eq!(Elf::headers_len(&file[..63]), None);
+        // e_phoff (offset 32) at the top of the address space: the sum overflows.
+        assert_eq!(Elf::headers_len(&patched(&file, 32, &[0xff; 8])), None);
+        // No program headers: the ELF header alone.
+        assert_eq!(Elf::headers_len(&patched(&file, 56, &[0, 0])), Some(64));
     }
 
     fn patched(file: &[u8], off: usize, v: &[u8]) -> Vec<u8> {
