@@ -18,7 +18,7 @@ use shim_common::fdt::edit;
 use shim_common::fdt::Fdt;
 
 use crate::arch::{Arch, AARCH64};
-use crate::image::{self, BuildArgs, Compress};
+use crate::image::{self, BuildArgs};
 use crate::{dtbs, exec, linux, simulate, target_dir, workspace_root};
 
 /// Where the place target's machine starts and what its first byte says (the
@@ -235,15 +235,7 @@ fn built(arch: Arch) -> Result<(Vec<u8>, Vec<u8>)> {
     let dir = target_dir().join("xtask").join(arch.target().name);
     let (payload, image) = (dir.join("payload.elf"), dir.join("shim.img"));
     if !payload.is_file() || !image.is_file() {
-        image::build(&BuildArgs {
-            arch,
-            payload: None,
-            corrupt_payload: false,
-            output: None,
-            debug: false,
-            compress: Compress::Zlib,
-            board: None,
-        })?;
+        image::build(&BuildArgs::demo(arch))?;
     }
     Ok((read(&payload)?, read(&image)?))
 }

@@ -85,6 +85,20 @@ impl Compress {
 }
 
 impl BuildArgs {
+    /// What `cargo xtask build --arch <arch>` builds: the demo payload, optimized, in a
+    /// zlib container, for the arch's default board.
+    pub fn demo(arch: Arch) -> BuildArgs {
+        BuildArgs {
+            arch,
+            payload: None,
+            corrupt_payload: false,
+            output: None,
+            debug: false,
+            compress: Compress::Zlib,
+            board: None,
+        }
+    }
+
     fn profile(&self) -> &'static str {
         if self.debug {
             "debug"

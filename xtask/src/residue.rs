@@ -13,7 +13,7 @@ use shim_common::fdt::edit::{self, Edit};
 use shim_common::fdt::Fdt;
 
 use crate::arch::AARCH64;
-use crate::image::{self, BuildArgs, Compress};
+use crate::image::{self, BuildArgs};
 use crate::{exec, target_dir};
 
 /// The planted kaslr-seed; tests/payload (`checks::planted_seed`) and tests/residue
@@ -68,15 +68,7 @@ pub fn dtb(tree: Tree) -> Result<PathBuf> {
 
 /// tests/residue as a flat arm64 Image (its own header, no relocations).
 pub fn scanner_image() -> Result<PathBuf> {
-    let args = BuildArgs {
-        arch: crate::arch::Arch::Aarch64,
-        payload: None,
-        corrupt_payload: false,
-        output: None,
-        debug: false,
-        compress: Compress::Zlib,
-        board: None,
-    };
+    let args = BuildArgs::demo(crate::arch::Arch::Aarch64);
     let elf = image::cargo_build(&AARCH64, "residue-image", &args)?;
     let out = target_dir().join("xtask").join("residue").join("Image");
     exec(

@@ -11,7 +11,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 
 use crate::arch::Arch;
-use crate::image::{self, BuildArgs, Compress};
+use crate::image::{self, BuildArgs};
 use crate::{capture, target_dir};
 
 /// The goal for `shim.bin`, per arch.
@@ -34,16 +34,7 @@ pub fn run(args: &SizeArgs) -> Result<()> {
     };
     let nm = image::objcopy()?.with_file_name("llvm-nm");
     for arch in arches {
-        let build = BuildArgs {
-            arch,
-            payload: None,
-            corrupt_payload: false,
-            output: None,
-            debug: false,
-            compress: Compress::Zlib,
-            board: None,
-        };
-        image::build(&build)?;
+        image::build(&BuildArgs::demo(arch))?;
         let target = arch.target();
         let flat = target_dir()
             .join("xtask")

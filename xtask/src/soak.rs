@@ -11,7 +11,7 @@ use clap::Args;
 
 use crate::arch::Arch;
 use crate::deps;
-use crate::image::{self, BuildArgs, Compress};
+use crate::image::{self, BuildArgs};
 use crate::qemu::{self, Expect, Loader, Machine, Summary};
 
 #[derive(Args, Debug)]
@@ -91,16 +91,7 @@ pub fn run(args: &SoakArgs) -> Result<()> {
         let image = match images.iter().find(|(a, _)| *a == config.arch) {
             Some((_, path)) => path.clone(),
             None => {
-                let build = BuildArgs {
-                    arch: config.arch,
-                    payload: None,
-                    corrupt_payload: false,
-                    output: None,
-                    debug: false,
-                    compress: Compress::Zlib,
-                    board: None,
-                };
-                let path = image::build(&build)?.path;
+                let path = image::build(&BuildArgs::demo(config.arch))?.path;
                 images.push((config.arch, path.clone()));
                 path
             }
