@@ -1,7 +1,7 @@
 //! The statics both shims keep in their own image and the unsafe code that touches
 //! them: the counter at entry, the boot-info slot handed to the payload, the inflate
-//! state, the page-table pool's cursor, and the check of the stack entry.S painted. Rules stay in shim-common; this
-//! is shared glue only.
+//! state, the page-table pool's cursor, and the check of the stack entry.S painted.
+//! Rules stay in shim-common; this is shared glue only.
 #![no_std]
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
 
