@@ -192,12 +192,14 @@ pub fn early_uart_slot(console: crate::fdt::Console) -> Option<[u8; 16]> {
     Some(slot)
 }
 
-/// The early UART in the shim's image, as [`early_uart_slot`] writes it. `None` when
-/// none is written, or what is there is not one the shim drives.
-pub fn early_uart(slot: &[u8; 16]) -> Option<crate::fdt::Console> {
+/// The early UART in the shim's image, as [`early_uart_slot`] writes it, given as the
+/// slot's two little-endian words: the entry code reads it with the MMU off, where only
+/// aligned loads are allowed, so it is read as whole words and taken apart here.
+/// `None` when none is written, or what is there is not one the shim drives.
+pub fn early_uart(words: [u64; 2]) -> Option<crate::fdt::Console> {
     use crate::fdt::Uart;
-    let [b0, b1, b2, b3, b4, b5, b6, b7, k0, k1, k2, k3, shift, width, ..] = *slot;
-    let base = u64::from_le_bytes([b0, b1, b2, b3, b4, b5, b6, b7]);
+    let [base, rest] = words;
+    let [k0, k1, k2, k3, shift, width, ..] = rest.to_le_bytes();
     let uart = match u32::from_le_bytes([k0, k1, k2, k3]) {
         1 => Uart::Pl011,
         2 if matches!(width, 1 | 4) && shift < 8 => Uart::Ns16550 {
@@ -215,8 +217,12 @@ mod tests {
     #[test]
     fn the_early_uart_slot_as_xtask_writes_it() {
         use crate::fdt::{Console, Uart};
+        let words = |slot: &[u8; 16]| {
+            let (lo, hi) = slot.split_at(8);
+            [lo, hi].map(|w| u64::from_le_bytes(w.try_into().unwrap()))
+        };
         let mut slot = [0u8; 16];
-        assert_eq!(early_uart(&slot), None);
+        assert_eq!(early_uart(words(&slot)), None);
         slot[..8].copy_from_slice(&0xfe21_5040u64.to_le_bytes());
         slot[8] = 2;
         slot[12] = 2;
@@ -226,25 +232,25 @@ mod tests {
             reg_io_width: 4,
         };
         assert_eq!(
-            early_uart(&slot),
+            early_uart(words(&slot)),
             Some(Console {
                 base: 0xfe21_5040,
                 uart: mini
             })
         );
         slot[13] = 2;
-        assert_eq!(early_uart(&slot), None, "a 2-byte register width");
+        assert_eq!(early_uart(words(&slot)), None, "a 2-byte register width");
         slot[8] = 9;
-        assert_eq!(early_uart(&slot), None, "an unknown kind");
+        assert_eq!(early_uart(words(&slot)), None, "an unknown kind");
         slot[8] = 1;
-        assert_eq!(early_uart(&slot).map(|c| c.uart), Some(Uart::Pl011));
+        assert_eq!(early_uart(words(&slot)).map(|c| c.uart), Some(Uart::Pl011));
         // What xtask writes reads back as the same console.
         for uart in [Uart::Pl011, mini, Uart::Imx] {
             let c = Console {
                 base: 0x0900_0000,
                 uart,
             };
-            assert_eq!(early_uart(&early_uart_slot(c).unwrap()), Some(c));
+            assert_eq!(early_uart(words(&early_uart_slot(c).unwrap())), Some(c));
         }
         let wide = Uart::Ns16550 {
             reg_shift: 0,

@@ -134,11 +134,11 @@ extern "C" fn shim_main(
         end,
         size: size.max(end),
     };
-    // SAFETY: the 16 bytes after the 64-byte header are our own image's (entry.S).
-    let slot = unsafe {
-        core::ptr::read_volatile((base + image::EARLY_UART_OFFSET as u64) as *const [u8; 16])
-    };
-    if let Some(c) = image::early_uart(&slot) {
+    let slot = (base + image::EARLY_UART_OFFSET as u64) as *const u64;
+    // SAFETY: the 16 bytes after the 64-byte header are our own image's (entry.S), two
+    // aligned words: with the MMU off, loads must be aligned.
+    let slot = unsafe { [0, 1].map(|i| core::ptr::read_volatile(slot.add(i))) };
+    if let Some(c) = image::early_uart(slot) {
         console::set_early(c.base, c.uart);
     }
     // SAFETY: called once.
