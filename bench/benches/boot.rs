@@ -11,7 +11,7 @@ use shim_bench::{
     fragmented_map, image_and_container, relocation_image, Table, INFLATE, REGIONS, RELOCATE,
     RELOCATIONS, SHA256, SLOT, SLOT_REQUEST,
 };
-use shim_common::container::{self, Compression, DecompressorOxide, Format};
+use shim_common::container::{self, Compression, Format, Inflater};
 use shim_common::digest::{self, Compress};
 use shim_common::elf::{Elf, Machine};
 use shim_common::entropy::Rng;
@@ -21,15 +21,23 @@ fn inflate(c: &mut Criterion, image: &[u8], packed: &[u8]) {
     let payload = container::parse(packed).expect("the container xtask's packing makes");
     // The deflate data inside the zlib stream (RFC 1950: a 2-byte header, no preset
     // dictionary, the Adler-32 last). The shim does not check the Adler-32 (the SHA-256
-    // covers it), so neither do the others: all three do the same work.
+    // covers it), so neither do the others: all do the same work. zlib-rs alone is the
+    // shim's inflater called as its own crate offers it (its allocator, no container).
     let raw = &payload.packed[2..payload.packed.len() - 4];
     let mut out = vec![0u8; image.len()];
-    let mut inflater = DecompressorOxide::new();
+    let mut inflater = Inflater::new();
     let zlib_rs = |out: &mut [u8]| {
         let raw_deflate = zlib_rs::InflateConfig { window_bits: -15 };
         let (done, code) = zlib_rs::decompress_slice(out, raw, raw_deflate);
         assert_eq!(code, zlib_rs::ReturnCode::Ok);
         done.len()
+    };
+    let mut miniz = Box::<miniz_oxide::inflate::core::DecompressorOxide>::default();
+    let mut miniz_oxide = |out: &mut [u8]| {
+        use miniz_oxide::inflate::core::{decompress, inflate_flags};
+        miniz.init();
+        let flags = inflate_flags::TINFL_FLAG_USING_NON_WRAPPING_OUTPUT_BUF;
+        decompress(&mut miniz, raw, out, 0, flags).2
     };
     let mut deflater = libdeflater::Decompressor::new();
     // The same Image in the shim's LZ4 container (`--compress lz4`).
@@ -39,6 +47,7 @@ fn inflate(c: &mut Criterion, image: &[u8], packed: &[u8]) {
     for n in [
         container::unpack(&payload, &mut out, &mut inflater).ok(),
         Some(zlib_rs(&mut out)),
+        Some(miniz_oxide(&mut out)),
         deflater.deflate_decompress(raw, &mut out).ok(),
         container::unpack(&lz4, &mut out, &mut inflater).ok(),
     ] {
@@ -51,7 +60,7 @@ fn inflate(c: &mut Criterion, image: &[u8], packed: &[u8]) {
         .sample_size(10)
         .measurement_time(Duration::from_secs(10))
         .throughput(Throughput::Bytes(image.len() as u64));
-    let [shim, zlib_name, libdeflate, shim_lz4, memcpy] = INFLATE.members else {
+    let [shim, zlib_name, miniz_name, libdeflate, shim_lz4, memcpy] = INFLATE.members else {
         unreachable!()
     };
     clean_simd_state();
@@ -60,6 +69,8 @@ fn inflate(c: &mut Criterion, image: &[u8], packed: &[u8]) {
     });
     clean_simd_state();
     group.bench_function(*zlib_name, |b| b.iter(|| zlib_rs(black_box(&mut out))));
+    clean_simd_state();
+    group.bench_function(*miniz_name, |b| b.iter(|| miniz_oxide(black_box(&mut out))));
     clean_simd_state();
     group.bench_function(*libdeflate, |b| {
         b.iter(|| deflater.deflate_decompress(black_box(raw), &mut out))

@@ -25,8 +25,9 @@ pub const INFLATE: Group = Group {
     name: "inflate",
     what: "Debian's arm64 Image from its zlib container as xtask packs it (and from its LZ4 one)",
     members: &[
-        "shim-miniz_oxide",
+        "shim-zlib-rs",
         "zlib-rs",
+        "miniz_oxide",
         "libdeflate",
         "shim-lz4",
         "memcpy-output",

@@ -9,7 +9,7 @@ use zeroize::Zeroize;
 use crate::arm64_linux;
 use crate::bootinfo::{self, BootInfo};
 use crate::cmdline::Options;
-use crate::container::{self, ContainerError, DecompressorOxide, Format};
+use crate::container::{self, ContainerError, Format, Inflater};
 use crate::digest;
 use crate::elf::{self, Elf, ElfError};
 use crate::entropy::{Mixer, Rng};
@@ -209,11 +209,11 @@ fn segment_pages(seg: &elf::Segment, base: u64, placed: &Placement) -> Option<Pa
 }
 
 /// Unpacks and verifies the payload, places it, loads and relocates it, and fills the
-/// boot info. `inflater` is the inflate state (about 11 KB), kept off the stack.
+/// boot info. `inflater` is the inflater's 48 KiB of scratch, kept off the stack.
 pub fn load(
     platform: &mut impl Platform,
     mut inputs: Inputs<'_>,
-    inflater: &mut DecompressorOxide,
+    inflater: &mut Inflater,
 ) -> Result<Loaded, BootError> {
     let (sources, strong) = (inputs.entropy.sources(), inputs.entropy.strong());
     let mut rng = inputs.entropy.finish();
@@ -479,7 +479,7 @@ pub fn load_linux_arm64<'a>(
     inputs: Inputs<'a>,
     initrd: Option<Range>,
     fdt_room: u64,
-    inflater: &mut DecompressorOxide,
+    inflater: &mut Inflater,
 ) -> Result<LoadedLinux<'a>, BootError> {
     let (sources, strong) = (inputs.entropy.sources(), inputs.entropy.strong());
     let mut rng = inputs.entropy.finish();
@@ -614,7 +614,7 @@ fn unpack_head(
     payload: &container::Payload<'_>,
     free: &MemoryMap,
     head: &mut [u8],
-    inflater: &mut DecompressorOxide,
+    inflater: &mut Inflater,
 ) -> Result<usize, BootError> {
     let Some(block) = container::first_block_len(payload) else {
         return Ok(container::unpack_prefix(payload, head, inflater)?);
@@ -645,7 +645,7 @@ fn unpack_verified(
     (ram, avoid): (&MemoryMap, &Avoid),
     payload: &container::Payload<'_>,
     free: &MemoryMap,
-    inflater: &mut DecompressorOxide,
+    inflater: &mut Inflater,
 ) -> Result<(&'static [u8], u64), BootError> {
     // A corrupt header's size may not round up: then it fits nowhere.
     let scratch_len = payload
@@ -888,7 +888,7 @@ mod tests {
         let slots = [0x40a0_0000, 0x40c0_0000];
         for (cmdline, kaslr) in [(&b""[..], true), (b"nokaslr", false)] {
             let mut fake = Fake::new();
-            let mut inflater = Box::<DecompressorOxide>::default();
+            let mut inflater = Box::<Inflater>::default();
             let input = inputs(&c, cmdline, 1);
             let loaded = load_linux_x86(&mut fake, input, 8192, &mut inflater).unwrap();
             assert!(
@@ -991,7 +991,7 @@ mod tests {
         let c = container(&elf, &elf);
         for seed in 0..8 {
             let mut fake = Fake::new();
-            let mut inflater = DecompressorOxide::new();
+            let mut inflater = Inflater::new();
             let loaded = load(&mut fake, inputs(&c, b"shim.verbose", seed), &mut inflater).unwrap();
             let p = loaded.placed;
             assert_eq!(p.phys % plan::SLOT_ALIGN, 0);
@@ -1044,7 +1044,7 @@ mod tests {
         assert!(Elf::headers_len(&elf).unwrap() as usize > HEADERS_FIRST);
         let c = container(&elf, &elf);
         let mut fake = Fake::new();
-        let mut inflater = DecompressorOxide::new();
+        let mut inflater = Inflater::new();
         let loaded = load(&mut fake, inputs(&c, b"", 1), &mut inflater).unwrap();
         let p = loaded.placed;
         let image = fake.read(Range::from_base_size(p.phys, loaded.info.image_size).unwrap());
@@ -1055,7 +1055,7 @@ mod tests {
     fn nokaslr_places_at_the_lowest_slot_without_displacement() {
         let elf = payload();
         let c = container(&elf, &elf);
-        let mut inflater = DecompressorOxide::new();
+        let mut inflater = Inflater::new();
         let loaded = load(&mut Fake::new(), inputs(&c, b"nokaslr", 1), &mut inflater).unwrap();
         // The shim takes the first 2 MiB; the slot is chosen before the unpack scratch,
         // so it is the lowest one after the shim.
@@ -1071,7 +1071,7 @@ mod tests {
         bad[0x40] ^= 1;
         let c = container(&bad, &elf);
         let mut fake = Fake::new();
-        let mut inflater = DecompressorOxide::new();
+        let mut inflater = Inflater::new();
         let e = load(&mut fake, inputs(&c, b"", 1), &mut inflater)
             .err()
             .unwrap();
@@ -1094,7 +1094,7 @@ mod tests {
         let loaded = load(
             &mut Fake::new(),
             inputs(&c, b"mem=0x40300000", 1),
-            &mut DecompressorOxide::new(),
+            &mut Inflater::new(),
         )
         .unwrap();
         assert_eq!(loaded.placed.phys, RAM_BASE + (2 << 20));
@@ -1107,13 +1107,9 @@ mod tests {
         let mut bad = elf.clone();
         bad[0x38] ^= 0xff; // e_phnum
         let c = container(&bad, &elf);
-        let e = load(
-            &mut Fake::new(),
-            inputs(&c, b"", 1),
-            &mut DecompressorOxide::new(),
-        )
-        .err()
-        .unwrap();
+        let e = load(&mut Fake::new(), inputs(&c, b"", 1), &mut Inflater::new())
+            .err()
+            .unwrap();
         assert!(
             matches!(
                 e,
@@ -1127,7 +1123,7 @@ mod tests {
     fn an_unknown_relocation_type_stops_the_boot_naming_it() {
         let elf = sample(&[rela(BASE + 0x1008, 257, 0)], &[]);
         let c = container(&elf, &elf);
-        let mut inflater = DecompressorOxide::new();
+        let mut inflater = Inflater::new();
         let e = load(&mut Fake::new(), inputs(&c, b"", 1), &mut inflater)
             .err()
             .unwrap();
@@ -1148,7 +1144,7 @@ mod tests {
         let elf = build(AARCH64, 0, &[seg], &[]);
         let c = container(&elf, &elf);
         let mut fake = Fake::new();
-        let e = load(&mut fake, inputs(&c, b"", 1), &mut DecompressorOxide::new())
+        let e = load(&mut fake, inputs(&c, b"", 1), &mut Inflater::new())
             .err()
             .unwrap();
         assert_eq!(
@@ -1170,7 +1166,7 @@ mod tests {
         let elf = payload();
         let c = container(&elf, &elf);
         let mut fake = Fake::new();
-        let mut inflater = DecompressorOxide::new();
+        let mut inflater = Inflater::new();
         // mem= leaves only the shim's 2 MiB.
         let e = load(&mut fake, inputs(&c, b"mem=0x40200000", 1), &mut inflater)
             .err()
@@ -1206,7 +1202,7 @@ mod tests {
         seed: u8,
         initrd: Option<Range>,
     ) -> Result<LoadedLinux<'a>, BootError> {
-        let mut inflater = DecompressorOxide::new();
+        let mut inflater = Inflater::new();
         load_linux_arm64(
             fake,
             inputs(c, cmdline, seed),
@@ -1315,13 +1311,9 @@ mod tests {
             linux(&mut Fake::new(), &ce, b"", 1, None),
             Err(BootError::Format(Format::Elf64Dyn))
         ));
-        let e = load(
-            &mut Fake::new(),
-            inputs(&c, b"", 1),
-            &mut DecompressorOxide::new(),
-        )
-        .err()
-        .unwrap();
+        let e = load(&mut Fake::new(), inputs(&c, b"", 1), &mut Inflater::new())
+            .err()
+            .unwrap();
         assert_eq!(e, BootError::Format(Format::LinuxArm64Image));
         // A corrupt header is refused before anything is placed.
         let mut bad = img.clone();
@@ -1361,7 +1353,7 @@ mod tests {
         let loaded = load(
             &mut fake,
             counter_only(b"shim.verbose"),
-            &mut DecompressorOxide::new(),
+            &mut Inflater::new(),
         )
         .unwrap();
         let info = loaded.info;
@@ -1381,7 +1373,7 @@ mod tests {
         let loaded = load(
             &mut fake,
             counter_only(b"shim.weak=fixed"),
-            &mut DecompressorOxide::new(),
+            &mut Inflater::new(),
         )
         .unwrap();
         assert_eq!((loaded.placed.mode, loaded.info.fixed), (Mode::Lowest, 1));
@@ -1393,7 +1385,7 @@ mod tests {
         let loaded = load(
             &mut Fake::new(),
             inputs(&c, b"shim.weak=fixed", 1),
-            &mut DecompressorOxide::new(),
+            &mut Inflater::new(),
         )
         .unwrap();
         assert_eq!(loaded.placed.mode, Mode::Random);
@@ -1408,12 +1400,7 @@ mod tests {
             .flat_map(|i| format!("memmap=4K${:#x} ", 0x7000_0000 + i * 0x1000).into_bytes())
             .collect();
         let mut fake = Fake::new();
-        let loaded = load(
-            &mut fake,
-            inputs(&c, &line, 1),
-            &mut DecompressorOxide::new(),
-        )
-        .unwrap();
+        let loaded = load(&mut fake, inputs(&c, &line, 1), &mut Inflater::new()).unwrap();
         assert_eq!(loaded.placed.mode, Mode::Lowest);
         assert!(fake
             .lines

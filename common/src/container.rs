@@ -5,14 +5,7 @@
 
 use core::fmt;
 
-use miniz_oxide::inflate::core::decompress;
-use miniz_oxide::inflate::core::inflate_flags::{
-    TINFL_FLAG_IGNORE_ADLER32, TINFL_FLAG_PARSE_ZLIB_HEADER,
-    TINFL_FLAG_USING_NON_WRAPPING_OUTPUT_BUF,
-};
-pub use miniz_oxide::inflate::core::DecompressorOxide;
-use miniz_oxide::inflate::TINFLStatus;
-
+pub use crate::inflate::Inflater;
 use crate::lz4::{self, Lz4Failure};
 #[cfg(any(test, feature = "alloc"))]
 use sha2::{Digest, Sha256};
@@ -130,6 +123,8 @@ pub enum InflateFailure {
     TooLong,
     /// Malformed deflate or zlib data.
     Corrupt,
+    /// The inflater's scratch was too small for its state (see [`crate::inflate`]).
+    Scratch,
 }
 
 struct Hex<'a>(&'a [u8]);
@@ -173,6 +168,9 @@ impl fmt::Display for ContainerError {
                 f.write_str("payload zlib stream longer than its unpacked size")
             }
             E::Inflate(InflateFailure::Corrupt) => f.write_str("payload zlib stream corrupt"),
+            E::Inflate(InflateFailure::Scratch) => {
+                f.write_str("inflater state larger than its scratch")
+            }
             E::WrongUnpackedSize { expected, produced } => {
                 write!(
                     f,
@@ -266,13 +264,12 @@ pub fn parse(bytes: &[u8]) -> Result<Payload<'_>, ContainerError> {
 }
 
 /// Unpacks into the start of `out` and returns the number of bytes written, which is
-/// always `unpacked_size`. `inflater` is the ~11 KB inflate state, passed in so the
-/// caller decides where it lives (the shim's stack is small; `DecompressorOxide::new()`
-/// is not `const`, so it cannot be a plain `static`). It is reset here.
+/// always `unpacked_size`. `inflater` is the inflater's 48 KiB of scratch, passed in
+/// so the caller decides where it lives (the shim's stack is small).
 pub fn unpack(
     p: &Payload<'_>,
     out: &mut [u8],
-    inflater: &mut DecompressorOxide,
+    inflater: &mut Inflater,
 ) -> Result<usize, ContainerError> {
     let too_small = ContainerError::OutputTooSmall {
         need: p.unpacked_size,
@@ -291,15 +288,15 @@ pub fn unpack(
         }
         Compression::Zlib | Compression::Gzip => {
             let (stream, trailer) = deflate_stream(p)?;
-            let (consumed, produced) = inflate(p.compression, stream, dest, inflater, true)?;
+            let (consumed, produced) = inflate(stream, dest, inflater, true)?;
             if produced != size {
                 return Err(ContainerError::WrongUnpackedSize {
                     expected: p.unpacked_size,
                     produced: produced as u64,
                 });
             }
-            // What follows the deflate data: nothing for zlib (its Adler-32 was read
-            // by the inflater), the 8-byte CRC-32 and ISIZE trailer for gzip.
+            // What follows the deflate data: zlib's 4-byte Adler-32, gzip's 8-byte
+            // CRC-32 and ISIZE.
             let unused = stream.len().saturating_sub(consumed) as u64;
             match unused.checked_sub(trailer) {
                 None => return Err(ContainerError::BadGzip("trailer truncated")),
@@ -347,7 +344,7 @@ fn lz4_error((at, failure): (usize, Lz4Failure)) -> ContainerError {
 pub fn unpack_prefix(
     p: &Payload<'_>,
     out: &mut [u8],
-    inflater: &mut DecompressorOxide,
+    inflater: &mut Inflater,
 ) -> Result<usize, ContainerError> {
     let want = usize::try_from(p.unpacked_size).map_or(out.len(), |n| n.min(out.len()));
     let dest = out.get_mut(..want).unwrap_or_default();
@@ -362,7 +359,7 @@ pub fn unpack_prefix(
         }
         Compression::Zlib | Compression::Gzip => {
             let (stream, _) = deflate_stream(p)?;
-            Ok(inflate(p.compression, stream, dest, inflater, false)?.1)
+            Ok(inflate(stream, dest, inflater, false)?.1)
         }
         // An LZ4 block decodes only whole: `out` must hold the first one.
         Compression::Lz4 => {
@@ -387,50 +384,55 @@ pub fn first_block_len(p: &Payload<'_>) -> Option<u64> {
 fn deflate_stream<'a>(p: &Payload<'a>) -> Result<(&'a [u8], u64), ContainerError> {
     match p.compression {
         Compression::Gzip => Ok((gzip_body(p.packed)?, 8)),
-        _ => Ok((p.packed, 0)),
+        _ => Ok((zlib_body(p.packed)?, 4)),
     }
 }
 
-/// Inflates `stream` into `dest`; returns (bytes consumed, bytes produced). With
-/// `whole`, the stream must end exactly when `dest` is full; without, filling `dest`
-/// is enough.
+/// The deflate data and trailer of a zlib stream: what follows its 2-byte header
+/// (RFC 1950 section 2.2: CMF, FLG). Deflate with at most a 32 KiB window, no preset
+/// dictionary.
+fn zlib_body(stream: &[u8]) -> Result<&[u8], ContainerError> {
+    const FDICT: u8 = 1 << 5;
+    let corrupt = ContainerError::Inflate(InflateFailure::Corrupt);
+    let ([cmf, flg], rest) = stream
+        .split_first_chunk::<2>()
+        .map(|(h, rest)| (*h, rest))
+        .ok_or(ContainerError::Inflate(InflateFailure::Truncated))?;
+    let check = (u16::from(cmf) << 8 | u16::from(flg)) % 31;
+    if cmf & 0x0f != 8 || cmf >> 4 > 7 || check != 0 || flg & FDICT != 0 {
+        return Err(corrupt);
+    }
+    Ok(rest)
+}
+
+/// Inflates `stream` (raw deflate) into `dest`; returns (bytes consumed, bytes
+/// produced). With `whole`, the stream must end exactly when `dest` is full; without,
+/// filling `dest` is enough.
 fn inflate(
-    compression: Compression,
     stream: &[u8],
     dest: &mut [u8],
-    inflater: &mut DecompressorOxide,
+    inflater: &mut Inflater,
     whole: bool,
 ) -> Result<(usize, usize), ContainerError> {
-    inflater.init();
-    let mut flags = TINFL_FLAG_USING_NON_WRAPPING_OUTPUT_BUF;
-    if compression == Compression::Zlib {
-        // The zlib trailer's Adler-32 is read, not checked: the SHA-256 of the output,
-        // checked before anything parses it, covers what it would, and summing every
-        // byte again cost a sixth of the inflate.
-        flags |= TINFL_FLAG_PARSE_ZLIB_HEADER | TINFL_FLAG_IGNORE_ADLER32;
-    }
-    // A stream longer than `dest` stops with HasMoreOutput: an error when `dest` is
-    // exactly `unpacked_size` long, the expected end of a prefix.
-    // Called through an opaque pointer: inlined here under LTO, the inflater would be
-    // optimized again as part of this size-optimized crate, and ran 2% more instructions.
-    let decompress = core::hint::black_box(decompress as Decompress);
-    let (status, consumed, produced) = decompress(inflater, stream, dest, 0, flags);
+    // The zlib trailer's Adler-32 and gzip's CRC-32 are read, not checked: the SHA-256
+    // of the output, checked before anything parses it, covers what they would.
+    let done = inflater.inflate(stream, dest).map_err(|f| {
+        ContainerError::Inflate(match f {
+            crate::inflate::Failure::Corrupt => InflateFailure::Corrupt,
+            crate::inflate::Failure::Scratch => InflateFailure::Scratch,
+        })
+    })?;
     let fail = |f| Err(ContainerError::Inflate(f));
-    match status {
-        TINFLStatus::Done => {}
-        TINFLStatus::HasMoreOutput if !whole => {}
-        TINFLStatus::HasMoreOutput => return fail(InflateFailure::TooLong),
-        TINFLStatus::NeedsMoreInput | TINFLStatus::FailedCannotMakeProgress => {
-            return fail(InflateFailure::Truncated)
-        }
-        _ => return fail(InflateFailure::Corrupt),
+    match (done.ended, done.produced == dest.len()) {
+        (true, _) => {}
+        // `dest` filled before the stream ended: a prefix, or, when `dest` is exactly
+        // `unpacked_size` long, a stream longer than that.
+        (false, true) if whole => return fail(InflateFailure::TooLong),
+        (false, true) => {}
+        (false, false) => return fail(InflateFailure::Truncated),
     }
-    Ok((consumed, produced))
+    Ok((done.consumed, done.produced))
 }
-
-/// miniz_oxide's inflater, as [`inflate`] calls it.
-type Decompress =
-    fn(&mut DecompressorOxide, &[u8], &mut [u8], usize, u32) -> (TINFLStatus, usize, usize);
 
 /// The deflate data and trailer of a gzip member: what follows its header (RFC 1952
 /// section 2.3: ID1 ID2 CM FLG MTIME(4) XFL OS, then the optional fields FLG names).
@@ -533,7 +535,7 @@ pub fn pack_gzip(format: Format, member: &[u8]) -> Result<alloc::vec::Vec<u8>, C
     // The same checks the shim makes: the whole member inflates to exactly this.
     let p = parse(&c)?;
     let mut out = alloc::vec![0; payload.len()];
-    unpack(&p, &mut out, &mut DecompressorOxide::new())?;
+    unpack(&p, &mut out, &mut Inflater::new())?;
     Ok(c)
 }
 
@@ -580,7 +582,7 @@ mod tests {
     fn open(bytes: &[u8]) -> Result<Vec<u8>, ContainerError> {
         let p = parse(bytes)?;
         let mut out = vec![0u8; p.unpacked_size.min(1 << 20) as usize];
-        let mut inflater = Box::<DecompressorOxide>::default();
+        let mut inflater = Box::<Inflater>::default();
         let n = unpack(&p, &mut out, &mut inflater)?;
         verify(&p, &out[..n])?;
         Ok(out)
@@ -628,7 +630,7 @@ mod tests {
             );
             assert_eq!(open(&c).unwrap(), sample());
             let mut head = [0u8; 64];
-            let n = unpack_prefix(&p, &mut head, &mut DecompressorOxide::new()).unwrap();
+            let n = unpack_prefix(&p, &mut head, &mut Inflater::new()).unwrap();
             assert_eq!((n, &head[..]), (64, &sample()[..64]));
         }
     }
@@ -663,7 +665,7 @@ mod tests {
         for c in ALL {
             let bytes = build(c, &sample());
             let p = parse(&bytes).unwrap();
-            let mut inflater = Box::<DecompressorOxide>::default();
+            let mut inflater = Box::<Inflater>::default();
             // LZ4 decodes whole blocks: a buffer short of the first one is refused,
             // and first_block_len says how long it must be.
             if c == Compression::Lz4 {
@@ -736,7 +738,7 @@ mod tests {
     fn unpack_size_errors() {
         let bytes = build(Compression::Zlib, &sample());
         let p = parse(&bytes).unwrap();
-        let mut inflater = Box::<DecompressorOxide>::default();
+        let mut inflater = Box::<Inflater>::default();
         let mut small = vec![0u8; 2999];
         assert_eq!(
             unpack(&p, &mut small, &mut inflater),

@@ -28,6 +28,7 @@ pub mod elf;
 pub mod entropy;
 pub mod fdt;
 pub mod image;
+pub mod inflate;
 pub mod layout;
 pub mod lz4;
 pub mod memmap;

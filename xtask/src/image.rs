@@ -12,9 +12,7 @@ use std::process::Command;
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use clap::Args;
 use sha2::{Digest, Sha256};
-use shim_common::container::{
-    self, Compression, DecompressorOxide, Format, Header, HEADER_LEN, MAGIC,
-};
+use shim_common::container::{self, Compression, Format, Header, Inflater, HEADER_LEN, MAGIC};
 use shim_common::image::{self, Arm64Image, ImageSize};
 
 use crate::arch::{Arch, ImageHeader, Packing, Target};
@@ -344,7 +342,7 @@ pub fn detect(bytes: &[u8]) -> Result<PayloadKind> {
             .map_err(|e| anyhow!("gzip data that does not unpack: {e}"))?;
         let parsed = container::parse(&packed).map_err(|e| anyhow!("gzip data: {e}"))?;
         let mut head = [0u8; 0x400];
-        let mut inflater = Box::<DecompressorOxide>::default();
+        let mut inflater = Box::<Inflater>::default();
         let n = container::unpack_prefix(&parsed, &mut head, &mut inflater)
             .map_err(|e| anyhow!("gzip data: {e}"))?;
         let head = &head[..n];
@@ -512,7 +510,7 @@ pub fn gunzip(member: &[u8]) -> Result<Vec<u8>> {
     let parsed = container::parse(&packed).map_err(|e| anyhow!("gzip member: {e}"))?;
     let size = usize::try_from(parsed.unpacked_size)?;
     let mut out = vec![0; size];
-    let mut inflater = Box::<DecompressorOxide>::default();
+    let mut inflater = Box::<Inflater>::default();
     container::unpack(&parsed, &mut out, &mut inflater).map_err(|e| anyhow!("gzip member: {e}"))?;
     Ok(out)
 }
@@ -774,7 +772,7 @@ mod tests {
         assert_eq!(bad[..32], honest[..32]);
 
         // The shim's own checks: it unpacks fine and then fails verification.
-        let mut inflater = Box::<container::DecompressorOxide>::default();
+        let mut inflater = Box::<container::Inflater>::default();
         let mut out = vec![0; payload.len()];
         let parsed = container::parse(&bad).unwrap();
         assert_eq!(
@@ -922,7 +920,7 @@ mod tests {
         assert_eq!(&p.digest[..], &Sha256::digest(&img)[..]);
 
         // Corrupt Linux payloads unpack fine and fail verification.
-        let mut inflater = Box::<container::DecompressorOxide>::default();
+        let mut inflater = Box::<container::Inflater>::default();
         for (bytes, compression) in [(&img, Compression::Zlib), (&gz, Compression::Gzip)] {
             let bad = container_for(&detect(bytes).unwrap(), bytes, true).unwrap();
             let p = container::parse(&bad).unwrap();

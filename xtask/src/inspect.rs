@@ -15,7 +15,7 @@ use shim_common::bootparams::{
     SETUP_HEADER_OFFSET, XLF_CAN_BE_LOADED_ABOVE_4G, XLF_EFI_HANDOVER_32, XLF_EFI_HANDOVER_64,
     XLF_EFI_KEXEC, XLF_KERNEL_64,
 };
-use shim_common::container::{self, Compression, DecompressorOxide, Format, MAGIC};
+use shim_common::container::{self, Compression, Format, Inflater, MAGIC};
 use shim_common::elf::{Elf, Machine};
 use shim_common::image::{self as arm64, flags, Arm64Header, ARM64_MAGIC};
 use zerocopy::FromBytes;
@@ -245,7 +245,7 @@ fn container_report(bytes: &[u8], at: usize, base: usize, machine: Machine, r: &
         ));
     }
     let mut out = vec![0u8; p.unpacked_size as usize];
-    let mut inflater = Box::<DecompressorOxide>::default();
+    let mut inflater = Box::<Inflater>::default();
     if let Err(e) = container::unpack(&p, &mut out, &mut inflater) {
         return r.problem(e.to_string());
     }

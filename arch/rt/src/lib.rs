@@ -1,6 +1,6 @@
 //! The statics both shims keep in their own image and the unsafe code that touches
-//! them: the counter at entry, the boot-info slot handed to the payload, the inflate
-//! state, the page-table pool's cursor, and the check of the stack entry.S painted.
+//! them: the counter at entry, the boot-info slot handed to the payload, the inflater's
+//! scratch, the page-table pool's cursor, and the check of the stack entry.S painted.
 //! Rules stay in shim-common; this is shared glue only.
 #![no_std]
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
@@ -10,7 +10,7 @@ use core::ptr::{addr_of, addr_of_mut};
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use shim_common::bootinfo::BootInfo;
-use shim_common::container::DecompressorOxide;
+use shim_common::container::Inflater;
 use shim_common::stack;
 
 extern "C" {
@@ -55,14 +55,17 @@ pub fn store_boot_info(info: BootInfo, now: u64) -> (u64, u64) {
     (pa, info.total_ticks)
 }
 
-/// The inflate state (about 11 KB), in bss rather than on the stack.
+/// The inflater's 48 KiB of scratch, outside .bss (linker.ld's .noinit): it is only
+/// ever written before it is read, so entry.S need not zero it.
 ///
 /// # Safety
 /// Called at most once per boot: the reference it returns is the only one.
-pub unsafe fn inflate_state() -> &'static mut DecompressorOxide {
-    static mut STATE: MaybeUninit<DecompressorOxide> = MaybeUninit::uninit();
-    // SAFETY: as the caller promises, no other reference to STATE exists.
-    unsafe { (*addr_of_mut!(STATE)).write(Default::default()) }
+pub unsafe fn inflate_state() -> &'static mut Inflater {
+    #[link_section = ".noinit.inflater"]
+    static mut STATE: Inflater = Inflater::new();
+    // SAFETY: as the caller promises, no other reference to STATE exists; an Inflater
+    // is valid in any state its bytes are left in.
+    unsafe { &mut *addr_of_mut!(STATE) }
 }
 
 /// `[pa, pa + len)` as bytes: physical memory through the shim's identity map.

@@ -3,7 +3,7 @@
 //! all RAM, lays out vmlinux, applies the kernel's relocation table for an independent
 //! virtual draw, and keeps the relocated image's digest for the check before the jump.
 
-use crate::container::{self, DecompressorOxide, Format};
+use crate::container::{self, Format, Inflater};
 use crate::digest;
 use crate::entropy::Rng;
 use crate::memmap::Range;
@@ -80,7 +80,7 @@ pub fn load_linux_x86<'a>(
     platform: &mut impl Platform,
     inputs: Inputs<'a>,
     params_room: u64,
-    inflater: &mut DecompressorOxide,
+    inflater: &mut Inflater,
 ) -> Result<LoadedLinuxX86<'a>, BootError> {
     let (sources, strong) = (inputs.entropy.sources(), inputs.entropy.strong());
     let mut rng = inputs.entropy.finish();
@@ -218,7 +218,7 @@ fn decode_and_relocate(
     bz: &BzImage<'_>,
     placed: Placement,
     buf: &'static mut [u8],
-    inflater: &mut DecompressorOxide,
+    inflater: &mut Inflater,
     rng: &mut Rng,
 ) -> Result<(&'static [u8], u64, Placement, bool), BootError> {
     let (sources, strong) = (report.sources, report.strong);

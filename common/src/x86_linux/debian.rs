@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use miniz_oxide::inflate::core::DecompressorOxide;
+use crate::container::Inflater;
 
 use super::*;
 
@@ -151,7 +151,7 @@ fn debian_cloud_kernel_end_to_end() {
     // Decompress into a slot of the size chosen from the header alone.
     let slot = slot_size(&bz);
     let mut buf = vec![0u8; slot as usize];
-    let mut inflater = Box::<DecompressorOxide>::default();
+    let mut inflater = Box::<Inflater>::default();
     let t = Instant::now();
     let n = decompress(&bz, &mut buf, &mut inflater).unwrap();
     let t_decompress = t.elapsed();

@@ -4,7 +4,7 @@
 
 use core::fmt;
 
-use miniz_oxide::inflate::core::DecompressorOxide;
+use crate::container::Inflater;
 
 use super::bzimage::{BzImage, Compression};
 use crate::container::{self, ContainerError, Format, Payload};
@@ -51,12 +51,12 @@ pub fn decodes(c: Compression) -> bool {
 
 /// Unpacks `bz.payload` into the start of `out` and returns its length, always
 /// `bz.decompressed_len`. `inflater` is used for gzip only (the caller decides where its
-/// ~11 KB live, as for [`container::unpack`]). Bytes of `out` past the returned length
+/// 48 KiB live, as for [`container::unpack`]). Bytes of `out` past the returned length
 /// are left alone.
 pub fn decompress(
     bz: &BzImage<'_>,
     out: &mut [u8],
-    inflater: &mut DecompressorOxide,
+    inflater: &mut Inflater,
 ) -> Result<usize, DecompressError> {
     let too_small = DecompressError::OutputTooSmall {
         need: bz.decompressed_len,
@@ -91,7 +91,7 @@ pub fn decompress(
 fn gunzip(
     bz: &BzImage<'_>,
     dest: &mut [u8],
-    inflater: &mut DecompressorOxide,
+    inflater: &mut Inflater,
 ) -> Result<usize, DecompressError> {
     let member = Payload {
         format: Format::LinuxX86BzImage,
@@ -161,7 +161,7 @@ mod tests {
         let f = image(payload);
         let bz = parse_bzimage(&f).unwrap();
         let mut out = vec![0xa5u8; out_len];
-        let n = decompress(&bz, &mut out, &mut DecompressorOxide::new())?;
+        let n = decompress(&bz, &mut out, &mut Inflater::new())?;
         assert!(out[n..].iter().all(|&b| b == 0xa5), "wrote past the output");
         out.truncate(n);
         Ok(out)
@@ -303,7 +303,7 @@ mod tests {
         let f = image(&two);
         let bz = parse_bzimage(&f).unwrap();
         assert_eq!(
-            decompress(&bz, &mut [0; 2000], &mut DecompressorOxide::new()),
+            decompress(&bz, &mut [0; 2000], &mut Inflater::new()),
             Err(DecompressError::Lz4 {
                 at: 8 + u32::from_le_bytes(two[4..8].try_into().unwrap()) as u64,
                 failure: Lz4Failure::ShortBlockNotLast
@@ -326,7 +326,7 @@ mod tests {
                 let f = image(&cut);
                 if let Ok(bz) = parse_bzimage(&f) {
                     let mut out = vec![0u8; 6000];
-                    let r = decompress(&bz, &mut out, &mut DecompressorOxide::new());
+                    let r = decompress(&bz, &mut out, &mut Inflater::new());
                     assert!(r.is_err(), "cut to {n} accepted");
                 }
             }

@@ -5,7 +5,7 @@
 //! `first_block_len`); with the header's digest replaced by
 //! the digest of what it unpacked to, the container verifies and unpacks the same.
 
-use shim_common::container::{self, Compression, ContainerError, DecompressorOxide};
+use shim_common::container::{self, Compression, ContainerError, Inflater};
 use shim_common::digest;
 
 const GUARD: usize = 64;
@@ -26,7 +26,7 @@ pub fn run(data: &[u8]) {
     if p.compression == Compression::None {
         assert_eq!(p.packed.len() as u64, p.unpacked_size);
     }
-    let mut inflater = Box::new(DecompressorOxide::new());
+    let mut inflater = Box::new(Inflater::new());
 
     let mut head = [GUARD_BYTE; PREFIX];
     let prefix = container::unpack_prefix(&p, &mut head, &mut inflater);
