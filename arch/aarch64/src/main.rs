@@ -41,6 +41,8 @@ const BOOTARGS_MAX: usize = 4096;
 extern "C" {
     /// End of the shim's own image (bss and stack included): the container starts here.
     static __image_end: u8;
+    /// End of .bss, which entry.S zeroed; .noinit and the stack follow.
+    static __bss_end: u8;
 }
 
 /// Microseconds since the shim was entered.
@@ -149,10 +151,6 @@ extern "C" fn shim_main(
     let fdt_size = early_fdt_size(fdt_pa);
     let mut normal = MemoryMap::new();
     let shim = pages(image.base, image.size);
-    let written = Range {
-        start: image.base,
-        end: image.base + image.end,
-    };
     let early = normal
         .insert(shim)
         .and_then(|()| match fdt_size {
@@ -161,10 +159,25 @@ extern "C" fn shim_main(
         })
         .map_err(Fail::Memory)
         .and_then(|()| pool.identity(&normal).map_err(Fail::Mmu));
+    // All we wrote with the MMU off: relocated data and the zeroed bss (entry.S), the
+    // tables just built, the stack entry.S painted. Not the rest of .noinit (unused
+    // tables, the inflater's scratch): unwritten, its cache lines cannot be stale.
+    let (stack, stack_size) = shim_rt::stack();
+    let written = [
+        Range {
+            start: image.base,
+            end: core::ptr::addr_of!(__bss_end) as u64,
+        },
+        pool.written(),
+        Range {
+            start: stack,
+            end: stack + stack_size,
+        },
+    ];
     match early {
         // SAFETY: the table maps our image (code, data, stack) and the FDT as normal
         // memory at their own addresses; `written` covers all we wrote so far.
-        Ok(ttbr0) => unsafe { mmu::enable(ttbr0, written) },
+        Ok(ttbr0) => unsafe { mmu::enable(ttbr0, &written) },
         Err(e) => fail(e),
     }
     let fdt_size = match fdt_size {
@@ -350,8 +363,13 @@ fn boot_elf(
     // The payload must not learn what chose its placement (Linux wipes them too).
     fdt::wipe_seeds(entered.fdt_blob, entered.seed_offsets.0);
 
-    let (phys, span) = (loaded.placed.phys, loaded.info.image_size);
-    cpu::clean_dcache_pou(phys, span);
+    // Instruction fetch must see the text as written; data is read through the same
+    // cacheable attributes it was written with, so it needs nothing.
+    for (_, pa, len, perm) in loaded.pages() {
+        if perm == Perm::Text {
+            cpu::clean_dcache_pou(pa, len);
+        }
+    }
     cpu::invalidate_icache();
     mmu::enter_ttbr1(root);
     // The last step before the jump: the block read through the same cacheable map.

@@ -145,6 +145,15 @@ impl Pool {
         Pool { tables }
     }
 
+    /// The tables handed out so far.
+    pub fn written(&self) -> Range {
+        let (start, len) = self.tables.handed_out();
+        Range {
+            start,
+            end: start + len,
+        }
+    }
+
     fn alloc(&mut self) -> Result<&'static mut Table, MmuError> {
         self.tables.alloc().ok_or(MmuError::OutOfTables)
     }
@@ -257,8 +266,9 @@ impl Pool {
 ///
 /// # Safety
 /// `ttbr0` identity-maps, as normal memory, the code and stack now running and every
-/// byte written since entry; those bytes' stale cache lines are invalidated first.
-pub unsafe fn enable(ttbr0: &Table, written: Range) {
+/// byte written since entry, which `written` lists: their stale cache lines are
+/// invalidated first.
+pub unsafe fn enable(ttbr0: &Table, written: &[Range]) {
     // MAIR_EL1: attribute 0 Device-nGnRE, attribute 1 Normal write-back RW-allocate.
     MAIR_EL1.write(
         MAIR_EL1::Attr0_Device::nonGathering_nonReordering_EarlyWriteAck
@@ -284,7 +294,9 @@ pub unsafe fn enable(ttbr0: &Table, written: Range) {
             + TCR_EL1::IPS.val(ips),
     );
     TTBR0_EL1.set_baddr(pa_of(ttbr0));
-    cpu::invalidate_dcache(written.start, written.len());
+    for r in written {
+        cpu::invalidate_dcache(r.start, r.len());
+    }
     cpu::flush_tlb();
     // SCTLR_EL1 is set whole, not modified: firmware leftovers (WXN, A, EE, ...) must
     // not survive. Stage 1 translation, data and instruction caches on, SP alignment

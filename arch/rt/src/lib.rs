@@ -109,6 +109,17 @@ impl<T: 'static, const N: usize> Tables<T, N> {
         self.next += 1;
         Some(table)
     }
+
+    /// The tables handed out so far, as (address, bytes): every byte written through them.
+    pub fn handed_out(&self) -> (u64, u64) {
+        (self.pool as u64, (self.next * size_of::<T>()) as u64)
+    }
+}
+
+/// The stack entry.S painted, as (lowest address, bytes).
+pub fn stack() -> (u64, u64) {
+    let (bottom, size) = stack_region();
+    (bottom as u64, size)
 }
 
 /// The stack entry.S painted: its lowest address and its size.
