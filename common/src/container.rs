@@ -299,6 +299,9 @@ pub fn unpack(
             // CRC-32 and ISIZE.
             let unused = stream.len().saturating_sub(consumed) as u64;
             match unused.checked_sub(trailer) {
+                None if p.compression == Compression::Zlib => {
+                    return Err(ContainerError::Inflate(InflateFailure::Truncated))
+                }
                 None => return Err(ContainerError::BadGzip("trailer truncated")),
                 Some(0) => {}
                 Some(unused) => return Err(ContainerError::TrailingData { unused }),
@@ -658,6 +661,47 @@ mod tests {
             ContainerError::BadGzip("ISIZE differs from the unpacked size")
         );
         assert!(pack_gzip(Format::LinuxArm64Image, &good[HEADER_LEN..good.len() - 9]).is_err());
+    }
+
+    /// The zlib header (RFC 1950) is checked before the deflate data is read; the
+    /// Adler-32 after it must be there, but is not summed (the SHA-256 covers it).
+    #[test]
+    fn bad_zlib_streams() {
+        let good = miniz_oxide::deflate::compress_to_vec_zlib(&sample(), 9);
+        let unpack_zlib = |packed: &[u8]| {
+            let p = Payload {
+                format: Format::Elf64Dyn,
+                compression: Compression::Zlib,
+                unpacked_size: 3000,
+                digest: [0; 32],
+                packed,
+            };
+            let mut out = vec![0; 3000];
+            unpack(&p, &mut out, &mut Inflater::new()).map(|_| out)
+        };
+        assert_eq!(unpack_zlib(&good), Ok(sample()));
+        let header = |cmf: u8, flg: u8| {
+            let mut b = good.clone();
+            b[..2].copy_from_slice(&[cmf, flg]);
+            unpack_zlib(&b).unwrap_err()
+        };
+        let corrupt = ContainerError::Inflate(InflateFailure::Corrupt);
+        // 0x78 0xda: deflate, 32 KiB window, FCHECK right; each field broken in turn.
+        assert_eq!((good[0], good[1]), (0x78, 0xda));
+        assert_eq!(header(0x79, 0xda), corrupt, "CM 9");
+        assert_eq!(header(0x88, 0x1c), corrupt, "CINFO 8, a 64 KiB window");
+        assert_eq!(header(0x78, 0xdb), corrupt, "FCHECK");
+        assert_eq!(header(0x78, 0xbb), corrupt, "FDICT, FCHECK right");
+        let truncated = ContainerError::Inflate(InflateFailure::Truncated);
+        assert_eq!(unpack_zlib(&good[..1]).unwrap_err(), truncated);
+        assert_eq!(unpack_zlib(&good[..good.len() - 1]).unwrap_err(), truncated);
+        let mut wrong_sum = good.clone();
+        *wrong_sum.last_mut().unwrap() ^= 1;
+        assert_eq!(
+            unpack_zlib(&wrong_sum),
+            Ok(sample()),
+            "the Adler-32 is not summed"
+        );
     }
 
     #[test]
