@@ -60,19 +60,21 @@ impl Inflater {
     /// Inflates raw deflate data from the start of `src` into the start of `dst`, until
     /// the last block ends or either slice runs out.
     pub fn inflate(&mut self, src: &[u8], dst: &mut [u8]) -> Result<Inflated, Failure> {
-        self.inflate_in_calls(src, dst, CALL_MAX)
+        self.inflate_with(src, dst, CALL_MAX, SCRATCH)
     }
 
-    /// [`Self::inflate`], giving zlib at most `call_max` bytes each way per call.
-    fn inflate_in_calls(
+    /// [`Self::inflate`], giving zlib at most `call_max` bytes each way per call and
+    /// the first `scratch` bytes (at most [`SCRATCH`]) of the scratch.
+    fn inflate_with(
         &mut self,
         src: &[u8],
         dst: &mut [u8],
         call_max: usize,
+        scratch: usize,
     ) -> Result<Inflated, Failure> {
         let mut bump = Bump {
             base: self.scratch.as_mut_ptr().cast(),
-            len: SCRATCH,
+            len: scratch.min(SCRATCH),
             used: 0,
         };
         let mut strm = z_stream {
@@ -239,7 +241,7 @@ mod tests {
         let mut inflater = Box::new(Inflater::new());
         for call_max in [1, 7, 4096] {
             out.fill(0);
-            let r = inflater.inflate_in_calls(&packed, &mut out, call_max);
+            let r = inflater.inflate_with(&packed, &mut out, call_max, SCRATCH);
             let whole = Inflated {
                 consumed: packed.len(),
                 produced: data.len(),
@@ -254,29 +256,11 @@ mod tests {
     /// with less than 2 KiB to spare.
     #[test]
     fn scratch_fits_one_stream_tightly() {
-        let starts = |bytes: usize| {
-            let mut inflater = Box::new(Inflater::new());
-            let mut bump = Bump {
-                base: inflater.scratch.as_mut_ptr().cast(),
-                len: bytes,
-                used: 0,
-            };
-            let mut strm = z_stream {
-                zalloc: Some(bump_alloc),
-                zfree: Some(bump_free),
-                opaque: (&raw mut bump).cast(),
-                ..z_stream::default()
-            };
-            let size = size_of::<z_stream>() as c_int;
-            // SAFETY: as in inflate_in_calls.
-            let rc = unsafe { inflateInit2_(&raw mut strm, -15, zlibVersion(), size) };
-            if rc == Z_OK {
-                // SAFETY: initialized just above.
-                unsafe { inflateEnd(&raw mut strm) };
-            }
-            rc == Z_OK
-        };
-        assert!(starts(SCRATCH));
-        assert!(!starts(SCRATCH - 2048));
+        let packed = deflate(b"abc");
+        let mut out = [0; 3];
+        let mut inflater = Box::<Inflater>::default();
+        let mut with = |scratch| inflater.inflate_with(&packed, &mut out, CALL_MAX, scratch);
+        assert!(with(SCRATCH).is_ok_and(|r| r.ended));
+        assert_eq!(with(SCRATCH - 2048), Err(Failure::Scratch));
     }
 }
