@@ -5,7 +5,7 @@
 
 use core::fmt;
 
-pub use crate::inflate::Inflater;
+pub use crate::inflate::{InflateFailure, Inflater};
 use crate::lz4::{self, Lz4Failure};
 #[cfg(any(test, feature = "alloc"))]
 use sha2::{Digest, Sha256};
@@ -112,19 +112,6 @@ pub enum ContainerError {
         expected: [u8; 32],
         actual: [u8; 32],
     },
-}
-
-/// Why inflating stopped.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum InflateFailure {
-    /// The stream is cut short.
-    Truncated,
-    /// The stream holds more than `unpacked_size` bytes.
-    TooLong,
-    /// Malformed deflate or zlib data.
-    Corrupt,
-    /// The inflater's scratch was too small for its state (see [`crate::inflate`]).
-    Scratch,
 }
 
 struct Hex<'a>(&'a [u8]);
@@ -419,12 +406,9 @@ fn inflate(
 ) -> Result<(usize, usize), ContainerError> {
     // The zlib trailer's Adler-32 and gzip's CRC-32 are read, not checked: the SHA-256
     // of the output, checked before anything parses it, covers what they would.
-    let done = inflater.inflate(stream, dest).map_err(|f| {
-        ContainerError::Inflate(match f {
-            crate::inflate::Failure::Corrupt => InflateFailure::Corrupt,
-            crate::inflate::Failure::Scratch => InflateFailure::Scratch,
-        })
-    })?;
+    let done = inflater
+        .inflate(stream, dest)
+        .map_err(ContainerError::Inflate)?;
     let fail = |f| Err(ContainerError::Inflate(f));
     match (done.ended, done.produced == dest.len()) {
         (true, _) => {}

@@ -41,10 +41,16 @@ pub struct Inflated {
     pub ended: bool,
 }
 
-/// Why inflating failed.
+/// Why inflating stopped. [`Inflater::inflate`] itself fails only with `Corrupt` or
+/// `Scratch`; whether a stream ran short or long is for its caller to tell from
+/// [`Inflated`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Failure {
-    /// Malformed deflate data.
+pub enum InflateFailure {
+    /// The stream is cut short.
+    Truncated,
+    /// The stream holds more than `unpacked_size` bytes.
+    TooLong,
+    /// Malformed deflate or zlib data.
     Corrupt,
     /// zlib-rs asked for more than [`SCRATCH`] (a newer version?) or refused to start.
     Scratch,
@@ -59,7 +65,7 @@ impl Inflater {
 
     /// Inflates raw deflate data from the start of `src` into the start of `dst`, until
     /// the last block ends or either slice runs out.
-    pub fn inflate(&mut self, src: &[u8], dst: &mut [u8]) -> Result<Inflated, Failure> {
+    pub fn inflate(&mut self, src: &[u8], dst: &mut [u8]) -> Result<Inflated, InflateFailure> {
         self.inflate_with(src, dst, CALL_MAX, SCRATCH)
     }
 
@@ -71,7 +77,7 @@ impl Inflater {
         dst: &mut [u8],
         call_max: usize,
         scratch: usize,
-    ) -> Result<Inflated, Failure> {
+    ) -> Result<Inflated, InflateFailure> {
         let mut bump = Bump {
             base: self.scratch.as_mut_ptr().cast(),
             len: scratch.min(SCRATCH),
@@ -95,7 +101,7 @@ impl Inflater {
             )
         };
         if rc != Z_OK {
-            return Err(Failure::Scratch);
+            return Err(InflateFailure::Scratch);
         }
         let mut done = Inflated {
             consumed: 0,
@@ -134,8 +140,8 @@ impl Inflater {
                         break Ok(done);
                     }
                 }
-                Z_DATA_ERROR => break Err(Failure::Corrupt),
-                _ => break Err(Failure::Scratch),
+                Z_DATA_ERROR => break Err(InflateFailure::Corrupt),
+                _ => break Err(InflateFailure::Scratch),
             }
         };
         // SAFETY: `strm` was initialized and is ended once; its memory is `bump`'s.
@@ -228,7 +234,7 @@ mod tests {
         // Block type 3 is reserved (RFC 1951 3.2.3).
         let mut out = [0; 16];
         let r = Box::<Inflater>::default().inflate(&[0b111], &mut out);
-        assert_eq!(r, Err(Failure::Corrupt));
+        assert_eq!(r, Err(InflateFailure::Corrupt));
     }
 
     /// Inputs and outputs over 4 GiB take several calls: the same loop, with calls of
@@ -261,6 +267,6 @@ mod tests {
         let mut inflater = Box::<Inflater>::default();
         let mut with = |scratch| inflater.inflate_with(&packed, &mut out, CALL_MAX, scratch);
         assert!(with(SCRATCH).is_ok_and(|r| r.ended));
-        assert_eq!(with(SCRATCH - 2048), Err(Failure::Scratch));
+        assert_eq!(with(SCRATCH - 2048), Err(InflateFailure::Scratch));
     }
 }

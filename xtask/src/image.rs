@@ -112,6 +112,10 @@ pub struct Built {
     pub path: PathBuf,
     /// What its payload is.
     pub kind: PayloadKind,
+    /// The shim's ELF as cargo built it, with its symbols.
+    pub shim_elf: PathBuf,
+    /// Bytes of `shim.bin`: the shim's flat image, without payload.
+    pub shim_bin_len: u64,
 }
 
 /// Builds everything and writes the image.
@@ -221,7 +225,12 @@ pub fn build(args: &BuildArgs) -> Result<Built> {
         },
         image.len()
     );
-    Ok(Built { path, kind })
+    Ok(Built {
+        path,
+        kind,
+        shim_elf,
+        shim_bin_len: flat.len() as u64,
+    })
 }
 
 /// What a payload file is, as `detect` reads it from its bytes.

@@ -4,15 +4,14 @@
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::fs;
 use std::process::Command;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Args;
 
 use crate::arch::Arch;
+use crate::capture;
 use crate::image::{self, BuildArgs};
-use crate::{capture, target_dir};
 
 /// The goal for `shim.bin`, per arch.
 const GOAL: u64 = 64 * 1024;
@@ -34,21 +33,17 @@ pub fn run(args: &SizeArgs) -> Result<()> {
     };
     let nm = image::objcopy()?.with_file_name("llvm-nm");
     for arch in arches {
-        image::build(&BuildArgs::demo(arch))?;
-        let target = arch.target();
-        let flat = target_dir()
-            .join("xtask")
-            .join(target.name)
-            .join("shim.bin");
-        let bin = fs::metadata(&flat)
-            .with_context(|| format!("reading {}", flat.display()))?
-            .len();
-        let elf = target_dir()
-            .join(target.rust_target)
-            .join("release")
-            .join(target.shim_package);
-        let symbols = capture(Command::new(&nm).args(["--size-sort", "-S"]).arg(&elf))?;
-        print!("{}", report(target.name, bin, &groups(&symbols), args.top));
+        let built = image::build(&BuildArgs::demo(arch))?;
+        let symbols = capture(
+            Command::new(&nm)
+                .args(["--size-sort", "-S"])
+                .arg(&built.shim_elf),
+        )?;
+        let name = arch.target().name;
+        print!(
+            "{}",
+            report(name, built.shim_bin_len, &groups(&symbols), args.top)
+        );
     }
     Ok(())
 }

@@ -162,17 +162,13 @@ extern "C" fn shim_main(
     // All we wrote with the MMU off: relocated data and the zeroed bss (entry.S), the
     // tables just built, the stack entry.S painted. Not the rest of .noinit (unused
     // tables, the inflater's scratch): unwritten, its cache lines cannot be stale.
-    let (stack, stack_size) = shim_rt::stack();
     let written = [
         Range {
             start: image.base,
             end: core::ptr::addr_of!(__bss_end) as u64,
         },
         pool.written(),
-        Range {
-            start: stack,
-            end: stack + stack_size,
-        },
+        shim_rt::stack(),
     ];
     match early {
         // SAFETY: the table maps our image (code, data, stack) and the FDT as normal

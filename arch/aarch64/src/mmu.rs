@@ -147,11 +147,7 @@ impl Pool {
 
     /// The tables handed out so far.
     pub fn written(&self) -> Range {
-        let (start, len) = self.tables.handed_out();
-        Range {
-            start,
-            end: start + len,
-        }
+        self.tables.handed_out()
     }
 
     fn alloc(&mut self) -> Result<&'static mut Table, MmuError> {

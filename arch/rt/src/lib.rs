@@ -11,6 +11,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 use shim_common::bootinfo::BootInfo;
 use shim_common::container::Inflater;
+use shim_common::memmap::Range;
 use shim_common::stack;
 
 extern "C" {
@@ -110,16 +111,23 @@ impl<T: 'static, const N: usize> Tables<T, N> {
         Some(table)
     }
 
-    /// The tables handed out so far, as (address, bytes): every byte written through them.
-    pub fn handed_out(&self) -> (u64, u64) {
-        (self.pool as u64, (self.next * size_of::<T>()) as u64)
+    /// The tables handed out so far: every byte written through them.
+    pub fn handed_out(&self) -> Range {
+        let start = self.pool as u64;
+        Range {
+            start,
+            end: start + (self.next * size_of::<T>()) as u64,
+        }
     }
 }
 
-/// The stack entry.S painted, as (lowest address, bytes).
-pub fn stack() -> (u64, u64) {
+/// The stack entry.S painted.
+pub fn stack() -> Range {
     let (bottom, size) = stack_region();
-    (bottom as u64, size)
+    Range {
+        start: bottom as u64,
+        end: bottom as u64 + size,
+    }
 }
 
 /// The stack entry.S painted: its lowest address and its size.
