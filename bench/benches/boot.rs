@@ -21,8 +21,8 @@ fn inflate(c: &mut Criterion, image: &[u8], packed: &[u8]) {
     let payload = container::parse(packed).expect("the container xtask's packing makes");
     // The deflate data inside the zlib stream (RFC 1950: a 2-byte header, no preset
     // dictionary, the Adler-32 last). The shim does not check the Adler-32 (the SHA-256
-    // covers it), so neither do the others: all do the same work. zlib-rs alone is the
-    // shim's inflater called as its own crate offers it (its allocator, no container).
+    // covers it), so neither do the others: all do the same work. The shim inflates with
+    // sirocco; zlib-rs (its own allocator), miniz_oxide and libdeflate are the others.
     let raw = &payload.packed[2..payload.packed.len() - 4];
     let mut out = vec![0u8; image.len()];
     let mut inflater = Inflater::new();

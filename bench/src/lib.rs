@@ -25,7 +25,7 @@ pub const INFLATE: Group = Group {
     name: "inflate",
     what: "Debian's arm64 Image from its zlib container as xtask packs it (and from its LZ4 one)",
     members: &[
-        "shim-zlib-rs",
+        "shim-sirocco",
         "zlib-rs",
         "miniz_oxide",
         "libdeflate",

@@ -209,7 +209,7 @@ fn segment_pages(seg: &elf::Segment, base: u64, placed: &Placement) -> Option<Pa
 }
 
 /// Unpacks and verifies the payload, places it, loads and relocates it, and fills the
-/// boot info. `inflater` is the inflater's 48 KiB of scratch, kept off the stack.
+/// boot info. `inflater` holds the inflater's tables, kept off the stack.
 pub fn load(
     platform: &mut impl Platform,
     mut inputs: Inputs<'_>,

@@ -155,9 +155,6 @@ impl fmt::Display for ContainerError {
                 f.write_str("payload zlib stream longer than its unpacked size")
             }
             E::Inflate(InflateFailure::Corrupt) => f.write_str("payload zlib stream corrupt"),
-            E::Inflate(InflateFailure::Scratch) => {
-                f.write_str("inflater state larger than its scratch")
-            }
             E::WrongUnpackedSize { expected, produced } => {
                 write!(
                     f,
@@ -251,8 +248,8 @@ pub fn parse(bytes: &[u8]) -> Result<Payload<'_>, ContainerError> {
 }
 
 /// Unpacks into the start of `out` and returns the number of bytes written, which is
-/// always `unpacked_size`. `inflater` is the inflater's 48 KiB of scratch, passed in
-/// so the caller decides where it lives (the shim's stack is small).
+/// always `unpacked_size`. `inflater` holds the inflater's tables (13-14 KiB), passed
+/// in so the caller decides where they live (the shim's stack is small).
 pub fn unpack(
     p: &Payload<'_>,
     out: &mut [u8],

@@ -12,7 +12,9 @@
         clippy::arithmetic_side_effects
     )
 )]
-#![deny(unsafe_code)]
+// No unsafe code outside the tests (whose fake machine is raw memory).
+#![cfg_attr(not(test), forbid(unsafe_code))]
+#![cfg_attr(test, deny(unsafe_code))]
 
 #[cfg(any(test, feature = "alloc"))]
 extern crate alloc;

@@ -161,7 +161,7 @@ extern "C" fn shim_main(
         .and_then(|()| pool.identity(&normal).map_err(Fail::Mmu));
     // All we wrote with the MMU off: relocated data and the zeroed bss (entry.S), the
     // tables just built, the stack entry.S painted. Not the rest of .noinit (unused
-    // tables, the inflater's scratch): unwritten, its cache lines cannot be stale.
+    // tables, the inflater's state): unwritten, its cache lines cannot be stale.
     let written = [
         Range {
             start: image.base,

@@ -1,6 +1,6 @@
 //! The statics both shims keep in their own image and the unsafe code that touches
 //! them: the counter at entry, the boot-info slot handed to the payload, the inflater's
-//! scratch, the page-table pool's cursor, and the check of the stack entry.S painted.
+//! state, the page-table pool's cursor, and the check of the stack entry.S painted.
 //! Rules stay in shim-common; this is shared glue only.
 #![no_std]
 #![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks)]
@@ -56,17 +56,17 @@ pub fn store_boot_info(info: BootInfo, now: u64) -> (u64, u64) {
     (pa, info.total_ticks)
 }
 
-/// The inflater's 48 KiB of scratch, outside .bss (linker.ld's .noinit): it is only
-/// ever written before it is read, so entry.S need not zero it.
+/// The inflater's tables and state (13-14 KiB), outside .bss (linker.ld's .noinit):
+/// written whole here rather than zeroed by entry.S and then built again.
 ///
 /// # Safety
 /// Called at most once per boot: the reference it returns is the only one.
 pub unsafe fn inflate_state() -> &'static mut Inflater {
     #[link_section = ".noinit.inflater"]
-    static mut STATE: Inflater = Inflater::new();
-    // SAFETY: as the caller promises, no other reference to STATE exists; an Inflater
-    // is valid in any state its bytes are left in.
-    unsafe { &mut *addr_of_mut!(STATE) }
+    static mut STATE: MaybeUninit<Inflater> = MaybeUninit::uninit();
+    // SAFETY: as the caller promises, no other reference to STATE exists.
+    let state = unsafe { &mut *addr_of_mut!(STATE) };
+    state.write(Inflater::new())
 }
 
 /// `[pa, pa + len)` as bytes: physical memory through the shim's identity map.

@@ -51,7 +51,7 @@ pub fn decodes(c: Compression) -> bool {
 
 /// Unpacks `bz.payload` into the start of `out` and returns its length, always
 /// `bz.decompressed_len`. `inflater` is used for gzip only (the caller decides where its
-/// 48 KiB live, as for [`container::unpack`]). Bytes of `out` past the returned length
+/// tables live, as for [`container::unpack`]). Bytes of `out` past the returned length
 /// are left alone.
 pub fn decompress(
     bz: &BzImage<'_>,
