@@ -28,7 +28,9 @@ pub struct Inflated {
     pub ended: bool,
 }
 
-/// Why inflating stopped short of the stream's end.
+/// Why inflating stopped short of the stream's end. [`Inflater::inflate`] itself fails
+/// only with `Truncated` or `Corrupt`; whether a stream ran long is for its caller to
+/// tell from [`Inflated`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum InflateFailure {
     /// The stream is cut short.
@@ -65,10 +67,13 @@ impl Inflater {
                 produced: 0,
                 ended: false,
             }),
+            // BadData; the others (checksums, dictionaries, trailing data, limits)
+            // belong to zlib and gzip streams, which the container unwraps itself.
             Err(_) => Err(InflateFailure::Corrupt),
         }
     }
 }
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -82,7 +82,11 @@ pub fn run(data: &[u8]) {
         // The deflate data after the 2-byte zlib header: the shim's inflater (sirocco)
         // and miniz_oxide agree on everything the shim accepts.
         let other = miniz_oxide::inflate::decompress_to_vec_with_limit(&p.packed[2..], size);
-        assert_eq!(other.as_deref().ok(), Some(unpacked), "miniz_oxide disagrees");
+        assert_eq!(
+            other.as_deref().ok(),
+            Some(unpacked),
+            "miniz_oxide disagrees"
+        );
     }
     let verified = container::verify(&p, unpacked).is_ok();
     let actual = digest::sha256(digest::portable, unpacked);
