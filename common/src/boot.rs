@@ -230,7 +230,7 @@ pub fn load(
     // is. (Only the slot is decided on unverified bytes; nothing runs from them.)
     let t0 = platform.ticks();
     let mut head = [0u8; HEADERS_PREFIX];
-    // Inflating costs about 20 instructions a byte: a first KiB holds the program
+    // Inflating costs instructions for every byte: a first KiB holds the program
     // headers of a usual payload, and more is unpacked only if the ELF header says
     // they reach further. (An LZ4 block decodes whole, whatever is asked.)
     let first = match container::first_block_len(&payload) {

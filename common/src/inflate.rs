@@ -60,15 +60,10 @@ impl Inflater {
                 ended: p.done,
             }),
             Err(Error::Truncated) => Err(InflateFailure::Truncated),
-            // A full buffer with the stream not done comes back as progress; BufferFull
-            // is what an empty `dst` gets.
-            Err(Error::BufferFull) => Ok(Inflated {
-                consumed: 0,
-                produced: 0,
-                ended: false,
-            }),
-            // BadData; the others (checksums, dictionaries, trailing data, limits)
-            // belong to zlib and gzip streams, which the container unwraps itself.
+            // BadData. A full `dst` (even an empty one) comes back above as progress, so
+            // a one-shot call never gives BufferFull; the other errors (checksums,
+            // dictionaries, trailing data, limits) belong to zlib and gzip streams,
+            // which the container unwraps itself.
             Err(_) => Err(InflateFailure::Corrupt),
         }
     }

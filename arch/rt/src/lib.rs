@@ -123,17 +123,10 @@ impl<T: 'static, const N: usize> Tables<T, N> {
 
 /// The stack entry.S painted.
 pub fn stack() -> Range {
-    let (bottom, size) = stack_region();
     Range {
-        start: bottom as u64,
-        end: bottom as u64 + size,
+        start: addr_of!(__stack_bottom) as u64,
+        end: addr_of!(__stack_top) as u64,
     }
-}
-
-/// The stack entry.S painted: its lowest address and its size.
-fn stack_region() -> (*const u8, u64) {
-    let bottom = addr_of!(__stack_bottom);
-    (bottom, addr_of!(__stack_top) as u64 - bottom as u64)
 }
 
 /// An overflow of the shim's stack is an error (`Err(size)`), not a silent corruption
@@ -145,20 +138,20 @@ pub fn check_stack(verbose: bool, say: impl FnOnce(core::fmt::Arguments<'_>)) ->
         return Ok(());
     }
     // The overflow check alone is the bottom word: it keeps its paint unless reached.
-    let (bottom, size) = stack_region();
+    let region = stack();
     // SAFETY: the lowest word of our own stack region, identity-mapped, below every
     // live frame; only read.
-    match unsafe { core::ptr::read_volatile(bottom.cast::<u64>()) } {
+    match unsafe { core::ptr::read_volatile(region.start as *const u64) } {
         stack::PAINT => Ok(()),
-        _ => Err(size),
+        _ => Err(region.len()),
     }
 }
 
 /// How deep the stack ever went, and its size: `Err(size)` if it ran off the bottom
 /// (into the bss below it), a corruption that must stop the boot.
 pub fn stack_use() -> Result<(u64, u64), u64> {
-    let (bottom, size) = stack_region();
-    let bottom = bottom as u64;
+    let region = stack();
+    let (bottom, size) = (region.start, region.len());
     let used = stack::used((size / 8) as usize, |i| {
         // SAFETY: the word lies in our own stack region, identity-mapped; the scan stops
         // at the first word ever written, below every live frame, and only reads.

@@ -4,10 +4,8 @@
 
 use core::fmt;
 
-use crate::container::Inflater;
-
 use super::bzimage::{BzImage, Compression};
-use crate::container::{self, ContainerError, Format, Payload};
+use crate::container::{self, ContainerError, Format, Inflater, Payload};
 use crate::lz4::{self, Lz4Failure};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
