@@ -120,9 +120,9 @@ fn clean_simd_state() {
 }
 
 fn sha256(c: &mut Criterion, image: &[u8]) {
-    use sha2_latest::Digest;
+    use sha2_ni::Digest;
     let want = digest::sha256(digest::portable, image);
-    let sha2 = |data: &[u8]| -> [u8; 32] { sha2_latest::Sha256::digest(data).into() };
+    let sha2 = |data: &[u8]| -> [u8; 32] { sha2_ni::Sha256::digest(data).into() };
     assert_eq!(sha2(image), want);
 
     let mut group = c.benchmark_group(SHA256.name);

@@ -3,8 +3,6 @@
 //! sha2's portable code otherwise. Padding and the block loop are here, once; only
 //! the 64-byte block function differs, and every one gives the same digests.
 
-use sha2::digest::generic_array::GenericArray;
-
 /// A SHA-256 block function: folds whole 64-byte blocks into the state.
 pub type Compress = fn(&mut [u32; 8], &[[u8; 64]]);
 
@@ -34,14 +32,10 @@ const H0: [u32; 8] = [
     0x5be0_cd19,
 ];
 
-/// sha2's portable block function (its `force-soft` backend on bare metal).
+/// sha2's portable block function (its soft backend, unrolled: the build sets
+/// `sha2_256_backend="soft"` for every target, see .cargo/config.toml).
 pub fn portable(state: &mut [u32; 8], blocks: &[[u8; 64]]) {
-    for block in blocks {
-        sha2::compress256(
-            state,
-            core::slice::from_ref(GenericArray::from_slice(block)),
-        );
-    }
+    sha2::block_api::compress256(state, blocks);
 }
 
 /// An incremental SHA-256.
