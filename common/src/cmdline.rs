@@ -46,6 +46,10 @@ pub struct Options {
     /// randomize at all; `shim.weak=random` (the default) randomizes anyway and says
     /// the placement is weak.
     pub weak_fixed: bool,
+    /// `shim.sha256=portable`: hash with the portable code even where the CPU has
+    /// SHA-256 instructions, as a CPU without them does (the Raspberry Pi 4's), to
+    /// test or time that path; `shim.sha256=auto` (the default) uses the instructions.
+    pub sha256_portable: bool,
     /// `memmap=` entries in command line order (comma-separated ones included); the
     /// first `memmap_count` are `Some`. Stricter than x86 Linux, which counts only the
     /// avoided regions towards its limit of 4: here every entry counts.
@@ -268,6 +272,22 @@ fn size_value(value: Option<&[u8]>, option: &'static str) -> Result<u64, Cmdline
     }
 }
 
+/// A two-way option: `Ok(true)` for `yes`, `Ok(false)` for `no`, an error for any
+/// other value or none.
+fn choice(
+    value: Option<&[u8]>,
+    option: &'static str,
+    yes: &[u8],
+    no: &[u8],
+) -> Result<bool, CmdlineError> {
+    match value {
+        Some(v) if v == yes => Ok(true),
+        Some(v) if v == no => Ok(false),
+        Some(_) => Err(CmdlineError::BadValue { option }),
+        None => Err(CmdlineError::MissingValue { option }),
+    }
+}
+
 fn flag(value: Option<&[u8]>, option: &'static str) -> Result<(), CmdlineError> {
     match value {
         None => Ok(()),
@@ -364,21 +384,9 @@ pub fn parse(cmdline: &[u8]) -> Result<Options, CmdlineError> {
                 opts.verbose = true;
             }
             b"shim.offset" => opts.image_offset = Some(size_value(value, "shim.offset")?),
-            b"shim.weak" => {
-                opts.weak_fixed = match value {
-                    Some(b"fixed") => true,
-                    Some(b"random") => false,
-                    Some(_) => {
-                        return Err(CmdlineError::BadValue {
-                            option: "shim.weak",
-                        })
-                    }
-                    None => {
-                        return Err(CmdlineError::MissingValue {
-                            option: "shim.weak",
-                        })
-                    }
-                }
+            b"shim.weak" => opts.weak_fixed = choice(value, "shim.weak", b"fixed", b"random")?,
+            b"shim.sha256" => {
+                opts.sha256_portable = choice(value, "shim.sha256", b"portable", b"auto")?
             }
             p if p.starts_with(b"shim.") => {
                 return Err(CmdlineError::UnknownShimOption(Name::new(p)))
@@ -541,6 +549,10 @@ mod tests {
                 .weak_fixed
         );
         assert!(parse(b"shim.weak=maybe").is_err() && parse(b"shim.weak").is_err());
+        assert!(parse(b"shim.sha256=portable").unwrap().sha256_portable);
+        assert!(!parse(b"shim.sha256=portable shim.sha256=auto").unwrap().sha256_portable);
+        assert!(!parse(b"").unwrap().sha256_portable);
+        assert!(parse(b"shim.sha256=sha-ni").is_err() && parse(b"shim.sha256").is_err());
         assert!(parse(b"kaslr nokaslr").unwrap().nokaslr);
         assert_eq!(
             parse(b"mem=\"1G\" -- nokaslr shim.bogus")

@@ -493,6 +493,12 @@ const AARCH64_CASES: &[Case] = &[
         cpu: Some("cortex-a72"),
         ..case("sha256-armv8-a72", Check::Hashed("armv8-sha256"))
     },
+    // The portable code, which CPUs without the instructions run (the Pi 4's; every
+    // QEMU arm64 model has them): `shim.sha256=portable`.
+    Case {
+        append: "shim.verbose shim.sha256=portable",
+        ..case("sha256-portable-forced", Check::Hashed("portable"))
+    },
     // No kaslr-seed or rng-seed from QEMU and no RNDR: only the counter.
     Case {
         cpu: Some("cortex-a72"),
@@ -720,6 +726,11 @@ const X86_64_CASES: &[Case] = &[
     Case {
         cpu: Some("qemu64"),
         ..case("sha256-portable-qemu64", Check::Hashed("portable"))
+    },
+    Case {
+        cpu: Some("max"),
+        append: "shim.verbose shim.sha256=portable",
+        ..case("sha256-portable-forced", Check::Hashed("portable"))
     },
     // Debian's cloud amd64 kernel (LZ4) as the payload: the shim decodes, places and
     // relocates it and enters startup_64, through each loader, with the test initramfs.

@@ -15,6 +15,7 @@ use core::fmt;
 use shim_common::boot::{self, BootError, Perm, Platform};
 use shim_common::cmdline::{self, CmdlineError, Options};
 use shim_common::container::Format;
+use shim_common::digest::Engine;
 use shim_common::elf;
 use shim_common::entropy::{self, Health, Mixer, Source};
 use shim_common::fdt::edit::{self, Edit};
@@ -344,7 +345,8 @@ fn boot_elf(
     let verbose = inputs.opts.verbose;
     // SAFETY: the one call this boot (the Linux path makes the other).
     let inflater = unsafe { shim_rt::inflate_state() };
-    let loaded = boot::load(&mut Arm64, inputs, inflater)?;
+    let mut platform = Arm64::new(&inputs.opts);
+    let loaded = boot::load(&mut platform, inputs, inflater)?;
     check_stack(verbose)?;
 
     let root = pool.root()?;
@@ -385,6 +387,7 @@ fn boot_elf(
 /// as booting.rst asks.
 fn boot_linux(inputs: boot::Inputs<'_>, entered: Entered<'_>) -> Result<Never, Fail> {
     let opts: Options = inputs.opts;
+    let mut platform = Arm64::new(&opts);
     let bootargs = entered.bootargs.map_err(Fail::BootargsTooLong)?;
     let room = {
         let old = fdt::Fdt::new(entered.fdt_blob).map_err(|e| Fail::Fdt(0, e))?;
@@ -396,7 +399,7 @@ fn boot_linux(inputs: boot::Inputs<'_>, entered: Entered<'_>) -> Result<Never, F
         edit::rebuilt_size(&old, &sizes) as u64
     };
     let mut loaded = boot::load_linux_arm64(
-        &mut Arm64,
+        &mut platform,
         inputs,
         entered.initrd,
         room,
@@ -406,7 +409,7 @@ fn boot_linux(inputs: boot::Inputs<'_>, entered: Entered<'_>) -> Result<Never, F
 
     // The tree Linux gets: fresh seeds (no kaslr-seed under nokaslr: Linux would
     // neither read nor wipe it), and our options gone from bootargs.
-    let seeds = loaded.seeds(&mut Arm64);
+    let seeds = loaded.seeds(&mut platform);
     let kaslr = match opts.nokaslr {
         true => Edit::Remove("kaslr-seed"),
         false => Edit::Set("kaslr-seed", &seeds.kaslr),
@@ -437,7 +440,7 @@ fn boot_linux(inputs: boot::Inputs<'_>, entered: Entered<'_>) -> Result<Never, F
 
     // Right before the jump: the Image must be exactly what was packed.
     let t0 = since_entry_us();
-    let sha256 = Arm64.sha256();
+    let sha256 = platform.sha256();
     loaded.verify(sha256.compress)?;
     if opts.verbose {
         let total = since_entry_us();
@@ -459,8 +462,19 @@ fn boot_linux(inputs: boot::Inputs<'_>, entered: Entered<'_>) -> Result<Never, F
     unsafe { cpu::enter_linux(loaded.image_pa, loaded.fdt_pa, entered.at_el2) }
 }
 
-/// Memory and console for the shared boot sequence.
-struct Arm64;
+/// Memory, console and SHA-256 for the shared boot sequence.
+struct Arm64 {
+    sha256: Engine,
+}
+
+impl Arm64 {
+    /// With the SHA-256 block function `opts` asks for (`shim.sha256=`).
+    fn new(opts: &Options) -> Arm64 {
+        Arm64 {
+            sha256: sha256::engine(opts.sha256_portable),
+        }
+    }
+}
 
 impl Platform for Arm64 {
     fn memory(&mut self, range: Range) -> &'static mut [u8] {
@@ -481,8 +495,8 @@ impl Platform for Arm64 {
         cpu::counter_frequency()
     }
 
-    fn sha256(&self) -> shim_common::digest::Engine {
-        sha256::engine()
+    fn sha256(&self) -> Engine {
+        self.sha256
     }
 
     fn fresh_entropy(&mut self) -> [u64; 3] {

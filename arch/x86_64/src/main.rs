@@ -17,7 +17,8 @@ use core::fmt;
 
 use shim_common::boot::{self, BootError, Duration, Platform};
 use shim_common::bootparams::{self, BootParams, BootParamsError, ZeroPage, ZERO_PAGE_SIZE};
-use shim_common::cmdline::{self, CmdlineError};
+use shim_common::cmdline::{self, CmdlineError, Options};
+use shim_common::digest::Engine;
 use shim_common::container::Format;
 use shim_common::elf;
 use shim_common::entropy::{self, Health, Mixer, Source};
@@ -358,7 +359,8 @@ fn boot_elf(
     let verbose = inputs.opts.verbose;
     // SAFETY: the one call this boot (the Linux path makes the other).
     let inflater = unsafe { shim_rt::inflate_state() };
-    let loaded = boot::load(&mut X86, inputs, inflater)?;
+    let mut platform = X86::new(&inputs.opts);
+    let loaded = boot::load(&mut platform, inputs, inflater)?;
     check_stack(verbose)?;
 
     for (va, pa, len, perm) in loaded.pages() {
@@ -399,13 +401,14 @@ fn boot_linux(
     entered: Entered<'_>,
 ) -> Result<Never, Fail> {
     let opts = inputs.opts;
+    let mut platform = X86::new(&opts);
     let mut line = [0u8; CMDLINE_MAX];
     let n = cmdline::without_shim_options(entered.cmdline, &mut line)
         .ok_or(Fail::CmdlineTooLong(entered.cmdline.len()))?;
     let cmd_room = (n + 1).next_multiple_of(16);
     let room = (ZERO_PAGE_SIZE + cmd_room + SEED_NODE_LEN) as u64;
     let mut loaded = boot::load_linux_x86(
-        &mut X86,
+        &mut platform,
         inputs,
         room,
         // SAFETY: the one call this boot (the ELF path makes the other).
@@ -420,7 +423,7 @@ fn boot_linux(
     let params_pa = loaded.params_pa;
     let cmdline_pa = params_pa + ZERO_PAGE_SIZE as u64;
     let node_pa = cmdline_pa + cmd_room as u64;
-    let seeds = loaded.seeds(&mut X86);
+    let seeds = loaded.seeds(&mut platform);
     let (zero_page, rest) = loaded.params.split_at_mut(ZERO_PAGE_SIZE);
     let (cmd_area, node_area) = rest.split_at_mut(cmd_room);
     cmd_area.fill(0);
@@ -449,7 +452,7 @@ fn boot_linux(
 
     // Right before the jump: the relocated kernel must be what relocation left.
     let t0 = cpu::rdtsc();
-    loaded.verify(X86.sha256_compress())?;
+    loaded.verify(platform.sha256_compress())?;
     if opts.verbose {
         let (entry, now, hz) = (shim_rt::entry_ticks(), cpu::rdtsc(), cpu::tsc_frequency());
         say!(
@@ -469,8 +472,19 @@ fn boot_linux(
     unsafe { cpu::jump(loaded.entry_pa, 0, params_pa) }
 }
 
-/// Memory and console for the shared boot sequence.
-struct X86;
+/// Memory, console and SHA-256 for the shared boot sequence.
+struct X86 {
+    sha256: Engine,
+}
+
+impl X86 {
+    /// With the SHA-256 block function `opts` asks for (`shim.sha256=`).
+    fn new(opts: &Options) -> X86 {
+        X86 {
+            sha256: sha256::engine(opts.sha256_portable),
+        }
+    }
+}
 
 impl Platform for X86 {
     fn memory(&mut self, range: Range) -> &'static mut [u8] {
@@ -487,8 +501,8 @@ impl Platform for X86 {
         cpu::rdtsc()
     }
 
-    fn sha256(&self) -> shim_common::digest::Engine {
-        sha256::engine()
+    fn sha256(&self) -> Engine {
+        self.sha256
     }
 
     fn ticks_per_second(&self) -> u64 {
