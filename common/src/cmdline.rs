@@ -550,7 +550,11 @@ mod tests {
         );
         assert!(parse(b"shim.weak=maybe").is_err() && parse(b"shim.weak").is_err());
         assert!(parse(b"shim.sha256=portable").unwrap().sha256_portable);
-        assert!(!parse(b"shim.sha256=portable shim.sha256=auto").unwrap().sha256_portable);
+        assert!(
+            !parse(b"shim.sha256=portable shim.sha256=auto")
+                .unwrap()
+                .sha256_portable
+        );
         assert!(!parse(b"").unwrap().sha256_portable);
         assert!(parse(b"shim.sha256=sha-ni").is_err() && parse(b"shim.sha256").is_err());
         assert!(parse(b"kaslr nokaslr").unwrap().nokaslr);
