@@ -670,6 +670,16 @@ fn unpack_verified(
     Ok((unpacked, t))
 }
 
+/// The SHA-256 block function a boot hashes with: what `detect` finds (the CPU's
+/// instructions, or the portable code where it has none), unless `shim.sha256=portable`
+/// asks for the portable code; then `detect` is not called.
+pub fn sha256_engine(opts: &Options, detect: impl FnOnce() -> digest::Engine) -> digest::Engine {
+    match opts.sha256_portable {
+        true => digest::PORTABLE,
+        false => detect(),
+    }
+}
+
 /// `shim.weak=fixed` and nothing but the counter to draw from: do not randomize.
 fn weak_fixed(opts: &Options, strong: bool) -> bool {
     opts.weak_fixed && !strong
@@ -1049,6 +1059,18 @@ mod tests {
         let p = loaded.placed;
         let image = fake.read(Range::from_base_size(p.phys, loaded.info.image_size).unwrap());
         assert_eq!(word(image, BASE + 0x1008), p.virt + 0x1080);
+    }
+
+    #[test]
+    fn shim_sha256_portable_overrides_the_detected_engine() {
+        let hardware = digest::Engine {
+            name: "hardware",
+            compress: digest::portable,
+        };
+        let opts = |line: &[u8]| crate::cmdline::parse(line).unwrap();
+        assert_eq!(sha256_engine(&opts(b""), || hardware).name, "hardware");
+        let forced = sha256_engine(&opts(b"shim.sha256=portable"), || unreachable!());
+        assert_eq!(forced.name, digest::PORTABLE.name);
     }
 
     #[test]

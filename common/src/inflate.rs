@@ -79,7 +79,7 @@ mod tests {
 
     fn sample() -> Vec<u8> {
         (0..300_000u32)
-            .flat_map(|i| (i / 7 ^ i % 251).to_le_bytes())
+            .flat_map(|i| ((i / 7) ^ (i % 251)).to_le_bytes())
             .collect()
     }
 

@@ -471,7 +471,7 @@ impl Arm64 {
     /// With the SHA-256 block function `opts` asks for (`shim.sha256=`).
     fn new(opts: &Options) -> Arm64 {
         Arm64 {
-            sha256: sha256::engine(opts.sha256_portable),
+            sha256: boot::sha256_engine(opts, sha256::engine),
         }
     }
 }

@@ -17,12 +17,8 @@ register_bitfields! {u64,
     ]
 }
 
-/// The block function to hash with: the instructions where the CPU has them, unless
-/// `portable` (`shim.sha256=portable`).
-pub fn engine(portable: bool) -> Engine {
-    if portable {
-        return digest::PORTABLE;
-    }
+/// The block function to hash with: the instructions where the CPU has them.
+pub fn engine() -> Engine {
     let isar0 = InMemoryRegister::<u64, ISAR0::Register>::new(ID_AA64ISAR0_EL1.get());
     match isar0.read(ISAR0::SHA2) {
         0 => digest::PORTABLE,

@@ -481,7 +481,7 @@ impl X86 {
     /// With the SHA-256 block function `opts` asks for (`shim.sha256=`).
     fn new(opts: &Options) -> X86 {
         X86 {
-            sha256: sha256::engine(opts.sha256_portable),
+            sha256: boot::sha256_engine(opts, sha256::engine),
         }
     }
 }

@@ -6,10 +6,9 @@ use shim_common::digest::{self, Engine};
 
 use crate::cpu;
 
-/// The block function to hash with: SHA-NI where the CPU has it, unless `portable`
-/// (`shim.sha256=portable`).
-pub fn engine(portable: bool) -> Engine {
-    if portable || !shim_sha_ni::cpu_has() {
+/// The block function to hash with: SHA-NI where the CPU has it.
+pub fn engine() -> Engine {
+    if !shim_sha_ni::cpu_has() {
         return digest::PORTABLE;
     }
     // Enabled here, where the instructions are chosen, so the one never comes without
