@@ -172,8 +172,8 @@ fn relocate(c: &mut Criterion) {
     let [rela, relr, memcpy, memcpy_all] = RELOCATE.members else {
         unreachable!()
     };
-    for (name, elf) in [(*rela, &elfs[0]), (*relr, &elfs[1])] {
-        elf.load(&mut image).expect("the image fits");
+    for (name, elf, file) in [(*rela, &elfs[0], &files[0]), (*relr, &elfs[1], &files[1])] {
+        elf.load(file, &mut image).expect("the image fits");
         let stats = elf.relocate(&mut image, base).expect("relocates");
         assert_eq!(stats.rela + stats.relr, RELOCATIONS);
         clean_simd_state();

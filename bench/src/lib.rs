@@ -214,7 +214,7 @@ mod tests {
         let file = relocation_image(table, words);
         let elf = Elf::parse(&file, Machine::X86_64).unwrap();
         let mut image = vec![0u8; elf.span() as usize];
-        elf.load(&mut image).unwrap();
+        elf.load(&file, &mut image).unwrap();
         let stats = elf.relocate(&mut image, base).unwrap();
         assert_eq!(stats.rela + stats.relr, words, "{table:?}");
         image

@@ -146,16 +146,9 @@ impl From<SlotError> for BootError {
     }
 }
 
-/// At most this much of an ELF payload is unpacked first, for its headers: ELF files
-/// put their program headers right after the 64-byte ELF header.
-const HEADERS_PREFIX: usize = 8192;
-/// What is unpacked first, for the ELF header and (usually) the program headers.
-const HEADERS_FIRST: usize = 1024;
-
 /// A payload ready to map and enter.
 pub struct Loaded {
     pub placed: Placement,
-    pub elf: Elf<'static>,
     /// The boot-info block to hand over (the backend puts it in its own memory).
     pub info: BootInfo,
     /// The relocated entry point.
@@ -225,37 +218,20 @@ pub fn load(
         return Err(BootError::Format(payload.format));
     }
 
-    // The slot first, from the ELF and program headers at the start of the payload:
-    // the unpack scratch then goes elsewhere and can never take the only room there
-    // is. (Only the slot is decided on unverified bytes; nothing runs from them.)
+    // The slot first, from the ELF and program headers the container keeps as they
+    // are; what follows them is the image laid out as it loads, unpacked straight into
+    // the slot. (Only the slot is decided on unverified bytes; nothing runs from them.)
     let t0 = platform.ticks();
-    let mut head = [0u8; HEADERS_PREFIX];
-    // Inflating costs instructions for every byte: a first KiB holds the program
-    // headers of a usual payload, and more is unpacked only if the ELF header says
-    // they reach further. (An LZ4 block decodes whole, whatever is asked.)
-    let first = match container::first_block_len(&payload) {
-        Some(_) => HEADERS_PREFIX,
-        None => HEADERS_FIRST,
-    };
-    let free = &inputs.usable;
-    let prefix = head.get_mut(..first).unwrap_or_default();
-    let mut n = unpack_head(platform, &payload, free, prefix, inflater)?;
-    let reach = Elf::headers_len(head.get(..n).unwrap_or_default())
-        .map_or(0, |len| len.min(HEADERS_PREFIX as u64) as usize);
-    if reach > n && n == first {
-        let prefix = head.get_mut(..reach).unwrap_or_default();
-        n = unpack_head(platform, &payload, free, prefix, inflater)?;
-    }
-    // The slot is 2 MiB aligned, and so is the virtual base: a payload asking for more
-    // (its largest p_align) is refused rather than placed against it.
-    let headers = match Elf::headers(
-        head.get(..n).unwrap_or_default(),
-        payload.unpacked_size,
-        inputs.arch,
-    )
-    .and_then(|h| h.check_align(plan::SLOT_ALIGN).map(|()| h))
-    {
-        Ok(headers) => headers,
+    let kept = payload.kept.len() as u64;
+    let headers = Elf::headers(payload.kept, payload.unpacked_size, inputs.arch).and_then(|elf| {
+        // The slot is 2 MiB aligned, and so is the virtual base: a payload asking for
+        // more (its largest p_align) is refused rather than placed against it.
+        elf.check_align(plan::SLOT_ALIGN)?;
+        elf.laid_out(kept, payload.unpacked_size)?;
+        Ok(elf)
+    });
+    let mut elf = match headers {
+        Ok(elf) => elf,
         // Unreadable headers: a corrupt payload is reported as such (its digest), a
         // sound one by what is wrong with its headers.
         Err(e) => {
@@ -264,7 +240,7 @@ pub fn load(
             return Err(BootError::Elf(e));
         }
     };
-    let span = headers.span;
+    let span = elf.span();
     // The origin of image offsets, 2 MiB aligned so that an aligned slot gives an
     // aligned virtual base even when RAM starts unaligned (kexec-tools' e820 at 0x400).
     let dram_base = inputs.ram.first().map_or(0, |r| r.start) & !(plan::SLOT_ALIGN - 1);
@@ -307,31 +283,20 @@ pub fn load(
     let slot = Range::from_base_size(placed.phys, span)?;
     inputs.avoid.push(slot, "payload")?;
 
-    // Unpack into the lowest range left and check the digest before anything parses it.
-    let mut free = inputs.usable;
-    free.remove_lossy(slot);
+    // Unpack into the slot, check the digest before anything reads the image, then
+    // clear what is not file bytes (bss) and relocate in place.
     let t1 = platform.ticks();
-    let (unpacked, t2) = unpack_verified(
-        platform,
-        (&inputs.ram, &inputs.avoid),
-        &payload,
-        &free,
-        inflater,
-    )?;
-    let n = unpacked.len();
-    let t3 = platform.ticks();
-    let elf = Elf::parse(unpacked, inputs.arch)?;
-    let verified = (elf.span(), elf.align(), elf.link_base());
-    if verified != (span, headers.align, headers.link_base) {
-        // The verified file's headers are the ones the slot was chosen by.
-        return Err(BootError::Elf(ElfError::HeadersChanged));
-    }
-
     let image = platform.memory(slot);
-    elf.load(image)?;
+    container::unpack_body(&payload, image, inflater)?;
+    let t2 = platform.ticks();
+    container::verify_body(&payload, image, platform.sha256_compress())?;
+    let t3 = platform.ticks();
+    elf.clear_gaps(image)?;
+    elf.read_tables(image)?;
     let t4 = platform.ticks();
     let relocs = elf.relocate(image, placed.virt)?;
     let t5 = platform.ticks();
+    let n = payload.unpacked_size;
     if inputs.opts.verbose {
         let hz = platform.ticks_per_second();
         let phase = |from: u64, to: u64| Duration(to.wrapping_sub(from), hz);
@@ -387,7 +352,6 @@ pub fn load(
     }
     Ok(Loaded {
         placed,
-        elf,
         info,
         entry,
         pages,
@@ -806,9 +770,9 @@ mod tests {
     //! buffer, a container around a small relocatable ELF, and checks on what lands in
     //! RAM and what does not.
     use super::*;
+    use crate::container::Compression;
     use crate::elf::builder::{rela, sample, word, BASE};
     use crate::entropy::Source;
-    use sha2::{Digest, Sha256};
 
     const RAM_BASE: u64 = 0x4000_0000;
     const RAM_SIZE: u64 = 64 << 20;
@@ -867,16 +831,16 @@ mod tests {
         }
     }
 
-    /// An uncompressed container around `elf`, with the digest of `digest_of`.
-    fn container(elf: &[u8], digest_of: &[u8]) -> Vec<u8> {
-        let mut c = Vec::from(container::MAGIC);
-        for half in [container::VERSION, container::HEADER_LEN as u16, 1, 0] {
-            c.extend(half.to_le_bytes());
-        }
-        c.extend((elf.len() as u64).to_le_bytes());
-        c.extend((elf.len() as u64).to_le_bytes());
-        c.extend(Sha256::digest(digest_of));
-        c.extend(elf);
+    /// An uncompressed container around `elf`, laid out as xtask packs it.
+    fn container(elf: &[u8]) -> Vec<u8> {
+        container::pack_elf(Compression::None, elf, elf::Machine::Aarch64).unwrap()
+    }
+
+    /// `container(elf)` with byte `at` of its payload (the laid-out file) flipped,
+    /// under the digest of the unflipped one.
+    fn flipped(elf: &[u8], at: usize) -> Vec<u8> {
+        let mut c = container(elf);
+        c[container::HEADER_LEN + at] ^= 0xff;
         c
     }
 
@@ -893,8 +857,7 @@ mod tests {
             return;
         };
         let bz = std::fs::read(std::path::Path::new(&dir).join("bzImage")).unwrap();
-        let mut c = container(&bz, &bz);
-        c[12..14].copy_from_slice(&(Format::LinuxX86BzImage as u16).to_le_bytes());
+        let c = container::pack(Format::LinuxX86BzImage, Compression::None, &bz);
         let slots = [0x40a0_0000, 0x40c0_0000];
         for (cmdline, kaslr) in [(&b""[..], true), (b"nokaslr", false)] {
             let mut fake = Fake::new();
@@ -998,7 +961,7 @@ mod tests {
     #[test]
     fn loads_relocates_and_leaves_avoided_memory_alone() {
         let elf = payload();
-        let c = container(&elf, &elf);
+        let c = container(&elf);
         for seed in 0..8 {
             let mut fake = Fake::new();
             let mut inflater = Inflater::new();
@@ -1043,22 +1006,20 @@ mod tests {
     }
 
     #[test]
-    fn program_headers_past_the_first_kib_are_unpacked_too() {
-        // The sample's program headers copied to 0x800 (the file's end), e_phoff to match.
-        let mut elf = payload();
-        let nph = usize::from(u16::from_le_bytes([elf[56], elf[57]]));
-        let phdrs = elf[64..64 + 56 * nph].to_vec();
-        elf.resize(0x800, 0);
-        elf.extend(phdrs);
-        elf[32..40].copy_from_slice(&0x800u64.to_le_bytes());
-        assert!(Elf::headers_len(&elf).unwrap() as usize > HEADERS_FIRST);
-        let c = container(&elf, &elf);
+    fn the_payload_is_unpacked_straight_into_its_slot() {
+        let elf = payload();
+        let c = container(&elf);
         let mut fake = Fake::new();
-        let mut inflater = Inflater::new();
-        let loaded = load(&mut fake, inputs(&c, b"", 1), &mut inflater).unwrap();
-        let p = loaded.placed;
-        let image = fake.read(Range::from_base_size(p.phys, loaded.info.image_size).unwrap());
-        assert_eq!(word(image, BASE + 0x1008), p.virt + 0x1080);
+        let loaded = load(&mut fake, inputs(&c, b"", 1), &mut Inflater::new()).unwrap();
+        let slot = Range::from_base_size(loaded.placed.phys, loaded.info.image_size).unwrap();
+        assert_eq!(fake.handed, [slot], "no scratch, no copy: only the slot");
+        // Over the fake's junk: the gap after the text and the bss are zero, the
+        // file bytes are the file's.
+        let image = fake.read(slot);
+        assert!(image[0x100..0x1000].iter().all(|&b| b == 0), "gap cleared");
+        assert!(image[0x1200..0x3000].iter().all(|&b| b == 0), "bss cleared");
+        assert!(image[..0x100].iter().all(|&b| b == 0xaa), "text");
+        assert_eq!(word(image, BASE + 0x1018), BASE + 0x1018);
     }
 
     #[test]
@@ -1076,7 +1037,7 @@ mod tests {
     #[test]
     fn nokaslr_places_at_the_lowest_slot_without_displacement() {
         let elf = payload();
-        let c = container(&elf, &elf);
+        let c = container(&elf);
         let mut inflater = Inflater::new();
         let loaded = load(&mut Fake::new(), inputs(&c, b"nokaslr", 1), &mut inflater).unwrap();
         // The shim takes the first 2 MiB; the slot is chosen before the unpack scratch,
@@ -1089,9 +1050,8 @@ mod tests {
     #[test]
     fn a_flipped_payload_byte_is_refused_before_anything_is_loaded() {
         let elf = payload();
-        let mut bad = elf.clone();
-        bad[0x40] ^= 1;
-        let c = container(&bad, &elf);
+        let (_, headers) = crate::elf::lay_out(&elf, elf::Machine::Aarch64).unwrap();
+        let c = flipped(&elf, headers + 0x1010);
         let mut fake = Fake::new();
         let mut inflater = Inflater::new();
         let e = load(&mut fake, inputs(&c, b"", 1), &mut inflater)
@@ -1104,13 +1064,13 @@ mod tests {
         assert!(e
             .to_string()
             .starts_with("payload digest mismatch: expected "));
-        assert_eq!(fake.handed.len(), 1, "only the scratch range was touched");
+        assert_eq!(fake.handed.len(), 1, "only the slot was touched");
     }
 
     #[test]
     fn one_window_is_enough_the_scratch_goes_elsewhere() {
         let elf = payload();
-        let c = container(&elf, &elf);
+        let c = container(&elf);
         // mem= leaves the shim's 2 MiB and 1 MiB more: one slot, and the scratch after
         // the image inside the same window.
         let loaded = load(
@@ -1125,10 +1085,7 @@ mod tests {
 
     #[test]
     fn a_payload_with_garbled_headers_is_a_digest_mismatch() {
-        let elf = payload();
-        let mut bad = elf.clone();
-        bad[0x38] ^= 0xff; // e_phnum
-        let c = container(&bad, &elf);
+        let c = flipped(&payload(), 0x38); // e_phnum
         let e = load(&mut Fake::new(), inputs(&c, b"", 1), &mut Inflater::new())
             .err()
             .unwrap();
@@ -1144,7 +1101,7 @@ mod tests {
     #[test]
     fn an_unknown_relocation_type_stops_the_boot_naming_it() {
         let elf = sample(&[rela(BASE + 0x1008, 257, 0)], &[]);
-        let c = container(&elf, &elf);
+        let c = container(&elf);
         let mut inflater = Inflater::new();
         let e = load(&mut Fake::new(), inputs(&c, b"", 1), &mut inflater)
             .err()
@@ -1164,7 +1121,7 @@ mod tests {
             align: 4 << 20,
         };
         let elf = build(AARCH64, 0, &[seg], &[]);
-        let c = container(&elf, &elf);
+        let c = container(&elf);
         let mut fake = Fake::new();
         let e = load(&mut fake, inputs(&c, b"", 1), &mut Inflater::new())
             .err()
@@ -1186,7 +1143,7 @@ mod tests {
     #[test]
     fn no_room_reports_the_memory_map() {
         let elf = payload();
-        let c = container(&elf, &elf);
+        let c = container(&elf);
         let mut fake = Fake::new();
         let mut inflater = Inflater::new();
         // mem= leaves only the shim's 2 MiB.
@@ -1328,7 +1285,7 @@ mod tests {
         assert!(fake.lines.iter().any(|line| line.starts_with("nokaslr")));
         // An ELF container is not a Linux Image, and a Linux container is not an ELF.
         let elf = payload();
-        let ce = container(&elf, &elf);
+        let ce = container(&elf);
         assert!(matches!(
             linux(&mut Fake::new(), &ce, b"", 1, None),
             Err(BootError::Format(Format::Elf64Dyn))
@@ -1364,7 +1321,7 @@ mod tests {
     #[test]
     fn counter_only_entropy_is_weak_in_words_and_numbers() {
         let elf = payload();
-        let c = container(&elf, &elf);
+        let c = container(&elf);
         let counter_only = |cmdline: &[u8]| {
             let mut i = inputs(&c, cmdline, 1);
             i.entropy = Mixer::new();
@@ -1417,7 +1374,7 @@ mod tests {
     #[test]
     fn more_memmaps_than_kept_turns_randomization_off_and_says_so() {
         let elf = payload();
-        let c = container(&elf, &elf);
+        let c = container(&elf);
         let line: Vec<u8> = (0..17)
             .flat_map(|i| format!("memmap=4K${:#x} ", 0x7000_0000 + i * 0x1000).into_bytes())
             .collect();

@@ -1,7 +1,8 @@
-//! The payload container that xtask appends after the shim: a 64-byte little-endian
-//! header, then the packed payload (stored, zlib, LZ4's legacy frame, or a
-//! distribution's gzip member as is). The header carries the SHA-256 of the unpacked
-//! payload, checked before it runs.
+//! The payload container that xtask appends after the shim: a 72-byte little-endian
+//! header, then the packed payload: a prefix kept as it is (an ELF payload's headers,
+//! read before anything is unpacked), then the rest stored, as zlib, as LZ4's legacy
+//! frame, or as a distribution's gzip member as is. The header carries the SHA-256 of
+//! the unpacked payload, checked before it runs.
 
 use core::fmt;
 
@@ -13,8 +14,8 @@ use zerocopy::little_endian::{U16, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 pub const MAGIC: [u8; 8] = *b"SHIMPAY1";
-pub const VERSION: u16 = 1;
-pub const HEADER_LEN: usize = 64;
+pub const VERSION: u16 = 2;
+pub const HEADER_LEN: usize = 72;
 
 /// The on-disk header (all integers little-endian).
 #[repr(C)]
@@ -30,12 +31,15 @@ pub struct Header {
     pub format: U16,
     /// [`Compression`] as a number.
     pub compression: U16,
-    /// Bytes of packed data following the header.
+    /// Bytes of packed data following the header, the kept prefix included.
     pub packed_size: U64,
     /// Bytes of the payload once unpacked.
     pub unpacked_size: U64,
     /// SHA-256 of the unpacked payload.
     pub sha256: [u8; 32],
+    /// The payload's first bytes, kept as they are at the start of the packed data;
+    /// what follows them is encoded as `compression` says.
+    pub kept_size: U64,
 }
 
 const _: () = assert!(core::mem::size_of::<Header>() == HEADER_LEN);
@@ -45,7 +49,8 @@ const _: () = assert!(core::mem::offset_of!(Header, sha256) == 32);
 /// What the payload is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
-    /// 1: an ELF64 ET_DYN executable (see [`crate::elf`]).
+    /// 1: an ELF64 ET_DYN executable laid out as it loads, its headers kept
+    /// ([`crate::elf::lay_out`]): it unpacks straight into its slot.
     Elf64Dyn = 1,
     /// 2: a Linux arm64 `Image` (see [`crate::image`]).
     LinuxArm64Image = 2,
@@ -84,6 +89,10 @@ pub enum ContainerError {
     SizeMismatch {
         packed: u64,
         unpacked: u64,
+    },
+    /// The kept prefix is longer than the packed data or the payload.
+    KeptTooLong {
+        kept: u64,
     },
     /// The output buffer is smaller than `unpacked_size`.
     OutputTooSmall {
@@ -147,6 +156,10 @@ impl fmt::Display for ContainerError {
                 f,
                 "uncompressed payload: packed size {packed} differs from unpacked size {unpacked}"
             ),
+            E::KeptTooLong { kept } => write!(
+                f,
+                "payload's kept prefix of {kept} bytes is longer than the packed data or the payload"
+            ),
             E::OutputTooSmall { need, have } => {
                 write!(f, "payload needs {need} bytes to unpack, buffer has {have}")
             }
@@ -187,8 +200,17 @@ pub struct Payload<'a> {
     pub unpacked_size: u64,
     /// SHA-256 of the unpacked payload.
     pub digest: [u8; 32],
-    /// Exactly `packed_size` bytes.
+    /// The payload's first `kept_size` bytes, as they are.
+    pub kept: &'a [u8],
+    /// The rest of the `packed_size` bytes: the encoded rest of the payload.
     pub packed: &'a [u8],
+}
+
+impl Payload<'_> {
+    /// Bytes of the payload after the kept prefix: what `packed` unpacks to.
+    pub fn body_size(&self) -> u64 {
+        self.unpacked_size.saturating_sub(self.kept.len() as u64)
+    }
 }
 
 fn truncated(need: u64, have: usize) -> ContainerError {
@@ -238,11 +260,19 @@ pub fn parse(bytes: &[u8]) -> Result<Payload<'_>, ContainerError> {
         .ok()
         .and_then(|n| rest.get(..n))
         .ok_or_else(|| truncated(need(), bytes.len()))?;
+    let kept_size = h.kept_size.get();
+    let too_long = ContainerError::KeptTooLong { kept: kept_size };
+    if kept_size > unpacked_size {
+        return Err(too_long);
+    }
+    let kept = usize::try_from(kept_size).map_err(|_| too_long)?;
+    let (kept, packed) = packed.split_at_checked(kept).ok_or(too_long)?;
     Ok(Payload {
         format,
         compression,
         unpacked_size,
         digest: h.sha256,
+        kept,
         packed,
     })
 }
@@ -260,12 +290,38 @@ pub fn unpack(
         have: out.len() as u64,
     };
     let size = usize::try_from(p.unpacked_size).map_err(|_| too_small)?;
+    let (kept, body) = out
+        .get_mut(..size)
+        .and_then(|o| o.split_at_mut_checked(p.kept.len()))
+        .ok_or(too_small)?;
+    kept.copy_from_slice(p.kept);
+    unpack_body(p, body, inflater)?;
+    Ok(size)
+}
+
+/// Unpacks what follows the kept prefix into the start of `out` (an ELF payload's
+/// image, straight into its slot) and returns the number of bytes written, always
+/// [`Payload::body_size`].
+pub fn unpack_body(
+    p: &Payload<'_>,
+    out: &mut [u8],
+    inflater: &mut Inflater,
+) -> Result<usize, ContainerError> {
+    let too_small = ContainerError::OutputTooSmall {
+        need: p.body_size(),
+        have: out.len() as u64,
+    };
+    let size = usize::try_from(p.body_size()).map_err(|_| too_small)?;
     let dest = out.get_mut(..size).ok_or(too_small)?;
+    let wrong_size = |produced: usize| ContainerError::WrongUnpackedSize {
+        expected: p.unpacked_size,
+        produced: (p.kept.len() as u64).saturating_add(produced as u64),
+    };
     match p.compression {
         Compression::None => {
             let src = p.packed.get(..size).ok_or(ContainerError::SizeMismatch {
                 packed: p.packed.len() as u64,
-                unpacked: p.unpacked_size,
+                unpacked: p.body_size(),
             })?;
             dest.copy_from_slice(src);
             Ok(size)
@@ -274,10 +330,7 @@ pub fn unpack(
             let (stream, trailer) = deflate_stream(p)?;
             let (consumed, produced) = inflate(stream, dest, inflater, true)?;
             if produced != size {
-                return Err(ContainerError::WrongUnpackedSize {
-                    expected: p.unpacked_size,
-                    produced: produced as u64,
-                });
+                return Err(wrong_size(produced));
             }
             // What follows the deflate data: zlib's 4-byte Adler-32, gzip's 8-byte
             // CRC-32 and ISIZE.
@@ -297,7 +350,7 @@ pub fn unpack(
                     .and_then(|b| <[u8; 4]>::try_from(b).ok())
                     .map(u32::from_le_bytes);
                 // RFC 1952: ISIZE is the input size modulo 2^32.
-                if isize != Some(p.unpacked_size as u32) {
+                if isize != Some(size as u32) {
                     return Err(ContainerError::BadGzip(
                         "ISIZE differs from the unpacked size",
                     ));
@@ -308,10 +361,7 @@ pub fn unpack(
         Compression::Lz4 => {
             let produced = lz4::decode_legacy(p.packed, dest, true).map_err(lz4_error)?;
             if produced != size {
-                return Err(ContainerError::WrongUnpackedSize {
-                    expected: p.unpacked_size,
-                    produced: produced as u64,
-                });
+                return Err(wrong_size(produced));
             }
             Ok(size)
         }
@@ -334,37 +384,46 @@ pub fn unpack_prefix(
     inflater: &mut Inflater,
 ) -> Result<usize, ContainerError> {
     let want = usize::try_from(p.unpacked_size).map_or(out.len(), |n| n.min(out.len()));
+    let kept = p.kept.len().min(want);
+    let (head, out) = out.split_at_mut(kept);
+    head.copy_from_slice(p.kept.get(..kept).unwrap_or_default());
+    let want = want.saturating_sub(kept);
+    if want == 0 {
+        return Ok(kept);
+    }
     let dest = out.get_mut(..want).unwrap_or_default();
-    match p.compression {
+    let n = match p.compression {
         Compression::None => {
             let src = p.packed.get(..want).ok_or(ContainerError::Truncated {
                 need: want as u64,
                 have: p.packed.len() as u64,
             })?;
             dest.copy_from_slice(src);
-            Ok(want)
+            want
         }
         Compression::Zlib | Compression::Gzip => {
             let (stream, _) = deflate_stream(p)?;
-            Ok(inflate(stream, dest, inflater, false)?.1)
+            inflate(stream, dest, inflater, false)?.1
         }
         // An LZ4 block decodes only whole: `out` must hold the first one.
         Compression::Lz4 => {
             let n = lz4::decode_first_block(p.packed, out).map_err(lz4_error)?;
-            Ok(n.min(want))
+            n.min(want)
         }
-    }
+    };
+    Ok(kept.saturating_add(n))
 }
 
 /// The first LZ4 block [`pack`] writes: enough for any payload's headers, so reading
 /// them costs little.
 pub const LZ4_HEAD: usize = 64 << 10;
 
-/// How many bytes [`unpack_prefix`] needs for an LZ4 payload's first block (at most
-/// 8 MiB; [`LZ4_HEAD`] for what xtask packs); `None` for the other encodings, which
-/// decode any prefix.
+/// How many bytes [`unpack_prefix`] needs for an LZ4 payload's kept prefix and first
+/// block (a block is at most 8 MiB; [`LZ4_HEAD`] for what xtask packs); `None` for
+/// the other encodings, which decode any prefix.
 pub fn first_block_len(p: &Payload<'_>) -> Option<u64> {
-    (p.compression == Compression::Lz4).then(|| p.unpacked_size.min(lz4::LZ4_CHUNK as u64))
+    let block = p.body_size().min(lz4::LZ4_CHUNK as u64);
+    (p.compression == Compression::Lz4).then(|| (p.kept.len() as u64).saturating_add(block))
 }
 
 /// The packed bytes the inflater reads, and how many must follow the deflate data.
@@ -478,7 +537,35 @@ pub fn verify_with(
             need: p.unpacked_size,
             have: unpacked.len() as u64,
         })?;
-    let actual = crate::digest::sha256(compress, data);
+    check(p, &[data], compress)
+}
+
+/// Checks the SHA-256 of the kept prefix followed by the first
+/// [`Payload::body_size`] bytes of `body`, what [`unpack_body`] wrote.
+pub fn verify_body(
+    p: &Payload<'_>,
+    body: &[u8],
+    compress: crate::digest::Compress,
+) -> Result<(), ContainerError> {
+    let data = usize::try_from(p.body_size())
+        .ok()
+        .and_then(|n| body.get(..n))
+        .ok_or(ContainerError::Truncated {
+            need: p.body_size(),
+            have: body.len() as u64,
+        })?;
+    check(p, &[p.kept, data], compress)
+}
+
+/// Whether the SHA-256 of `parts`, one after the other, is the header's.
+fn check(
+    p: &Payload<'_>,
+    parts: &[&[u8]],
+    compress: crate::digest::Compress,
+) -> Result<(), ContainerError> {
+    let mut hash = crate::digest::Sha256::new(compress);
+    parts.iter().for_each(|part| hash.update(part));
+    let actual = hash.finalize();
     if actual != p.digest {
         return Err(ContainerError::DigestMismatch {
             expected: p.digest,
@@ -492,7 +579,46 @@ pub fn verify_with(
 /// it into a gzip member (see [`pack_gzip`] to keep an existing one as it is).
 #[cfg(any(test, feature = "alloc"))]
 pub fn pack(format: Format, compression: Compression, payload: &[u8]) -> alloc::vec::Vec<u8> {
-    let packed = match compression {
+    pack_kept(format, compression, payload, 0)
+}
+
+/// The container of an ELF payload (`file`, for `machine`): laid out as it loads
+/// ([`crate::elf::lay_out`]), its headers kept as they are, so the shim reads them
+/// before unpacking and unpacks the rest straight into the slot.
+#[cfg(any(test, feature = "alloc"))]
+pub fn pack_elf(
+    compression: Compression,
+    file: &[u8],
+    machine: crate::elf::Machine,
+) -> Result<alloc::vec::Vec<u8>, crate::elf::ElfError> {
+    let (laid_out, headers) = crate::elf::lay_out(file, machine)?;
+    Ok(pack_kept(Format::Elf64Dyn, compression, &laid_out, headers))
+}
+
+/// [`pack`] with the first `kept` bytes of `payload` kept as they are (all of it if
+/// shorter), before the encoded rest.
+#[cfg(any(test, feature = "alloc"))]
+pub fn pack_kept(
+    format: Format,
+    compression: Compression,
+    payload: &[u8],
+    kept: usize,
+) -> alloc::vec::Vec<u8> {
+    let (head, body) = payload.split_at(kept.min(payload.len()));
+    let packed = encode(compression, body);
+    with_header(
+        format,
+        compression,
+        [head, &packed].concat().as_slice(),
+        payload,
+        head.len(),
+    )
+}
+
+/// `body` encoded as `compression` says.
+#[cfg(any(test, feature = "alloc"))]
+fn encode(compression: Compression, payload: &[u8]) -> alloc::vec::Vec<u8> {
+    match compression {
         Compression::None => alloc::vec::Vec::from(payload),
         Compression::Zlib => miniz_oxide::deflate::compress_to_vec_zlib(payload, 10),
         Compression::Lz4 => lz4::encode_legacy(payload, LZ4_HEAD),
@@ -504,8 +630,7 @@ pub fn pack(format: Format, compression: Compression, payload: &[u8]) -> alloc::
             member.extend((payload.len() as u32).to_le_bytes());
             member
         }
-    };
-    with_header(format, compression, &packed, payload)
+    }
 }
 
 /// Builds a container around a gzip member as it is (a distribution's `Image.gz`):
@@ -515,7 +640,7 @@ pub fn pack_gzip(format: Format, member: &[u8]) -> Result<alloc::vec::Vec<u8>, C
     let body = gzip_body(member)?;
     let payload = miniz_oxide::inflate::decompress_to_vec(body)
         .map_err(|_| ContainerError::Inflate(InflateFailure::Corrupt))?;
-    let c = with_header(format, Compression::Gzip, member, &payload);
+    let c = with_header(format, Compression::Gzip, member, &payload, 0);
     // The same checks the shim makes: the whole member inflates to exactly this.
     let p = parse(&c)?;
     let mut out = alloc::vec![0; payload.len()];
@@ -529,6 +654,7 @@ fn with_header(
     compression: Compression,
     packed: &[u8],
     payload: &[u8],
+    kept: usize,
 ) -> alloc::vec::Vec<u8> {
     let header = Header {
         magic: MAGIC,
@@ -539,6 +665,7 @@ fn with_header(
         packed_size: U64::new(packed.len() as u64),
         unpacked_size: U64::new(payload.len() as u64),
         sha256: Sha256::digest(payload).into(),
+        kept_size: U64::new(kept as u64),
     };
     [header.as_bytes(), packed].concat()
 }
@@ -655,6 +782,7 @@ mod tests {
                 compression: Compression::Zlib,
                 unpacked_size: 3000,
                 digest: [0; 32],
+                kept: &[],
                 packed,
             };
             let mut out = vec![0; 3000];
@@ -683,6 +811,43 @@ mod tests {
             Ok(sample()),
             "the Adler-32 is not summed"
         );
+    }
+
+    /// The first bytes kept as they are, the rest encoded: `unpack` gives the whole
+    /// payload, `unpack_body` the rest alone (what the shim unpacks into a slot),
+    /// which `verify_body` checks with the kept bytes; a prefix spans both parts.
+    #[test]
+    fn a_kept_prefix_round_trips() {
+        let payload = sample();
+        let mut inflater = Box::<Inflater>::default();
+        for c in ALL {
+            for kept in [0, 1, 120, 2999, 3000] {
+                let bytes = pack_kept(Format::Elf64Dyn, c, &payload, kept);
+                let p = parse(&bytes).unwrap();
+                assert_eq!(
+                    (p.kept, p.body_size()),
+                    (&payload[..kept], 3000 - kept as u64)
+                );
+                let mut out = vec![0u8; 3000];
+                assert_eq!(unpack(&p, &mut out, &mut inflater), Ok(3000));
+                assert_eq!(out, payload);
+                assert_eq!(verify(&p, &out), Ok(()));
+                let mut body = vec![0u8; 3000 - kept];
+                assert_eq!(unpack_body(&p, &mut body, &mut inflater), Ok(3000 - kept));
+                assert_eq!(body, payload[kept..]);
+                assert_eq!(verify_body(&p, &body, crate::digest::portable), Ok(()));
+                if let Some(b) = body.last_mut() {
+                    *b ^= 1;
+                    let e = verify_body(&p, &body, crate::digest::portable);
+                    assert!(matches!(e, Err(ContainerError::DigestMismatch { .. })));
+                }
+                let len = first_block_len(&p).map_or(200, |n| n as usize);
+                let mut head = vec![0u8; len];
+                let n = unpack_prefix(&p, &mut head, &mut inflater).unwrap();
+                assert_eq!(head[..n], payload[..n]);
+                assert!(n >= len.min(3000) || c == Compression::Lz4);
+            }
+        }
     }
 
     #[test]
@@ -723,13 +888,21 @@ mod tests {
         };
         assert_eq!(with(0, b"X"), Some(ContainerError::BadMagic));
         assert_eq!(
-            with(8, &2u16.to_le_bytes()),
-            Some(ContainerError::BadVersion(2))
+            with(8, &1u16.to_le_bytes()),
+            Some(ContainerError::BadVersion(1))
         );
         assert_eq!(
-            with(10, &65u16.to_le_bytes()),
-            Some(ContainerError::BadHeaderLen(65))
+            with(10, &64u16.to_le_bytes()),
+            Some(ContainerError::BadHeaderLen(64))
         );
+        // A kept prefix longer than the packed data, or than the payload.
+        let packed = good.len() as u64 - HEADER_LEN as u64;
+        for kept in [packed + 1, sample().len() as u64 + 1, u64::MAX] {
+            assert_eq!(
+                with(64, &kept.to_le_bytes()),
+                Some(ContainerError::KeptTooLong { kept })
+            );
+        }
         assert_eq!(
             with(12, &4u16.to_le_bytes()),
             Some(ContainerError::UnknownFormat(4))

@@ -326,6 +326,10 @@ fn place(s: &Sources) -> Vec<(String, Vec<u8>)> {
 fn containers(s: &Sources) -> Vec<(String, Vec<u8>)> {
     let mut out = Vec::new();
     for (name, elf) in &s.payloads {
+        let machine = match elf.get(18..20) {
+            Some([62, 0]) => shim_common::elf::Machine::X86_64,
+            _ => shim_common::elf::Machine::Aarch64,
+        };
         for (c, tag) in [
             (Compression::None, "stored"),
             (Compression::Zlib, "zlib"),
@@ -333,7 +337,7 @@ fn containers(s: &Sources) -> Vec<(String, Vec<u8>)> {
         ] {
             out.push((
                 format!("{name}-{tag}"),
-                container::pack(Format::Elf64Dyn, c, elf),
+                container::pack_elf(c, elf, machine).expect("a demo payload lays out"),
             ));
         }
     }

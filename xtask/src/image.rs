@@ -13,6 +13,7 @@ use anyhow::{anyhow, bail, ensure, Context, Result};
 use clap::Args;
 use sha2::{Digest, Sha256};
 use shim_common::container::{self, Compression, Format, Header, Inflater, HEADER_LEN, MAGIC};
+use shim_common::elf::{self, Machine};
 use shim_common::image::{self, Arm64Image, ImageSize};
 
 use crate::arch::{Arch, ImageHeader, Packing, Target};
@@ -447,13 +448,24 @@ pub fn container_with(
 ) -> Result<Vec<u8>> {
     let c = compress.compression();
     match (kind, corrupt) {
-        (PayloadKind::Elf64 { .. }, false) => Ok(container::pack(Format::Elf64Dyn, c, payload)),
-        (PayloadKind::Elf64 { .. }, true) => corrupt_container(Format::Elf64Dyn, c, payload),
+        (PayloadKind::Elf64 { machine }, corrupt) => {
+            // Laid out as it loads, its headers kept: the shim unpacks it in its slot.
+            let machine = match *machine {
+                EM_AARCH64 => Machine::Aarch64,
+                EM_X86_64 => Machine::X86_64,
+                other => bail!("an ELF64 file for machine {other}"),
+            };
+            let (laid, kept) = elf::lay_out(payload, machine).map_err(|e| anyhow!("ELF: {e}"))?;
+            match corrupt {
+                false => Ok(container::pack_kept(Format::Elf64Dyn, c, &laid, kept)),
+                true => corrupt_container(Format::Elf64Dyn, c, &laid, kept),
+            }
+        }
         (PayloadKind::Arm64Image(_), false) => {
             Ok(container::pack(Format::LinuxArm64Image, c, payload))
         }
         (PayloadKind::Arm64Image(_), true) => {
-            corrupt_container(Format::LinuxArm64Image, c, payload)
+            corrupt_container(Format::LinuxArm64Image, c, payload, 0)
         }
         (PayloadKind::Arm64ImageGz { .. }, false) => {
             container::pack_gzip(Format::LinuxArm64Image, payload)
@@ -461,7 +473,7 @@ pub fn container_with(
         }
         (PayloadKind::Arm64ImageGz { .. }, true) => {
             let inflated = gunzip(payload)?;
-            corrupt_container(Format::LinuxArm64Image, Compression::Gzip, &inflated)
+            corrupt_container(Format::LinuxArm64Image, Compression::Gzip, &inflated, 0)
         }
         // Stored as it is: its kernel is compressed already, and the shim decodes it.
         (PayloadKind::BzImage, false) => Ok(container::pack(
@@ -470,7 +482,7 @@ pub fn container_with(
             payload,
         )),
         (PayloadKind::BzImage, true) => {
-            corrupt_container(Format::LinuxX86BzImage, Compression::None, payload)
+            corrupt_container(Format::LinuxX86BzImage, Compression::None, payload, 0)
         }
     }
 }
@@ -532,12 +544,15 @@ pub fn check_self_relocations(arch: Arch, elf: &[u8]) -> Result<()> {
         Arch::Aarch64 => (shim_common::elf::Machine::Aarch64, 1027),
         Arch::X86_64 => (shim_common::elf::Machine::X86_64, 8),
     };
-    let elf = shim_common::elf::Elf::parse(elf, machine).map_err(|e| anyhow!("{e}"))?;
-    if let Some(other) = elf.rela_types().find(|&t| t != relative) {
+    let (file, elf) = (
+        elf,
+        shim_common::elf::Elf::parse(elf, machine).map_err(|e| anyhow!("{e}"))?,
+    );
+    if let Some(other) = elf.rela_types(file).find(|&t| t != relative) {
         bail!("the shim has a relocation of type {other}; its entry code applies only type {relative} (RELATIVE)");
     }
     ensure!(
-        elf.relr_words() == 0,
+        elf.relr_words(file) == 0,
         "the shim has RELR relocations; its entry code applies only RELA"
     );
     Ok(())
@@ -594,11 +609,13 @@ pub fn pack(payload: &[u8]) -> Vec<u8> {
 }
 
 /// A container that decompresses fine but whose data is the payload with its middle
-/// byte flipped, under the digest of the unflipped payload.
+/// byte flipped, under the digest of the unflipped payload (its first `kept` bytes
+/// kept as they are).
 pub fn corrupt_container(
     format: Format,
     compression: Compression,
     payload: &[u8],
+    kept: usize,
 ) -> Result<Vec<u8>> {
     ensure!(!payload.is_empty(), "empty payload");
     let mut flipped = payload.to_vec();
@@ -606,7 +623,7 @@ pub fn corrupt_container(
     if let Some(byte) = flipped.get_mut(middle) {
         *byte ^= 0xff;
     }
-    let mut packed = container::pack(format, compression, &flipped);
+    let mut packed = container::pack_kept(format, compression, &flipped, kept);
     ensure!(
         packed.len() >= HEADER_LEN && packed.starts_with(&MAGIC),
         "container::pack did not produce a container header"
@@ -767,17 +784,17 @@ mod tests {
     fn corrupt_container_keeps_the_original_digest() {
         let payload: Vec<u8> = (0..10_000u32).map(|i| (i * 7 % 251) as u8).collect();
         let good = pack(&payload);
-        let bad = corrupt_container(Format::Elf64Dyn, Compression::Zlib, &payload).unwrap();
+        let bad = corrupt_container(Format::Elf64Dyn, Compression::Zlib, &payload, 0).unwrap();
         assert_eq!(good[..8], MAGIC);
         // Same digest field, different packed data.
         assert_eq!(&bad[32..64], &Sha256::digest(&payload)[..]);
         assert_eq!(&good[32..64], &bad[32..64]);
-        assert_ne!(good[64..], bad[64..]);
+        assert_ne!(good[HEADER_LEN..], bad[HEADER_LEN..]);
         // Its data is exactly the payload with the middle byte flipped.
         let mut flipped = payload.clone();
         flipped[5000] ^= 0xff;
         let honest = pack(&flipped);
-        assert_eq!(bad[64..], honest[64..]);
+        assert_eq!(bad[HEADER_LEN..], honest[HEADER_LEN..]);
         assert_eq!(bad[..32], honest[..32]);
 
         // The shim's own checks: it unpacks fine and then fails verification.

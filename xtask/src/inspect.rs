@@ -296,8 +296,9 @@ pub fn container_lines(at: usize, p: &container::Payload<'_>) -> Vec<String> {
         format!("container: at file offset {at:#x}, magic SHIMPAY1"),
         format!("payload format: {:?}, compression: {compression}", p.format),
         format!(
-            "packed: {}, unpacked: {}",
-            size(p.packed.len() as u64),
+            "packed: {} ({} kept as they are), unpacked: {}",
+            size((p.kept.len() + p.packed.len()) as u64),
+            size(p.kept.len() as u64),
             size(p.unpacked_size)
         ),
         format!("sha256 (header): {digest}"),
@@ -348,8 +349,14 @@ fn elf_report(bytes: &[u8], r: &mut Report) {
         ));
     }
     let (rela, relr) = elf.reloc_entries();
-    let types: Vec<u32> = elf.rela_types().collect();
-    r.line(reloc_line(machine, rela, &types, relr, elf.relr_words()));
+    let types: Vec<u32> = elf.rela_types(bytes).collect();
+    r.line(reloc_line(
+        machine,
+        rela,
+        &types,
+        relr,
+        elf.relr_words(bytes),
+    ));
     if let Some(t) = types.iter().find(|&&t| t != 0 && t != machine.relative()) {
         r.problem(format!(
             "relocation type {t} ({}): the shim applies only RELATIVE",
@@ -718,7 +725,7 @@ mod tests {
             "file: shim image (arm64 Image header",
             "container: at file offset 0x2000, magic SHIMPAY1",
             "payload format: Elf64Dyn, compression: zlib",
-            "unpacked: 0x1000 bytes",
+            "(0x78 bytes (120 bytes) kept as they are), unpacked: 0x1078 bytes",
             "digest: ok",
             "  payload: ELF64 ET_DYN",
             "  machine: Aarch64",

@@ -19,8 +19,21 @@ pub struct Seg {
 pub const PAGE_ALIGN: u64 = 4096;
 
 /// Builds an ELF64 ET_DYN: header, program headers (PT_LOADs, then PT_DYNAMIC if
-/// `dynamic` is non-empty), segment data, the dynamic table.
+/// `dynamic` is non-empty), segment data, with the dynamic table at the end of the
+/// last segment's file bytes, as linkers put it (in the RW segment).
 pub fn build(em: u16, entry: u64, segs: &[Seg], dynamic: &[(u64, u64)]) -> Vec<u8> {
+    let d: Vec<u8> = dynamic
+        .iter()
+        .flat_map(|(t, v)| [t.to_le_bytes(), v.to_le_bytes()].concat())
+        .collect();
+    let mut segs = segs.to_vec();
+    // (vaddr, offset within the segment data) of the dynamic table in the last segment.
+    let mut loaded_at = None;
+    if let (false, Some(last)) = (d.is_empty(), segs.last_mut()) {
+        loaded_at = Some((last.vaddr + last.data.len() as u64, last.data.len()));
+        last.data.extend(&d);
+        last.memsz = last.memsz.max(last.data.len() as u64);
+    }
     let nph = segs.len() + usize::from(!dynamic.is_empty());
     let mut data_off = 64 + 56 * nph;
     let mut out = vec![0u8; 64];
@@ -52,7 +65,14 @@ pub fn build(em: u16, entry: u64, segs: &[Seg], dynamic: &[(u64, u64)]) -> Vec<u
             ]
             .concat()
         };
-    for s in segs {
+    let last_off = data_off
+        + segs
+            .iter()
+            .rev()
+            .skip(1)
+            .map(|s| s.data.len())
+            .sum::<usize>();
+    for s in &segs {
         out.extend(phdr(
             1,
             s.flags,
@@ -65,13 +85,15 @@ pub fn build(em: u16, entry: u64, segs: &[Seg], dynamic: &[(u64, u64)]) -> Vec<u
         blobs.extend_from_slice(&s.data);
         data_off += s.data.len();
     }
-    if !dynamic.is_empty() {
-        let d: Vec<u8> = dynamic
-            .iter()
-            .flat_map(|(t, v)| [t.to_le_bytes(), v.to_le_bytes()].concat())
-            .collect();
-        out.extend(phdr(2, 4, data_off, 0, d.len(), d.len() as u64, 8));
-        blobs.extend(d);
+    match loaded_at {
+        Some((vaddr, at)) => {
+            out.extend(phdr(2, 4, last_off + at, vaddr, d.len(), d.len() as u64, 8))
+        }
+        None if !d.is_empty() => {
+            out.extend(phdr(2, 4, data_off, 0, d.len(), d.len() as u64, 8));
+            blobs.extend(d);
+        }
+        None => {}
     }
     out.extend(blobs);
     out
@@ -90,8 +112,8 @@ pub fn rela(offset: u64, r_type: u32, addend: u64) -> Vec<u8> {
 }
 
 /// Text at BASE (0x100 bytes), data segment at BASE + 0x1000 holding 32 words
-/// (each its own link address), then the RELA table at BASE + 0x1100 and the RELR
-/// table after it; bss to BASE + 0x3000.
+/// (each its own link address), then the RELA table at BASE + 0x1100, the RELR
+/// table and the dynamic table after it; bss to BASE + 0x3000.
 pub fn sample(relas: &[Vec<u8>], relrs: &[u64]) -> Vec<u8> {
     let text = Seg {
         vaddr: BASE,

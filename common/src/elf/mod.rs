@@ -1,16 +1,21 @@
 //! ELF64 ET_DYN payloads: validation of the headers and program headers (`parse`),
-//! loading the PT_LOAD segments into a destination slice, and applying the RELA and RELR
-//! relative relocations found through PT_DYNAMIC (`reloc`), so the payload runs at any base.
+//! laying the PT_LOAD segments out in memory (copied from the file, or unpacked there
+//! already, `layout`), and applying the RELA and RELR relative relocations found through
+//! PT_DYNAMIC (`reloc`), so the payload runs at any base.
 
 use core::fmt;
 
 #[cfg(test)]
 pub(crate) mod builder;
+mod layout;
 mod parse;
 mod reloc;
 
+#[cfg(any(test, feature = "alloc"))]
+pub use layout::lay_out;
+
 pub(crate) use parse::{Ehdr, Phdr};
-pub use parse::{Flags, Headers, Segment, MAX_SEGMENTS};
+pub use parse::{Flags, Segment, MAX_SEGMENTS};
 pub use reloc::RelocStats;
 
 /// The CPU a payload is built for.
@@ -92,9 +97,14 @@ pub enum ElfError {
     },
     MultipleDynamic,
     DynamicOutOfFile,
-    /// The verified file's program headers differ from the ones read before it was
-    /// unpacked (the slot was chosen by those).
-    HeadersChanged,
+    /// Unpacked in place, the dynamic table must lie in one PT_LOAD's file bytes.
+    DynamicNotLoaded,
+    /// Unpacked in place, a PT_LOAD's file offset is not its place in the image
+    /// (`p_offset - headers == p_vaddr - link_base`), or the image is longer than the
+    /// span.
+    NotLaidOut {
+        vaddr: u64,
+    },
     /// DT_REL (only RELA and RELR are supported).
     UnsupportedDynamic {
         tag: u64,
@@ -177,7 +187,11 @@ impl fmt::Display for ElfError {
             }
             E::MultipleDynamic => f.write_str("more than one PT_DYNAMIC"),
             E::DynamicOutOfFile => f.write_str("PT_DYNAMIC lies outside the file"),
-            E::HeadersChanged => f.write_str("program headers changed after unpacking"),
+            E::DynamicNotLoaded => f.write_str("PT_DYNAMIC is not inside a PT_LOAD's file bytes"),
+            E::NotLaidOut { vaddr } => write!(
+                f,
+                "segment at 0x{vaddr:x} is not where it loads in the file (not laid out as packed)"
+            ),
             E::UnsupportedDynamic { tag } => {
                 write!(f, "unsupported dynamic entry (tag {tag}: REL or TEXTREL)")
             }
@@ -216,10 +230,10 @@ impl fmt::Display for ElfError {
     }
 }
 
-/// A validated ELF64 ET_DYN file.
+/// A validated ELF64 ET_DYN file's headers and relocation tables: plain data, so the
+/// image the file describes can be written while this is read.
 #[derive(Clone, Debug)]
-pub struct Elf<'a> {
-    file: &'a [u8],
+pub struct Elf {
     machine: Machine,
     entry: u64,
     segments: [Segment; MAX_SEGMENTS],
@@ -227,10 +241,21 @@ pub struct Elf<'a> {
     link_base: u64,
     span: u64,
     align: u64,
-    /// Whole RELA entries, from the file.
-    rela: &'a [u8],
-    /// Whole RELR entries, from the file.
-    relr: &'a [u8],
+    /// PT_DYNAMIC, once the file or the image it was read from has been read.
+    dynamic: Option<Table>,
+    /// Whole RELA entries, inside one segment's file bytes (empty if none).
+    rela: Table,
+    /// Whole RELR entries, inside one segment's file bytes (empty if none).
+    relr: Table,
+}
+
+/// Bytes of the file that are also bytes of the image: at `offset` in the file, at
+/// `vaddr` once loaded.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Table {
+    vaddr: u64,
+    offset: u64,
+    len: u64,
 }
 
 /// `bytes.get(offset..offset + len)` with the arithmetic checked.

@@ -1,11 +1,11 @@
 //! Reading an ELF64 ET_DYN file: the ELF header, the PT_LOAD and PT_DYNAMIC program
-//! headers and the dynamic entries, all checked, and laying the segments out in memory.
+//! headers and the dynamic entries, all checked.
 
 use zerocopy::little_endian::{U16, U32, U64};
-use zerocopy::{FromBytes, Immutable, KnownLayout};
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 use super::reloc::{RELA_SIZE, RELR_SIZE};
-use super::{slice, slice_mut, Elf, ElfError, Machine};
+use super::{slice, Elf, ElfError, Machine, Table};
 
 pub(super) const PAGE: u64 = 4096;
 /// At most this many PT_LOAD segments.
@@ -38,7 +38,7 @@ pub(super) const DT_RELRENT: u64 = 37;
 
 #[repr(C)]
 /// The ELF64 file header (little-endian), as the payload and vmlinux parsers read it.
-#[derive(FromBytes, KnownLayout, Immutable)]
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable)]
 pub(crate) struct Ehdr {
     pub(crate) e_ident: [u8; 16],
     pub(crate) e_type: U16,
@@ -58,7 +58,7 @@ pub(crate) struct Ehdr {
 
 #[repr(C)]
 /// An ELF64 program header.
-#[derive(FromBytes, KnownLayout, Immutable)]
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable)]
 pub(crate) struct Phdr {
     pub(crate) p_type: U32,
     pub(crate) p_flags: U32,
@@ -102,41 +102,6 @@ pub struct Segment {
     /// File offset of the `filesz` bytes.
     pub offset: u64,
     pub flags: Flags,
-}
-
-/// What [`Elf::headers`] tells before the file is unpacked.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Headers {
-    /// As [`Elf::span`].
-    pub span: u64,
-    /// As [`Elf::align`].
-    pub align: u64,
-    /// As [`Elf::link_base`].
-    pub link_base: u64,
-}
-
-impl Headers {
-    /// Whether a loader whose load bias (run address minus link address) is always a
-    /// multiple of `granule` (a power of two) honours every PT_LOAD's `p_align`: the
-    /// gABI asks that a segment land at an address congruent to its `p_vaddr` modulo
-    /// `p_align`. That holds when the largest `p_align` divides `granule` and image
-    /// byte 0 (`link_base`, which lands on a granule boundary) is a multiple of it.
-    /// A larger alignment is refused, not dropped.
-    pub fn check_align(&self, granule: u64) -> Result<(), ElfError> {
-        if self.align > granule {
-            return Err(ElfError::AlignAboveGranule {
-                align: self.align,
-                granule,
-            });
-        }
-        if !self.link_base.is_multiple_of(self.align) {
-            return Err(ElfError::LinkBaseMisaligned {
-                link_base: self.link_base,
-                align: self.align,
-            });
-        }
-        Ok(())
-    }
 }
 
 /// The dynamic entries this loader reads.
@@ -201,43 +166,28 @@ fn table(
     }
 }
 
-impl<'a> Elf<'a> {
-    /// Validates `file` as an ELF64 little-endian ET_DYN for `machine`.
-    pub fn parse(file: &'a [u8], machine: Machine) -> Result<Elf<'a>, ElfError> {
-        Elf::parse_in(file, file.len() as u64, machine)
+impl Elf {
+    /// Validates `file` as an ELF64 little-endian ET_DYN for `machine`, its dynamic
+    /// table and relocation tables included.
+    pub fn parse(file: &[u8], machine: Machine) -> Result<Elf, ElfError> {
+        let mut elf = Elf::headers(file, file.len() as u64, machine)?;
+        if let Some(d) = elf.dynamic {
+            let bytes = slice(file, d.offset, d.len).ok_or(ElfError::DynamicOutOfFile)?;
+            elf.read_dynamic(bytes)?;
+        }
+        Ok(elf)
     }
 
-    /// What the loaded image will span and need, from the first bytes of a file of
-    /// `file_len` bytes that hold its ELF and program headers: enough to choose where
-    /// it goes before it is unpacked. The same checks as [`Elf::parse`], except that
-    /// segments and the dynamic table are checked against `file_len`, not read.
-    pub fn headers(prefix: &'a [u8], file_len: u64, machine: Machine) -> Result<Headers, ElfError> {
-        let elf = Elf::parse_in(prefix, file_len, machine)?;
-        Ok(Headers {
-            span: elf.span,
-            align: elf.align,
-            link_base: elf.link_base,
-        })
-    }
-
-    /// How many leading bytes of the file hold its ELF and program headers, as the
-    /// 64-byte ELF header at the start of `prefix` says (`None` if `prefix` is shorter
-    /// or the sum overflows): what [`Elf::headers`] needs. Nothing is checked here.
-    pub fn headers_len(prefix: &[u8]) -> Option<u64> {
-        let (eh, _) = Ehdr::ref_from_prefix(prefix).ok()?;
-        let phdrs = u64::from(eh.e_phnum.get()).checked_mul(size_of::<Phdr>() as u64)?;
-        let end = eh.e_phoff.get().checked_add(phdrs)?;
-        Some(end.max(size_of::<Ehdr>() as u64))
-    }
-
-    /// `parse`, with `file` possibly only the first bytes of a `file_len`-byte file:
-    /// then the dynamic table is not read (the relocation tables stay empty).
-    fn parse_in(file: &'a [u8], file_len: u64, machine: Machine) -> Result<Elf<'a>, ElfError> {
-        let whole = file_len == file.len() as u64;
+    /// What the image will span and need, from the first bytes of a file of `file_len`
+    /// bytes that hold its ELF and program headers: enough to place it before its
+    /// segments are read. The same checks as [`Elf::parse`], except that segments and
+    /// the dynamic table are checked against `file_len`, not read: the relocation
+    /// tables stay empty until [`Elf::read_tables`] reads them from the image.
+    pub fn headers(prefix: &[u8], file_len: u64, machine: Machine) -> Result<Elf, ElfError> {
         // Whether `[offset, offset + len)` lies in the file (read or not).
         let in_file =
             |offset: u64, len: u64| offset.checked_add(len).is_some_and(|e| e <= file_len);
-        let (eh, _) = Ehdr::ref_from_prefix(file).map_err(|_| ElfError::Truncated)?;
+        let (eh, _) = Ehdr::ref_from_prefix(prefix).map_err(|_| ElfError::Truncated)?;
         let ident = &eh.e_ident;
         if ident.get(..4) != Some(b"\x7fELF".as_slice()) {
             return Err(ElfError::BadMagic);
@@ -269,7 +219,7 @@ impl<'a> Elf<'a> {
         }
         let phdr_bytes = usize::try_from(eh.e_phoff.get())
             .ok()
-            .and_then(|off| file.get(off..))
+            .and_then(|off| prefix.get(off..))
             .ok_or(ElfError::Truncated)?;
         let (phdrs, _) =
             <[Phdr]>::ref_from_prefix_with_elems(phdr_bytes, usize::from(eh.e_phnum.get()))
@@ -279,7 +229,7 @@ impl<'a> Elf<'a> {
         let mut count: usize = 0;
         let mut align = PAGE;
         let mut prev_end: Option<u64> = None;
-        let mut dynamic: Option<&[u8]> = None;
+        let mut dynamic: Option<Table> = None;
         for ph in phdrs {
             let vaddr = ph.p_vaddr.get();
             match ph.p_type.get() {
@@ -291,10 +241,7 @@ impl<'a> Elf<'a> {
                     if !in_file(offset, len) {
                         return Err(ElfError::DynamicOutOfFile);
                     }
-                    dynamic = Some(match whole {
-                        true => slice(file, offset, len).ok_or(ElfError::DynamicOutOfFile)?,
-                        false => &[],
-                    });
+                    dynamic = Some(Table { vaddr, offset, len });
                 }
                 PT_LOAD => {
                     let (filesz, memsz, offset) =
@@ -361,9 +308,7 @@ impl<'a> Elf<'a> {
         if entry < link_base || entry >= top {
             return Err(ElfError::EntryOutsideImage { entry });
         }
-
-        let mut elf = Elf {
-            file,
+        let elf = Elf {
             machine,
             entry,
             segments,
@@ -371,37 +316,89 @@ impl<'a> Elf<'a> {
             link_base,
             span,
             align,
-            rela: &[],
-            relr: &[],
+            dynamic,
+            rela: Table::default(),
+            relr: Table::default(),
         };
-        if let Some(bytes) = dynamic.filter(|_| whole) {
-            let d = Dynamic::read(bytes)?;
-            if let Some((a, s)) = table(d.rela, d.relasz, (DT_RELA, DT_RELASZ), RELA_SIZE)? {
-                elf.rela = elf
-                    .file_bytes(a, s)
-                    .ok_or(ElfError::TableOutOfFile { vaddr: a })?;
-            }
-            if let Some((a, s)) = table(d.relr, d.relrsz, (DT_RELR, DT_RELRSZ), RELR_SIZE)? {
-                elf.relr = elf
-                    .file_bytes(a, s)
-                    .ok_or(ElfError::TableOutOfFile { vaddr: a })?;
+        // The dynamic table is read where it loads (as ld.so reads it), so its file
+        // bytes must be the ones a segment loads at its address.
+        if let Some(d) = dynamic {
+            if elf.locate(d.vaddr, d.len).map(|t| t.offset) != Some(d.offset) {
+                return Err(ElfError::DynamicNotLoaded);
             }
         }
         Ok(elf)
     }
 
-    /// The file bytes backing `[vaddr, vaddr + len)`, which must lie inside one
-    /// segment's file bytes.
-    fn file_bytes(&self, vaddr: u64, len: u64) -> Option<&'a [u8]> {
+    /// How many leading bytes of the file hold its ELF and program headers, as the
+    /// 64-byte ELF header at the start of `prefix` says (`None` if `prefix` is shorter
+    /// or the sum overflows): what [`Elf::headers`] needs. Nothing is checked here.
+    pub fn headers_len(prefix: &[u8]) -> Option<u64> {
+        let (eh, _) = Ehdr::ref_from_prefix(prefix).ok()?;
+        let phdrs = u64::from(eh.e_phnum.get()).checked_mul(size_of::<Phdr>() as u64)?;
+        let end = eh.e_phoff.get().checked_add(phdrs)?;
+        Some(end.max(size_of::<Ehdr>() as u64))
+    }
+
+    /// Whether a loader whose load bias (run address minus link address) is always a
+    /// multiple of `granule` (a power of two) honours every PT_LOAD's `p_align`: the
+    /// gABI asks that a segment land at an address congruent to its `p_vaddr` modulo
+    /// `p_align`. That holds when the largest `p_align` divides `granule` and image
+    /// byte 0 (`link_base`, which lands on a granule boundary) is a multiple of it.
+    /// A larger alignment is refused, not dropped.
+    pub fn check_align(&self, granule: u64) -> Result<(), ElfError> {
+        if self.align > granule {
+            return Err(ElfError::AlignAboveGranule {
+                align: self.align,
+                granule,
+            });
+        }
+        if !self.link_base.is_multiple_of(self.align) {
+            return Err(ElfError::LinkBaseMisaligned {
+                link_base: self.link_base,
+                align: self.align,
+            });
+        }
+        Ok(())
+    }
+
+    /// Reads the dynamic table from the loaded `image` (byte 0 at `link_base`): the
+    /// relocation tables of a file unpacked in place, whose headers alone were
+    /// parsed.
+    pub fn read_tables(&mut self, image: &[u8]) -> Result<(), ElfError> {
+        let Some(d) = self.dynamic else {
+            return Ok(());
+        };
+        let at = d.vaddr.wrapping_sub(self.link_base);
+        let bytes = slice(image, at, d.len).ok_or(ElfError::DynamicNotLoaded)?;
+        self.read_dynamic(bytes)
+    }
+
+    /// Finds the relocation tables named by the dynamic entries in `bytes`.
+    fn read_dynamic(&mut self, bytes: &[u8]) -> Result<(), ElfError> {
+        let d = Dynamic::read(bytes)?;
+        if let Some((a, s)) = table(d.rela, d.relasz, (DT_RELA, DT_RELASZ), RELA_SIZE)? {
+            self.rela = self
+                .locate(a, s)
+                .ok_or(ElfError::TableOutOfFile { vaddr: a })?;
+        }
+        if let Some((a, s)) = table(d.relr, d.relrsz, (DT_RELR, DT_RELRSZ), RELR_SIZE)? {
+            self.relr = self
+                .locate(a, s)
+                .ok_or(ElfError::TableOutOfFile { vaddr: a })?;
+        }
+        Ok(())
+    }
+
+    /// `[vaddr, vaddr + len)` and its file offset, if it lies inside one segment's
+    /// file bytes.
+    pub(super) fn locate(&self, vaddr: u64, len: u64) -> Option<Table> {
         let end = vaddr.checked_add(len)?;
         let seg = self.segments().find(|s| {
             s.vaddr <= vaddr && s.vaddr.checked_add(s.filesz).is_some_and(|e| end <= e)
         })?;
-        slice(
-            self.file,
-            seg.offset.checked_add(vaddr.checked_sub(seg.vaddr)?)?,
-            len,
-        )
+        let offset = seg.offset.checked_add(vaddr.checked_sub(seg.vaddr)?)?;
+        Some(Table { vaddr, offset, len })
     }
 
     /// Link-time entry address.
@@ -427,37 +424,6 @@ impl<'a> Elf<'a> {
     /// Largest PT_LOAD `p_align`, at least 4 KiB: the alignment the image base needs.
     pub fn align(&self) -> u64 {
         self.align
-    }
-
-    /// `image[..span]`, or an error if the destination is too small.
-    pub(super) fn window<'i>(&self, image: &'i mut [u8]) -> Result<&'i mut [u8], ElfError> {
-        let have = image.len() as u64;
-        let too_small = ElfError::ImageTooSmall {
-            need: self.span,
-            have,
-        };
-        let span = usize::try_from(self.span).map_err(|_| too_small)?;
-        image.get_mut(..span).ok_or(too_small)
-    }
-
-    /// Lays the segments out in `image`, whose byte 0 is `link_base`: zero-fills
-    /// `image[..span]` (gaps and bss), then copies each segment's file bytes. Bytes
-    /// past `span` are left alone.
-    pub fn load(&self, image: &mut [u8]) -> Result<(), ElfError> {
-        let image = self.window(image)?;
-        image.fill(0);
-        for s in self.segments() {
-            let src = slice(self.file, s.offset, s.filesz);
-            let dst = s
-                .vaddr
-                .checked_sub(self.link_base)
-                .and_then(|at| slice_mut(image, at, s.filesz));
-            match (src, dst) {
-                (Some(src), Some(dst)) => dst.copy_from_slice(src),
-                _ => return Err(ElfError::SegmentOutOfFile { vaddr: s.vaddr }),
-            }
-        }
-        Ok(())
     }
 }
 
@@ -488,7 +454,7 @@ mod tests {
         );
         assert_eq!((segs[1].vaddr, segs[1].memsz), (BASE + 0x1000, 0x2000));
         let mut image = vec![0x55u8; 0x3000 + 16];
-        elf.load(&mut image).unwrap();
+        elf.load(&file, &mut image).unwrap();
         assert!(image[..0x100].iter().all(|&b| b == 0xaa));
         assert!(image[0x100..0x1000].iter().all(|&b| b == 0));
         assert_eq!(word(&image, BASE + 0x1008), BASE + 0x1008);
@@ -498,7 +464,7 @@ mod tests {
             "past span untouched"
         );
         assert_eq!(
-            elf.load(&mut image[..0x2fff]),
+            elf.load(&file, &mut image[..0x2fff]),
             Err(ElfError::ImageTooSmall {
                 need: 0x3000,
                 have: 0x2fff
@@ -518,8 +484,10 @@ mod tests {
         let file = sample(&[], &[]);
         let len = Elf::headers_len(&file[..64]).unwrap() as usize;
         let full = Elf::headers(&file, file.len() as u64, Machine::Aarch64).unwrap();
-        let from_prefix = Elf::headers(&file[..len], file.len() as u64, Machine::Aarch64);
-        assert_eq!(from_prefix, Ok(full));
+        let from_prefix = Elf::headers(&file[..len], file.len() as u64, Machine::Aarch64).unwrap();
+        let facts = |e: &Elf| (e.span(), e.align(), e.link_base(), e.entry());
+        assert_eq!(facts(&from_prefix), facts(&full));
+        assert!(from_prefix.segments().eq(full.segments()));
         assert_eq!(
             Elf::headers(&file[..len - 1], file.len() as u64, Machine::Aarch64).err(),
             Some(ElfError::Truncated)
@@ -594,7 +562,7 @@ mod tests {
         // The sample: 4 KiB pages at a 4 KiB-aligned base.
         let file = sample(&[], &[]);
         let h = Elf::headers(&file[..0x100], file.len() as u64, Machine::Aarch64).unwrap();
-        assert_eq!((h.span, h.align, h.link_base), (0x3000, 4096, BASE));
+        assert_eq!((h.span(), h.align(), h.link_base()), (0x3000, 4096, BASE));
         assert_eq!(h.check_align(2 * MIB), Ok(()));
         // 64 KiB (aarch64 linkers' max-page-size) and 2 MiB at base 0: honoured.
         assert_eq!(headers(0, 0x1_0000).check_align(2 * MIB), Ok(()));
@@ -621,7 +589,7 @@ mod tests {
             })
         );
         // p_align 0 and 1 mean no constraint: the page.
-        assert_eq!(headers(0x1000, 0).align, 4096);
+        assert_eq!(headers(0x1000, 0).align(), 4096);
         assert_eq!(headers(0x1000, 1).check_align(2 * MIB), Ok(()));
     }
 
@@ -709,19 +677,34 @@ mod tests {
                 size: 25
             })
         );
+        // The segment's file bytes: 0x40 of data, then the two dynamic entries.
         assert_eq!(
-            p(&[(DT_RELA, 0x30), (DT_RELASZ, 24)]),
-            Some(ElfError::TableOutOfFile { vaddr: 0x30 })
+            p(&[(DT_RELA, 0x50), (DT_RELASZ, 24)]),
+            Some(ElfError::TableOutOfFile { vaddr: 0x50 })
         );
         assert_eq!(
-            p(&[(DT_RELR, 0x40), (DT_RELRSZ, 8)]),
-            Some(ElfError::TableOutOfFile { vaddr: 0x40 })
+            p(&[(DT_RELR, 0x60), (DT_RELRSZ, 8)]),
+            Some(ElfError::TableOutOfFile { vaddr: 0x60 })
         );
+        assert_eq!(p(&[(DT_RELR, 0x58), (DT_RELRSZ, 8)]), None);
         assert_eq!(
             p(&[(DT_RELR, 0x38), (DT_RELRSZ, 8), (DT_NULL, 0), (DT_REL, 0)]),
             None
         );
         assert_eq!(p(&[(DT_RELASZ, 0)]), None);
+        // PT_DYNAMIC's file bytes not the ones its address loads: read where it loads
+        // (in place, as ld.so does), it would be other bytes.
+        let file = build(AARCH64, 0, std::slice::from_ref(&seg), &[(DT_NULL, 0)]);
+        let dyn_offset = 64 + 56 + 8; // the second program header's p_offset
+        let moved = u64::from_le_bytes(file[dyn_offset..dyn_offset + 8].try_into().unwrap()) - 8;
+        assert_eq!(
+            Elf::parse(
+                &patched(&file, dyn_offset, &moved.to_le_bytes()),
+                Machine::Aarch64
+            )
+            .err(),
+            Some(ElfError::DynamicNotLoaded)
+        );
     }
 
     proptest! {
@@ -729,7 +712,7 @@ mod tests {
         fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
             if let Ok(elf) = Elf::parse(&bytes, Machine::Aarch64) {
                 let mut image = vec![0u8; elf.span().min(1 << 16) as usize];
-                let _ = elf.load(&mut image);
+                let _ = elf.load(&bytes, &mut image);
                 let _ = elf.relocate(&mut image, 0x1000);
             }
         }
@@ -744,7 +727,7 @@ mod tests {
             }
             if let Ok(elf) = Elf::parse(&file, Machine::Aarch64) {
                 let mut image = vec![0u8; elf.span().min(1 << 16) as usize];
-                let _ = elf.load(&mut image);
+                let _ = elf.load(&file, &mut image);
                 let _ = elf.relocate(&mut image, 0x1000);
             }
         }

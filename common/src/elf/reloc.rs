@@ -5,7 +5,7 @@
 use zerocopy::little_endian::U64;
 use zerocopy::{FromBytes, Immutable, KnownLayout};
 
-use super::{slice_mut, Elf, ElfError};
+use super::{slice, slice_mut, Elf, ElfError, Table};
 
 pub(super) const RELA_SIZE: usize = 24;
 pub(super) const RELR_SIZE: usize = 8;
@@ -29,26 +29,33 @@ pub struct RelocStats {
     pub relr: usize,
 }
 
-impl<'a> Elf<'a> {
+impl Elf {
     /// Number of RELA and RELR table entries.
     pub fn reloc_entries(&self) -> (usize, usize) {
-        (self.rela.len() / RELA_SIZE, self.relr.len() / RELR_SIZE)
+        let entries = |t: Table, size: usize| t.len.checked_div(size as u64).unwrap_or(0) as usize;
+        (entries(self.rela, RELA_SIZE), entries(self.relr, RELR_SIZE))
     }
 
-    /// The type (`ELF64_R_TYPE`, the low 32 bits of `r_info`) of each RELA entry, in
-    /// table order: what a report counts by type, before [`Elf::relocate`] refuses
-    /// any type but RELATIVE and NONE.
-    pub fn rela_types(&self) -> impl Iterator<Item = u32> + 'a {
-        self.rela
+    /// The bytes of `table` in `file`, the file this was parsed from.
+    fn in_file<'f>(&self, file: &'f [u8], table: Table) -> &'f [u8] {
+        slice(file, table.offset, table.len).unwrap_or_default()
+    }
+
+    /// The type (`ELF64_R_TYPE`, the low 32 bits of `r_info`) of each RELA entry of
+    /// `file`, in table order: what a report counts by type, before
+    /// [`Elf::relocate`] refuses any type but RELATIVE and NONE.
+    pub fn rela_types<'f>(&self, file: &'f [u8]) -> impl Iterator<Item = u32> + 'f {
+        self.in_file(file, self.rela)
             .chunks_exact(RELA_SIZE)
             .filter_map(|c| Rela::ref_from_bytes(c).ok())
             .map(|r| (r.r_info.get() & 0xffff_ffff) as u32)
     }
 
-    /// How many words the RELR table relocates: one per address entry, one per set
-    /// bit 1..=63 of each bitmap entry (what [`Elf::relocate`] reports as `relr`).
-    pub fn relr_words(&self) -> usize {
-        self.relr
+    /// How many words the RELR table of `file` relocates: one per address entry, one
+    /// per set bit 1..=63 of each bitmap entry (what [`Elf::relocate`] reports as
+    /// `relr`).
+    pub fn relr_words(&self, file: &[u8]) -> usize {
+        self.in_file(file, self.relr)
             .chunks_exact(RELR_SIZE)
             .filter_map(|c| U64::ref_from_bytes(c).ok())
             .map(|e| match e.get() {
@@ -58,9 +65,18 @@ impl<'a> Elf<'a> {
             .sum()
     }
 
+    /// Where `table` lies in the loaded image, as a range of indices into it.
+    fn in_image(&self, table: Table) -> Result<core::ops::Range<usize>, ElfError> {
+        let out = ElfError::TableOutOfFile { vaddr: table.vaddr };
+        let start = table.vaddr.checked_sub(self.link_base).ok_or(out)?;
+        let end = start.checked_add(table.len).ok_or(out)?;
+        Ok(usize::try_from(start).map_err(|_| out)?..usize::try_from(end).map_err(|_| out)?)
+    }
+
     /// Applies the relative relocations to a loaded `image` that will run with
-    /// `link_base` at `virt_base`. The tables are read from the file; only words
-    /// inside `image[..span]` are ever written.
+    /// `link_base` at `virt_base`. The tables are read from the image itself (they
+    /// lie in segments' file bytes), each entry before the words it names are
+    /// written; only words inside `image[..span]` are ever written.
     ///
     /// RELA (as arch/arm64/kernel/pi/relocate.c): for the machine's RELATIVE type,
     /// `*(u64 *)(image + r_offset - link_base) = r_addend + displacement`.
@@ -73,12 +89,17 @@ impl<'a> Elf<'a> {
         let disp = virt_base.wrapping_sub(self.link_base);
         let mut stats = RelocStats::default();
 
-        let relas = <[Rela]>::ref_from_bytes(self.rela).map_err(|_| ElfError::Truncated)?;
+        let relas = self.in_image(self.rela)?;
+        let table_out = ElfError::TableOutOfFile {
+            vaddr: self.rela.vaddr,
+        };
         let relative = self.machine.relative();
         let mut none = 0usize;
         // The hot loop of a large kernel: one compare for the type, one for the place
         // (an offset below link_base wraps far past the image), counts kept outside.
-        for r in relas {
+        for at in relas.step_by(RELA_SIZE) {
+            let entry = image.get(at..).and_then(|b| Rela::read_from_prefix(b).ok());
+            let (r, _) = entry.ok_or(table_out)?;
             let offset = r.r_offset.get();
             let r_type = r.r_info.get() as u32;
             if r_type != relative {
@@ -95,11 +116,16 @@ impl<'a> Elf<'a> {
             let place = place.ok_or(ElfError::RelocOutOfImage { offset })?;
             *place = r.r_addend.get().wrapping_add(disp).to_le_bytes();
         }
-        stats.rela = relas.len().saturating_sub(none);
+        stats.rela = self.reloc_entries().0.saturating_sub(none);
 
-        let relrs = <[U64]>::ref_from_bytes(self.relr).map_err(|_| ElfError::Truncated)?;
+        let relrs = self.in_image(self.relr)?;
+        let table_out = ElfError::TableOutOfFile {
+            vaddr: self.relr.vaddr,
+        };
         let mut place: Option<u64> = None;
-        for entry in relrs.iter().map(|e| e.get()) {
+        for at in relrs.step_by(RELR_SIZE) {
+            let entry = image.get(at..).and_then(|b| b.first_chunk::<8>());
+            let entry = u64::from_le_bytes(*entry.ok_or(table_out)?);
             if entry & 1 == 0 {
                 self.add(image, entry, disp)?;
                 stats.relr = stats.relr.saturating_add(1);
@@ -192,10 +218,10 @@ mod tests {
         let file = sample(&relas, &relr);
         let elf = Elf::parse(&file, Machine::Aarch64).unwrap();
         assert_eq!(elf.reloc_entries(), (3, 4));
-        assert_eq!(elf.rela_types().collect::<Vec<_>>(), [1027, 0, 1027]);
-        assert_eq!(elf.relr_words(), 5);
+        assert_eq!(elf.rela_types(&file).collect::<Vec<_>>(), [1027, 0, 1027]);
+        assert_eq!(elf.relr_words(&file), 5);
         let mut image = vec![0u8; 0x3000];
-        elf.load(&mut image).unwrap();
+        elf.load(&file, &mut image).unwrap();
         let virt = 0xffff_8000_1000_0000;
         let disp = virt - BASE;
         let stats = elf.relocate(&mut image, virt).unwrap();
@@ -216,7 +242,7 @@ mod tests {
         );
         // Relocating down (virt below link base) wraps correctly.
         let mut again = vec![0u8; 0x3000];
-        elf.load(&mut again).unwrap();
+        elf.load(&file, &mut again).unwrap();
         elf.relocate(&mut again, 0x1000).unwrap();
         assert_eq!(word(&again, w(2)), w(2) - BASE + 0x1000);
     }
@@ -226,7 +252,7 @@ mod tests {
         let file = sample(&[], &[BASE + 0x1000, u64::MAX]);
         let elf = Elf::parse(&file, Machine::Aarch64).unwrap();
         let mut image = vec![0u8; 0x3000];
-        elf.load(&mut image).unwrap();
+        elf.load(&file, &mut image).unwrap();
         let before: Vec<u64> = (0..66)
             .map(|i| word(&image, BASE + 0x1000 + 8 * i))
             .collect();
@@ -244,7 +270,7 @@ mod tests {
         let file = sample(&[], &[BASE + 0x2fe8, 1 | (1 << 1) | (1 << 2)]);
         let elf = Elf::parse(&file, Machine::Aarch64).unwrap();
         let mut image = vec![0u8; 0x3000];
-        elf.load(&mut image).unwrap();
+        elf.load(&file, &mut image).unwrap();
         let stats = elf.relocate(&mut image, BASE + 0x100).unwrap();
         assert_eq!(stats.relr, 3);
         for at in [0x2fe8, 0x2ff0, 0x2ff8] {
@@ -257,6 +283,7 @@ mod tests {
         let file = sample(&[rela(BASE + 0x1000, 257, 0)], &[]);
         let elf = Elf::parse(&file, Machine::Aarch64).unwrap();
         let mut image = vec![0u8; 0x3000];
+        elf.load(&file, &mut image).unwrap();
         let err = elf.relocate(&mut image, 0).unwrap_err();
         assert_eq!(
             err,
@@ -284,17 +311,16 @@ mod tests {
             let file = sample(&relas, &relr);
             let elf = Elf::parse(&file, Machine::Aarch64).unwrap();
             let mut image = vec![0u8; 0x3100];
-            elf.load(&mut image).unwrap();
+            elf.load(&file, &mut image).unwrap();
             let err = elf.relocate(&mut image, 0x8000_0000).unwrap_err();
             assert!(matches!(err, ElfError::RelocOutOfImage { .. }), "{err:?}");
             assert!(image[0x3000..].iter().all(|&b| b == 0));
         }
         let file = sample(&[], &[0b11]);
         let elf = Elf::parse(&file, Machine::Aarch64).unwrap();
-        assert_eq!(
-            elf.relocate(&mut vec![0; 0x3000], 0),
-            Err(ElfError::RelrBitmapFirst)
-        );
+        let mut image = vec![0; 0x3000];
+        elf.load(&file, &mut image).unwrap();
+        assert_eq!(elf.relocate(&mut image, 0), Err(ElfError::RelrBitmapFirst));
     }
 
     proptest! {
@@ -308,11 +334,11 @@ mod tests {
             let file = sample(&relas, &relr);
             let elf = Elf::parse(&file, Machine::Aarch64).unwrap();
             let mut image = vec![0x5au8; 0x3000 + 64];
-            elf.load(&mut image).unwrap();
+            elf.load(&file, &mut image).unwrap();
             let _ = elf.relocate(&mut image, virt);
             prop_assert!(image[0x3000..].iter().all(|&b| b == 0x5a));
             let mut exact = vec![0u8; 0x3000];
-            elf.load(&mut exact).unwrap();
+            elf.load(&file, &mut exact).unwrap();
             let _ = elf.relocate(&mut exact, virt);
         }
     }

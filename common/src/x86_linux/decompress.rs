@@ -96,6 +96,7 @@ fn gunzip(
         compression: container::Compression::Gzip,
         unpacked_size: bz.decompressed_len,
         digest: [0; 32],
+        kept: &[],
         packed: bz.payload,
     };
     container::unpack(&member, dest, inflater).map_err(|e| match e {

@@ -1,6 +1,7 @@
 //! `container`: any bytes as a payload container. Parsing, unpacking and verifying
 //! never panic; the parsed fields are the header's bytes; `unpack` writes only the
-//! first `unpacked_size` bytes of a larger buffer and returns exactly that many;
+//! first `unpacked_size` bytes of a larger buffer and returns exactly that many, and
+//! `unpack_body` the same bytes after the kept prefix, which `verify_body` agrees on;
 //! `unpack_prefix` gives the same first bytes (for LZ4, the first block, in a buffer of
 //! `first_block_len`); with the header's digest replaced by
 //! the digest of what it unpacked to, the container verifies and unpacks the same;
@@ -20,12 +21,17 @@ pub fn run(data: &[u8]) {
         return;
     };
     let field = |at: usize| u64::from_le_bytes(data[at..at + 8].try_into().unwrap());
+    let header = container::HEADER_LEN;
     assert_eq!(p.unpacked_size, field(24));
-    assert_eq!(p.packed.len() as u64, field(16));
-    assert_eq!(p.packed, &data[64..64 + p.packed.len()]);
+    assert_eq!((p.kept.len() + p.packed.len()) as u64, field(16));
+    assert_eq!(p.kept.len() as u64, field(64));
+    assert_eq!(p.kept, &data[header..header + p.kept.len()]);
+    let packed_at = header + p.kept.len();
+    assert_eq!(p.packed, &data[packed_at..packed_at + p.packed.len()]);
     assert_eq!(&p.digest[..], &data[32..64]);
+    assert!(p.kept.len() as u64 <= p.unpacked_size);
     if p.compression == Compression::None {
-        assert_eq!(p.packed.len() as u64, p.unpacked_size);
+        assert_eq!(p.packed.len() as u64, p.body_size());
     }
     let mut inflater = Box::new(Inflater::new());
 
@@ -81,16 +87,21 @@ pub fn run(data: &[u8]) {
     if p.compression == Compression::Zlib {
         // The deflate data after the 2-byte zlib header: the shim's inflater (sirocco)
         // and miniz_oxide agree on everything the shim accepts.
-        let other = miniz_oxide::inflate::decompress_to_vec_with_limit(&p.packed[2..], size);
-        assert_eq!(
-            other.as_deref().ok(),
-            Some(unpacked),
-            "miniz_oxide disagrees"
-        );
+        let body = &unpacked[p.kept.len()..];
+        let other = miniz_oxide::inflate::decompress_to_vec_with_limit(&p.packed[2..], body.len());
+        assert_eq!(other.as_deref().ok(), Some(body), "miniz_oxide disagrees");
     }
     let verified = container::verify(&p, unpacked).is_ok();
     let actual = digest::sha256(digest::portable, unpacked);
     assert_eq!(verified, actual == p.digest);
+    // The rest alone, as the shim unpacks an ELF payload into its slot.
+    let mut body = vec![GUARD_BYTE; size - p.kept.len() + GUARD];
+    let n = container::unpack_body(&p, &mut body, &mut inflater);
+    assert_eq!(n, Ok(size - p.kept.len()), "unpack_body after unpack");
+    assert_eq!(&body[..size - p.kept.len()], &unpacked[p.kept.len()..]);
+    assert!(body[size - p.kept.len()..].iter().all(|&b| b == GUARD_BYTE));
+    let body_verified = container::verify_body(&p, &body, digest::portable).is_ok();
+    assert_eq!(body_verified, verified, "verify_body disagrees with verify");
 
     // The same container with the digest of what it holds: it verifies and unpacks to
     // the same bytes, and a changed byte no longer verifies.

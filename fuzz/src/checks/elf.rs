@@ -2,14 +2,15 @@
 //! file that parses is loaded and relocated into an image of exactly `span()` bytes
 //! with guard bytes on both sides, which must never change; the loaded bytes are the
 //! segments' file bytes and zeros; the relocation counts match the tables; the headers
-//! read from the first 8 KiB (what the shim places by) agree with the whole file.
+//! alone (what the shim places by) agree with the whole file. Laid out as xtask packs
+//! it, the file unpacked over junk in its slot, its gaps cleared and relocated in place
+//! (the shim's path) gives the same image as loading and relocating the file.
 
-use shim_common::elf::{Elf, ElfError, Machine};
+use shim_common::elf::{lay_out, Elf, ElfError, Machine};
 
 const GUARD: usize = 64;
 const GUARD_BYTE: u8 = 0xa5;
-/// The prefix `common::boot` reads the headers from.
-const HEADERS_PREFIX: usize = 8192;
+const VIRT: u64 = 0xffff_0000_1234_0000;
 /// Larger images are parsed but not loaded (memory per run).
 const MAX_SPAN: u64 = 1 << 22;
 
@@ -20,26 +21,20 @@ pub fn run(data: &[u8]) {
 }
 
 fn check(data: &[u8], machine: Machine) {
-    let prefix = &data[..data.len().min(HEADERS_PREFIX)];
-    let headers = Elf::headers(prefix, data.len() as u64, machine);
     let elf = match Elf::parse(data, machine) {
         Ok(elf) => elf,
         Err(_) => return,
     };
     let (span, base) = (elf.span(), elf.link_base());
-    match headers {
-        Ok(h) => assert_eq!((h.span, h.align), (span, elf.align()), "headers differ"),
-        Err(e) => {
-            // Only program headers past the prefix may keep the shim from reading them.
-            let phoff = u64::from_le_bytes(data[32..40].try_into().unwrap());
-            let phnum = u64::from(u16::from_le_bytes(data[56..58].try_into().unwrap()));
-            let end = phoff.saturating_add(phnum * 56);
-            assert!(
-                end > HEADERS_PREFIX as u64,
-                "headers refused in the prefix: {e}"
-            );
-        }
-    }
+    let headers_len = Elf::headers_len(data).expect("a parsed file's headers") as usize;
+    let headers = Elf::headers(&data[..headers_len], data.len() as u64, machine)
+        .expect("headers refused alone that parse with the file");
+    assert_eq!(
+        (headers.span(), headers.align(), headers.entry()),
+        (span, elf.align(), elf.entry()),
+        "headers differ"
+    );
+    assert!(headers.segments().eq(elf.segments()), "segments differ");
     assert!(span > 0 && span % 4096 == 0 && base % 4096 == 0);
     assert!(elf.align().is_power_of_two() && elf.align() >= 4096);
     assert!(
@@ -66,7 +61,7 @@ fn check(data: &[u8], machine: Machine) {
     // Too small a destination: an error before any write.
     let mut small = vec![GUARD_BYTE; span - 1];
     assert!(matches!(
-        elf.load(&mut small),
+        elf.load(data, &mut small),
         Err(ElfError::ImageTooSmall { .. })
     ));
     assert!(
@@ -76,7 +71,7 @@ fn check(data: &[u8], machine: Machine) {
 
     let mut buf = vec![GUARD_BYTE; GUARD + span + GUARD];
     let image = &mut buf[GUARD..GUARD + span];
-    if elf.load(image).is_ok() {
+    if elf.load(data, image).is_ok() {
         let mut expect = vec![0u8; span];
         for s in elf.segments() {
             let (at, off) = ((s.vaddr - base) as usize, s.offset as usize);
@@ -87,12 +82,13 @@ fn check(data: &[u8], machine: Machine) {
             image == expect.as_slice(),
             "loaded image differs from the segments"
         );
-        let relocated = elf.relocate(image, 0xffff_0000_1234_0000);
+        let relocated = elf.relocate(image, VIRT);
         if let Ok(stats) = relocated {
-            let rela = elf.rela_types().filter(|&t| t != 0).count();
+            let rela = elf.rela_types(data).filter(|&t| t != 0).count();
             assert_eq!(stats.rela, rela, "RELA words relocated");
-            assert_eq!(stats.relr, elf.relr_words(), "RELR words relocated");
+            assert_eq!(stats.relr, elf.relr_words(data), "RELR words relocated");
         }
+        in_place(data, machine, image, relocated.is_ok());
     }
     let (head, rest) = buf.split_at(GUARD);
     assert!(
@@ -103,4 +99,32 @@ fn check(data: &[u8], machine: Machine) {
         rest[span..].iter().all(|&b| b == GUARD_BYTE),
         "wrote past the image"
     );
+}
+
+/// The shim's path for `data` laid out as xtask packs it: its headers alone, then the
+/// image over junk in a slot of `span` bytes, gaps cleared, tables read from the image,
+/// relocated. The same as `loaded` (the file loaded and relocated, `relocated` if that
+/// succeeded), and nothing written outside the slot.
+fn in_place(data: &[u8], machine: Machine, loaded: &[u8], relocated: bool) {
+    let (file, kept) = lay_out(data, machine).expect("lay_out refused a parsed file");
+    let mut elf =
+        Elf::headers(&file[..kept], file.len() as u64, machine).expect("a laid-out file's headers");
+    let body = elf
+        .laid_out(kept as u64, file.len() as u64)
+        .expect("lay_out's output is not laid out") as usize;
+    let span = elf.span() as usize;
+    let mut buf = vec![GUARD_BYTE; GUARD + span + GUARD];
+    let slot = &mut buf[GUARD..GUARD + span];
+    slot[..body].copy_from_slice(&file[kept..]);
+    elf.clear_gaps(slot).expect("gaps cleared");
+    let read = elf.read_tables(slot);
+    if relocated {
+        read.expect("tables read from the image");
+        elf.relocate(slot, VIRT).expect("relocated in place");
+        assert!(slot == loaded, "in place differs from load and relocate");
+    }
+    assert!(buf[..GUARD]
+        .iter()
+        .chain(&buf[GUARD + span..])
+        .all(|&b| b == GUARD_BYTE));
 }
