@@ -1040,8 +1040,7 @@ mod tests {
         let c = container(&elf);
         let mut inflater = Inflater::new();
         let loaded = load(&mut Fake::new(), inputs(&c, b"nokaslr", 1), &mut inflater).unwrap();
-        // The shim takes the first 2 MiB; the slot is chosen before the unpack scratch,
-        // so it is the lowest one after the shim.
+        // The shim takes the first 2 MiB: the slot is the lowest one after it.
         assert_eq!(loaded.placed.phys, RAM_BASE + (2 << 20));
         assert_eq!(loaded.placed.virt, plan::ARM64_WINDOW.base + (2 << 20));
         assert_eq!(loaded.info.fixed, 1);
@@ -1068,11 +1067,11 @@ mod tests {
     }
 
     #[test]
-    fn one_window_is_enough_the_scratch_goes_elsewhere() {
+    fn one_window_is_enough() {
         let elf = payload();
         let c = container(&elf);
-        // mem= leaves the shim's 2 MiB and 1 MiB more: one slot, and the scratch after
-        // the image inside the same window.
+        // mem= leaves the shim's 2 MiB and 1 MiB more: one slot, and nothing else is
+        // needed.
         let loaded = load(
             &mut Fake::new(),
             inputs(&c, b"mem=0x40300000", 1),

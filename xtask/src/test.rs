@@ -427,8 +427,8 @@ const AARCH64_CASES: &[Case] = &[
         append: "shim.verbose shim.offset=0x10001000",
         ..case("bad-loader-offset", Check::Ok)
     },
-    // mem=3M leaves one 2 MiB window below the shim: the slot is chosen before the
-    // unpack scratch, so the scratch goes beside the shim and the payload still boots.
+    // mem=3M leaves one 2 MiB window below the shim: the payload unpacks in its slot
+    // and needs no other memory, so it still boots.
     Case {
         append: "shim.verbose mem=3M",
         ..case("one-window", Check::Ok)
