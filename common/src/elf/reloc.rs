@@ -87,8 +87,15 @@ impl Elf {
     pub fn relocate(&self, image: &mut [u8], virt_base: u64) -> Result<RelocStats, ElfError> {
         let image = self.window(image)?;
         let disp = virt_base.wrapping_sub(self.link_base);
-        let mut stats = RelocStats::default();
+        Ok(RelocStats {
+            rela: self.apply_rela(image, disp)?,
+            relr: self.apply_relr(image, disp)?,
+        })
+    }
 
+    /// The RELA table applied to `image` for displacement `disp`: how many words it
+    /// relocated.
+    fn apply_rela(&self, image: &mut [u8], disp: u64) -> Result<usize, ElfError> {
         let relas = self.in_image(self.rela)?;
         let table_out = ElfError::TableOutOfFile {
             vaddr: self.rela.vaddr,
@@ -116,8 +123,13 @@ impl Elf {
             let place = place.ok_or(ElfError::RelocOutOfImage { offset })?;
             *place = r.r_addend.get().wrapping_add(disp).to_le_bytes();
         }
-        stats.rela = self.reloc_entries().0.saturating_sub(none);
+        Ok(self.reloc_entries().0.saturating_sub(none))
+    }
 
+    /// The RELR table applied to `image` for displacement `disp`: how many words it
+    /// relocated.
+    fn apply_relr(&self, image: &mut [u8], disp: u64) -> Result<usize, ElfError> {
+        let mut relocated = 0usize;
         let relrs = self.in_image(self.relr)?;
         let table_out = ElfError::TableOutOfFile {
             vaddr: self.relr.vaddr,
@@ -128,7 +140,7 @@ impl Elf {
             let entry = u64::from_le_bytes(*entry.ok_or(table_out)?);
             if entry & 1 == 0 {
                 self.add(image, entry, disp)?;
-                stats.relr = stats.relr.saturating_add(1);
+                relocated = relocated.saturating_add(1);
                 place = Some(entry.wrapping_add(8));
             } else {
                 // Bit i is the word at `where + (i - 1) * 8`; then `where` moves on 63
@@ -143,7 +155,7 @@ impl Elf {
                         for w in words.iter_mut() {
                             *w = U64::new(w.get().wrapping_add(disp));
                         }
-                        stats.relr = stats.relr.saturating_add(63);
+                        relocated = relocated.saturating_add(63);
                     }
                     Some(words) => {
                         let mut left = bits;
@@ -154,7 +166,7 @@ impl Elf {
                             }
                             left &= left.wrapping_sub(1);
                         }
-                        stats.relr = stats.relr.saturating_add(bits.count_ones() as usize);
+                        relocated = relocated.saturating_add(bits.count_ones() as usize);
                     }
                     // A window reaching past the image: each word checked, wrapped or not.
                     None => {
@@ -162,7 +174,7 @@ impl Elf {
                         for k in 0..63u32 {
                             if (bits >> k) & 1 != 0 {
                                 self.add(image, word_at, disp)?;
-                                stats.relr = stats.relr.saturating_add(1);
+                                relocated = relocated.saturating_add(1);
                             }
                             word_at = word_at.wrapping_add(8);
                         }
@@ -171,7 +183,7 @@ impl Elf {
                 place = Some(at.wrapping_add(63 * 8));
             }
         }
-        Ok(stats)
+        Ok(relocated)
     }
 
     /// The little-endian word at link address `offset`, if it lies inside `image`.
