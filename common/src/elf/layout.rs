@@ -39,9 +39,9 @@ impl Elf {
     /// Whether a file whose first `headers` bytes are its ELF and program headers
     /// and whose length is `file_len` is laid out as it loads: every segment's file
     /// bytes at `headers + (p_vaddr - link_base)` (PT_DYNAMIC is in one of them, as
-    /// the parse checked), and no more than `span` bytes after the headers. Then those bytes,
-    /// unpacked to the image's place, are the loaded segments but for the gaps
-    /// ([`Elf::clear_gaps`]); returns how many there are.
+    /// the parse checked), and no more than `span` bytes after the headers. Then
+    /// those bytes, unpacked to the image's place, are the loaded segments but for
+    /// the gaps ([`Elf::clear_gaps`]); returns how many there are.
     pub fn laid_out(&self, headers: u64, file_len: u64) -> Result<u64, ElfError> {
         for s in self.segments().filter(|s| s.filesz > 0) {
             if s.offset.checked_sub(headers) != s.vaddr.checked_sub(self.link_base) {
