@@ -326,10 +326,9 @@ fn place(s: &Sources) -> Vec<(String, Vec<u8>)> {
 fn containers(s: &Sources) -> Vec<(String, Vec<u8>)> {
     let mut out = Vec::new();
     for (name, elf) in &s.payloads {
-        let machine = match elf.get(18..20) {
-            Some([62, 0]) => shim_common::elf::Machine::X86_64,
-            _ => shim_common::elf::Machine::Aarch64,
-        };
+        let e_machine = u16::from_le_bytes([elf[18], elf[19]]);
+        let machine = shim_common::elf::Machine::from_e_machine(e_machine)
+            .expect("a demo payload for one of the shim's machines");
         for (c, tag) in [
             (Compression::None, "stored"),
             (Compression::Zlib, "zlib"),

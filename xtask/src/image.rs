@@ -450,15 +450,15 @@ pub fn container_with(
     match (kind, corrupt) {
         (PayloadKind::Elf64 { machine }, corrupt) => {
             // Laid out as it loads, its headers kept: the shim unpacks it in its slot.
-            let machine = match *machine {
-                EM_AARCH64 => Machine::Aarch64,
-                EM_X86_64 => Machine::X86_64,
-                other => bail!("an ELF64 file for machine {other}"),
-            };
-            let (laid, kept) = elf::lay_out(payload, machine).map_err(|e| anyhow!("ELF: {e}"))?;
+            let machine = Machine::from_e_machine(*machine)
+                .with_context(|| format!("an ELF64 file for machine {machine}"))?;
+            let elf_error = |e| anyhow!("ELF: {e}");
             match corrupt {
-                false => Ok(container::pack_kept(Format::Elf64Dyn, c, &laid, kept)),
-                true => corrupt_container(Format::Elf64Dyn, c, &laid, kept),
+                false => container::pack_elf(c, payload, machine).map_err(elf_error),
+                true => {
+                    let (laid, kept) = elf::lay_out(payload, machine).map_err(elf_error)?;
+                    corrupt_container(Format::Elf64Dyn, c, &laid, kept)
+                }
             }
         }
         (PayloadKind::Arm64Image(_), false) => {

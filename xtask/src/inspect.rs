@@ -306,11 +306,10 @@ pub fn container_lines(at: usize, p: &container::Payload<'_>) -> Vec<String> {
 }
 
 fn elf_machine(bytes: &[u8]) -> Option<Machine> {
-    match bytes.get(18..20).map(|b| u16::from_le_bytes([b[0], b[1]])) {
-        Some(183) => Some(Machine::Aarch64),
-        Some(62) => Some(Machine::X86_64),
-        _ => None,
-    }
+    let e_machine = bytes
+        .get(18..20)
+        .map(|b| u16::from_le_bytes([b[0], b[1]]))?;
+    Machine::from_e_machine(e_machine)
 }
 
 /// An ELF64 payload through shim-common's loader: segments, entry, relocations by type.

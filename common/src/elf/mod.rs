@@ -28,6 +28,15 @@ pub enum Machine {
 }
 
 impl Machine {
+    /// The machine an ELF header's `e_machine` names, if it is one of these.
+    pub const fn from_e_machine(e_machine: u16) -> Option<Machine> {
+        match e_machine {
+            183 => Some(Machine::Aarch64),
+            62 => Some(Machine::X86_64),
+            _ => None,
+        }
+    }
+
     pub const fn e_machine(self) -> u16 {
         match self {
             Machine::Aarch64 => 183,
