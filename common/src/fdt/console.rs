@@ -3,7 +3,7 @@
 //! the UART its `compatible` asks for. A console the shim cannot drive is `None`: a
 //! quiet boot, never a hang.
 
-use super::{cells, is_chosen, Cells, Event, Fdt, FdtError, MAX_DEPTH};
+use super::{cells, enter_if, is_chosen, Cells, Event, Fdt, FdtError, Visit, MAX_DEPTH};
 
 /// The UARTs the shim can write to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,7 +52,10 @@ pub fn stdout(fdt: &Fdt<'_>) -> Result<Option<Console>, FdtError> {
             Event::Begin { name, .. } if depth == 1 => {
                 in_chosen = is_chosen(name) && !seen_chosen;
                 seen_chosen |= in_chosen;
+                return Ok(enter_if(in_chosen));
             }
+            // Nothing below a top-level node is read.
+            Event::Begin { .. } => return Ok(enter_if(depth == 0)),
             Event::Prop {
                 name: b"stdout-path",
                 value: v,
@@ -63,7 +66,7 @@ pub fn stdout(fdt: &Fdt<'_>) -> Result<Option<Console>, FdtError> {
             }
             _ => {}
         }
-        Ok(())
+        Ok(Visit::Enter)
     })?;
     from_stdout_path(fdt, value.unwrap_or_default())
 }
@@ -91,7 +94,11 @@ fn alias<'a>(fdt: &Fdt<'a>, name: &[u8]) -> Result<Option<&'a [u8]>, FdtError> {
     let mut in_aliases = false;
     fdt.walk(|depth, event| {
         match event {
-            Event::Begin { name: node, .. } if depth == 1 => in_aliases = node == b"aliases",
+            Event::Begin { name: node, .. } if depth == 1 => {
+                in_aliases = node == b"aliases";
+                return Ok(enter_if(in_aliases));
+            }
+            Event::Begin { .. } => return Ok(enter_if(depth == 0)),
             Event::Prop {
                 name: prop, value, ..
             } if depth == 1 && in_aliases && prop == name => {
@@ -99,7 +106,7 @@ fn alias<'a>(fdt: &Fdt<'a>, name: &[u8]) -> Result<Option<&'a [u8]>, FdtError> {
             }
             _ => {}
         }
-        Ok(())
+        Ok(Visit::Enter)
     })?;
     Ok(found)
 }
@@ -155,6 +162,8 @@ pub(super) fn find(fdt: &Fdt<'_>, path: &[u8]) -> Result<Option<Console>, FdtErr
                         };
                     }
                 }
+                // Only the root and the nodes on the path are read.
+                return Ok(enter_if(depth == 0 || matched == depth));
             }
             Event::Prop {
                 name: b"ranges",
@@ -179,7 +188,7 @@ pub(super) fn find(fdt: &Fdt<'_>, path: &[u8]) -> Result<Option<Console>, FdtErr
                 }
             }
         }
-        Ok(())
+        Ok(Visit::Enter)
     })?;
     let Some(uart) = uart_for(compatible, reg_shift, reg_io_width) else {
         return Ok(None);

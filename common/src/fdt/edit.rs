@@ -6,7 +6,7 @@
 use super::{
     be32, is_chosen, Event, Fdt, FdtError, FDT_BEGIN_NODE, FDT_END, FDT_END_NODE, FDT_PROP,
 };
-use super::{HEADER_SIZE, MAGIC};
+use super::{Visit, HEADER_SIZE, MAGIC};
 
 /// One change to `/chosen`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -228,7 +228,7 @@ pub fn rebuild(fdt: &Fdt<'_>, edits: &[Edit<'_>], out: &mut [u8]) -> Result<usiz
                 w.u32(FDT_END_NODE)?;
             }
         }
-        Ok(())
+        Ok(Visit::Enter)
     })?;
     w.u32(FDT_END)?;
     let size_struct = w.since(off_struct)?;

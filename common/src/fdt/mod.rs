@@ -100,6 +100,14 @@ fn be32(bytes: &[u8], at: usize) -> Result<u32, FdtError> {
     ))
 }
 
+/// The bytes before the first NUL, if there is one.
+fn until_nul(bytes: &[u8]) -> Option<&[u8]> {
+    bytes.get(..memchr::memchr(0, bytes)?)
+}
+
+/// A `#address-cells` or `#size-cells` that is not one cell.
+const CELLS: FdtError = FdtError::BadProperty("#address-cells");
+
 /// `at + n`: an offset that overflows lies past any blob, so it is a truncation.
 fn past(at: usize, n: usize) -> Result<usize, FdtError> {
     at.checked_add(n).ok_or(FdtError::Truncated)
@@ -188,6 +196,25 @@ enum Event<'a> {
     End,
 }
 
+/// What a walk does with the node an [`Event::Begin`] opened (the answer to any other
+/// event is not read).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Visit {
+    /// Its properties and subnodes come as events.
+    Enter,
+    /// Passed over to its end, with its tokens checked but no events: only its
+    /// [`Event::End`] comes.
+    Skip,
+}
+
+/// [`Visit::Enter`] if `enter`, else [`Visit::Skip`].
+fn enter_if(enter: bool) -> Visit {
+    match enter {
+        true => Visit::Enter,
+        false => Visit::Skip,
+    }
+}
+
 /// `#address-cells` and `#size-cells` in force for a node's children (DTSpec 2.3.5:
 /// 2 and 1 when the node does not say).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -218,7 +245,7 @@ impl<'a> Fdt<'a> {
         let header = Header::read(bytes)?;
         let blob = bytes.get(..header.totalsize).ok_or(FdtError::Truncated)?;
         let fdt = Fdt { blob, header };
-        fdt.walk_checked(true, &mut |_, _| Ok(()))?;
+        fdt.walk_checked(true, &mut |_, _| Ok(Visit::Enter))?;
         Ok(fdt)
     }
 
@@ -233,18 +260,15 @@ impl<'a> Fdt<'a> {
             .get(self.header.strings.clone())
             .ok_or(FdtError::Truncated)?;
         let tail = strings.get(offset..).ok_or(FdtError::BadName { offset })?;
-        let len = tail
-            .iter()
-            .position(|&b| b == 0)
-            .ok_or(FdtError::BadName { offset })?;
-        Ok(tail.get(..len).unwrap_or_default())
+        until_nul(tail).ok_or(FdtError::BadName { offset })
     }
 
     /// Walks the structure block, calling `f(depth, event)`; depth 0 is the root node.
+    /// A node `f` answers [`Visit::Skip`] is passed over: no events but its end.
     /// Names were checked (UTF-8) once, by [`Fdt::new`]: the blob cannot have changed.
     fn walk(
         &self,
-        mut f: impl FnMut(usize, Event<'a>) -> Result<(), FdtError>,
+        mut f: impl FnMut(usize, Event<'a>) -> Result<Visit, FdtError>,
     ) -> Result<(), FdtError> {
         self.walk_checked(false, &mut f)
     }
@@ -255,12 +279,11 @@ impl<'a> Fdt<'a> {
     fn walk_checked(
         &self,
         check_names: bool,
-        f: &mut dyn FnMut(usize, Event<'a>) -> Result<(), FdtError>,
+        f: &mut dyn FnMut(usize, Event<'a>) -> Result<Visit, FdtError>,
     ) -> Result<(), FdtError> {
         let utf8 = |name: &[u8], offset: usize| match check_names {
-            true => core::str::from_utf8(name)
-                .map(|_| ())
-                .map_err(|_| FdtError::BadName { offset }),
+            true if name.is_ascii() || core::str::from_utf8(name).is_ok() => Ok(()),
+            true => Err(FdtError::BadName { offset }),
             false => Ok(()),
         };
         let structs = self
@@ -273,6 +296,8 @@ impl<'a> Fdt<'a> {
         let mut seen_root = false;
         // cells[d]: what the children of the open node at depth d - 1 use.
         let mut cells = [Cells::default(); MAX_DEPTH + 1];
+        // The depth of the node being passed over, if one is.
+        let mut skipping: Option<usize> = None;
         let align4 = |n: usize| n.checked_add(3).map(|n| n & !3).ok_or(FdtError::Truncated);
         loop {
             let token = be32(structs, at)?;
@@ -284,24 +309,18 @@ impl<'a> Fdt<'a> {
                         return Err(FdtError::BadToken { offset, token });
                     }
                     let tail = structs.get(at..).ok_or(FdtError::Truncated)?;
-                    let len = tail
-                        .iter()
-                        .position(|&b| b == 0)
-                        .ok_or(FdtError::BadName { offset })?;
-                    let name = tail.get(..len).unwrap_or_default();
-                    utf8(name, offset)?;
-                    at = align4(past(past(at, len)?, 1)?)?;
+                    let name = until_nul(tail).ok_or(FdtError::BadName { offset })?;
+                    at = align4(past(past(at, name.len())?, 1)?)?;
                     if depth >= MAX_DEPTH {
                         return Err(FdtError::TooDeep);
                     }
-                    let node_cells = cells.get(depth).copied().unwrap_or_default();
-                    f(
-                        depth,
-                        Event::Begin {
-                            name,
-                            cells: node_cells,
-                        },
-                    )?;
+                    if skipping.is_none() {
+                        utf8(name, offset)?;
+                        let cells = cells.get(depth).copied().unwrap_or_default();
+                        if f(depth, Event::Begin { name, cells })? == Visit::Skip {
+                            skipping = Some(depth);
+                        }
+                    }
                     depth = depth.checked_add(1).ok_or(FdtError::TooDeep)?;
                     seen_root = true;
                     if let Some(c) = cells.get_mut(depth) {
@@ -312,7 +331,13 @@ impl<'a> Fdt<'a> {
                     depth = depth
                         .checked_sub(1)
                         .ok_or(FdtError::BadToken { offset, token })?;
-                    f(depth, Event::End)?;
+                    match skipping {
+                        Some(skipped) if skipped < depth => {}
+                        _ => {
+                            skipping = None;
+                            f(depth, Event::End)?;
+                        }
+                    }
                 }
                 FDT_PROP => {
                     // The depth of the node the property is in: there must be one.
@@ -321,20 +346,20 @@ impl<'a> Fdt<'a> {
                         .ok_or(FdtError::BadToken { offset, token })?;
                     let len = be32(structs, at)? as usize;
                     let nameoff = be32(structs, past(at, 4)?)? as usize;
-                    let name = self.string(nameoff)?;
-                    utf8(name, nameoff)?;
                     let start = past(at, 8)?;
                     let end = past(start, len)?;
                     let value = structs.get(start..end).ok_or(FdtError::Truncated)?;
                     at = align4(end)?;
-                    if let (b"#address-cells" | b"#size-cells", Some(c)) =
-                        (name, cells.get_mut(depth))
-                    {
-                        let n = cells_of(value).ok_or(FdtError::BadProperty("#address-cells"))?;
-                        if name == b"#address-cells" {
-                            c.address = n;
-                        } else {
-                            c.size = n;
+                    if skipping.is_some() {
+                        continue;
+                    }
+                    let name = self.string(nameoff)?;
+                    utf8(name, nameoff)?;
+                    if let (Some(b'#'), Some(c)) = (name.first(), cells.get_mut(depth)) {
+                        match name {
+                            b"#address-cells" => c.address = cells_of(value).ok_or(CELLS)?,
+                            b"#size-cells" => c.size = cells_of(value).ok_or(CELLS)?,
+                            _ => {}
                         }
                     }
                     let node_cells = cells.get(node).copied().unwrap_or_default();
@@ -510,7 +535,12 @@ impl<'a> Machine<'a> {
                     seen_chosen |= top == Top::Chosen;
                     (mem_reg, is_memory) = (&[], false);
                 }
-                Event::Begin { .. } => (res_reg, no_map) = (&[], false),
+                // A /reserved-memory child; nothing else below a top-level node
+                // is read.
+                Event::Begin { .. } if depth == 2 && top == Top::Reserved => {
+                    (res_reg, no_map) = (&[], false)
+                }
+                Event::Begin { .. } => return Ok(enter_if(depth == 0)),
                 Event::Prop {
                     name,
                     value,
@@ -579,7 +609,7 @@ impl<'a> Machine<'a> {
                 }
                 Event::End => {}
             }
-            Ok(())
+            Ok(Visit::Enter)
         })?;
 
         m.bootargs = bootargs.unwrap_or_default();
@@ -655,7 +685,9 @@ pub fn psci(fdt: &Fdt<'_>) -> Result<Option<PsciConduit>, FdtError> {
         match event {
             Event::Begin { name, .. } if depth == 1 => {
                 in_psci = base_name(name) == b"psci";
+                return Ok(enter_if(in_psci));
             }
+            Event::Begin { .. } => return Ok(enter_if(depth == 0)),
             Event::Prop {
                 name: b"method",
                 value,
@@ -669,7 +701,7 @@ pub fn psci(fdt: &Fdt<'_>) -> Result<Option<PsciConduit>, FdtError> {
             }
             _ => {}
         }
-        Ok(())
+        Ok(Visit::Enter)
     })?;
     Ok(conduit)
 }
@@ -966,6 +998,49 @@ mod tests {
     /// its first copy; the reader took the last bootargs and initrd. With repeated copies,
     /// the shim then avoided an initrd Linux does not use and could overwrite the one
     /// it does. (The fdt fuzz target compares with the first copy now.)
+    /// Only the children of `/reserved-memory` are reservations (what Linux's
+    /// fdt_scan_reserved_mem reads): a subnode of one neither drops its `reg` nor adds
+    /// its own, and nodes below other top-level nodes are passed over whatever they
+    /// hold.
+    #[test]
+    fn only_reserved_memory_children_are_read() {
+        let cells = |v: u32| v.to_be_bytes();
+        let reg = |base: u32, size: u32| [0, base, 0, size].map(u32::to_be_bytes).concat();
+        let blob = Tree::with_ram()
+            .begin("soc")
+            .prop("#address-cells", &cells(1))
+            .begin("memory@50000000")
+            .prop("device_type", b"memory\0")
+            .prop("reg", &cells(0x5000_0000))
+            .end()
+            .end()
+            .begin("reserved-memory")
+            .prop("#address-cells", &cells(2))
+            .prop("#size-cells", &cells(2))
+            .prop("ranges", &[])
+            .begin("fw@48000000")
+            .prop("reg", &reg(0x4800_0000, 0x10_0000))
+            .begin("part@0")
+            .prop("reg", &reg(0x4900_0000, 0x1000))
+            .prop("no-map", &[])
+            .end()
+            .end()
+            .end()
+            .begin("chosen")
+            .prop("bootargs", b"quiet\0")
+            .end()
+            .end()
+            .finish();
+        let m = Machine::read(&Fdt::new(&blob).unwrap()).unwrap();
+        let reserved: Vec<Range> = m.reserved.iter().map(|(r, _)| r).collect();
+        let fw = Range::from_base_size(0x4800_0000, 0x10_0000).unwrap();
+        assert_eq!(reserved, [fw]);
+        assert!(m.no_map.is_empty());
+        let gib = Range::from_base_size(0x4000_0000, 0x4000_0000).unwrap();
+        assert_eq!(m.ram.iter().collect::<Vec<_>>(), [gib]);
+        assert_eq!(m.bootargs, b"quiet");
+    }
+
     #[test]
     fn duplicated_chosen_properties_are_read_as_libfdt_reads_them() {
         let blob = Tree::with_ram()
