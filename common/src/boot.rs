@@ -46,6 +46,11 @@ pub trait Platform {
     fn sha256_compress(&self) -> digest::Compress {
         self.sha256().compress
     }
+    /// Zero-fills `bytes` (a range [`memory`](Self::memory) gave): the payload's bss
+    /// and gaps. A backend may have a faster way than stores (arm64's DC ZVA).
+    fn zero(&mut self, bytes: &mut [u8]) {
+        bytes.fill(0);
+    }
     /// Entropy read now, after the placement was drawn (CPU RNG values, the counter),
     /// mixed into the seeds handed on so they are more than the placement stream.
     fn fresh_entropy(&mut self) -> [u64; 3] {
@@ -291,7 +296,7 @@ pub fn load(
     let t2 = platform.ticks();
     container::verify_body(&payload, image, platform.sha256_compress())?;
     let t3 = platform.ticks();
-    elf.clear_gaps(image)?;
+    elf.clear_gaps_with(image, &mut |bytes| platform.zero(bytes))?;
     elf.read_tables(image)?;
     let t4 = platform.ticks();
     let relocs = elf.relocate(image, placed.virt)?;

@@ -499,6 +499,11 @@ impl Platform for Arm64 {
         self.sha256
     }
 
+    fn zero(&mut self, bytes: &mut [u8]) {
+        // The ranges `memory` hands out are Normal memory in the final identity map.
+        cpu::zero(bytes);
+    }
+
     fn fresh_entropy(&mut self) -> [u64; 3] {
         [
             cpu::rndr().unwrap_or(0),

@@ -58,6 +58,15 @@ impl Elf {
     /// the page before the first segment, the gaps between segments, and bss. What
     /// makes a laid-out image, whatever its packer left there, the loaded one.
     pub fn clear_gaps(&self, image: &mut [u8]) -> Result<(), ElfError> {
+        self.clear_gaps_with(image, &mut |bytes| bytes.fill(0))
+    }
+
+    /// [`Elf::clear_gaps`], zero-filling each stretch with `zero`.
+    pub fn clear_gaps_with(
+        &self,
+        image: &mut [u8],
+        zero: &mut dyn FnMut(&mut [u8]),
+    ) -> Result<(), ElfError> {
         let image = self.window(image)?;
         let mut from = 0u64;
         for s in self.segments() {
@@ -65,13 +74,12 @@ impl Elf {
             let at = s.vaddr.checked_sub(self.link_base).ok_or(out)?;
             // Sorted and apart (checked by the parse): `at` is never below `from`.
             let gap = at.checked_sub(from).ok_or(out)?;
-            slice_mut(image, from, gap).ok_or(out)?.fill(0);
+            zero(slice_mut(image, from, gap).ok_or(out)?);
             from = at.checked_add(s.filesz).ok_or(out)?;
         }
         let rest = self.span.checked_sub(from);
         let tail = rest.and_then(|n| slice_mut(image, from, n));
-        tail.ok_or(ElfError::SegmentOutOfFile { vaddr: from })?
-            .fill(0);
+        zero(tail.ok_or(ElfError::SegmentOutOfFile { vaddr: from })?);
         Ok(())
     }
 }
