@@ -59,6 +59,11 @@ impl Sha256 {
         }
     }
 
+    /// The block function it hashes with.
+    pub fn compress(&self) -> Compress {
+        self.compress
+    }
+
     pub fn update(&mut self, mut data: &[u8]) {
         let buffered = (self.len & 63) as usize;
         self.len = self.len.wrapping_add(data.len() as u64);

@@ -276,8 +276,8 @@ fn boot(
     }
     mmu::switch_ttbr0(pool.identity(&layout.normal)?);
 
-    // Entropy: firmware seeds, the CPU's RNG, the counter.
-    let mut entropy = Mixer::new();
+    // Entropy: firmware seeds, the CPU's RNG, the counter; hashed as payloads are.
+    let mut entropy = Mixer::with(boot::sha256_engine(&opts, sha256::engine).compress);
     if let Some((seed, _)) = machine.kaslr_seed {
         entropy.add(Source::KaslrSeed, &seed.to_be_bytes());
     }

@@ -217,12 +217,6 @@ fn boot(image: &Image, bp_pa: u64) -> Result<Never, Fail> {
         unsafe { cpu::load_cr3(paging::pa_of(pml4)) };
         mapped = more;
     }
-    // Every SETUP_RNG_SEED node is mixed in (and consumed before the handoff).
-    let mut entropy = Mixer::new();
-    for (seed, _) in machine.rng_seeds() {
-        entropy.add(Source::RngSeed, seed);
-    }
-
     // Everything the firmware and the loader left that must survive (boot_params is
     // the handoff; the layout adds it and the shim).
     let mut avoid = machine.avoid;
@@ -239,6 +233,13 @@ fn boot(image: &Image, bp_pa: u64) -> Result<Never, Fail> {
         None => &[],
     };
     let opts = cmdline::parse(cmdline)?;
+
+    // Every SETUP_RNG_SEED node is mixed in (and consumed before the handoff), hashed
+    // as payloads are.
+    let mut entropy = Mixer::with(boot::sha256_engine(&opts, sha256::engine).compress);
+    for (seed, _) in machine.rng_seeds() {
+        entropy.add(Source::RngSeed, seed);
+    }
 
     // Entropy: the CPU's seed and RNG instructions where CPUID has them, the TSC.
     // Each is health-checked as Linux's x86_init_rdrand does; a failing one is not
