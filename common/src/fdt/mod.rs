@@ -254,15 +254,6 @@ impl<'a> Fdt<'a> {
         self.blob
     }
 
-    fn string(&self, offset: usize) -> Result<&'a [u8], FdtError> {
-        let strings = self
-            .blob
-            .get(self.header.strings.clone())
-            .ok_or(FdtError::Truncated)?;
-        let tail = strings.get(offset..).ok_or(FdtError::BadName { offset })?;
-        until_nul(tail).ok_or(FdtError::BadName { offset })
-    }
-
     /// Walks the structure block, calling `f(depth, event)`; depth 0 is the root node.
     /// A node `f` answers [`Visit::Skip`] is passed over: no events but its end.
     /// Names were checked (UTF-8) once, by [`Fdt::new`]: the blob cannot have changed.
@@ -290,6 +281,10 @@ impl<'a> Fdt<'a> {
             .blob
             .get(self.header.structs.clone())
             .ok_or(FdtError::Truncated)?;
+        let strings = self
+            .blob
+            .get(self.header.strings.clone())
+            .ok_or(FdtError::Truncated)?;
         let base = self.header.structs.start;
         let mut at = 0usize;
         let mut depth = 0usize;
@@ -298,19 +293,31 @@ impl<'a> Fdt<'a> {
         let mut cells = [Cells::default(); MAX_DEPTH + 1];
         // The depth of the node being passed over, if one is.
         let mut skipping: Option<usize> = None;
-        let align4 = |n: usize| n.checked_add(3).map(|n| n & !3).ok_or(FdtError::Truncated);
+        // Reads fail as Options, made errors where they are taken: the walk runs a few
+        // thousand of them a boot.
+        let word = |at: usize| -> Option<u32> {
+            let (w, _) = structs.get(at..)?.split_first_chunk::<4>()?;
+            Some(u32::from_be_bytes(*w))
+        };
+        let align4 = |n: usize| Some(n.checked_add(3)? & !3);
         loop {
-            let token = be32(structs, at)?;
             let offset = at;
-            at = past(at, 4)?;
+            let Some(token) = word(at) else {
+                return Err(FdtError::Truncated);
+            };
+            at = at.wrapping_add(4);
             match token {
                 FDT_BEGIN_NODE => {
                     if depth == 0 && seen_root {
                         return Err(FdtError::BadToken { offset, token });
                     }
-                    let tail = structs.get(at..).ok_or(FdtError::Truncated)?;
-                    let name = until_nul(tail).ok_or(FdtError::BadName { offset })?;
-                    at = align4(past(past(at, name.len())?, 1)?)?;
+                    let tail = structs.get(at..).unwrap_or_default();
+                    let Some(name) = until_nul(tail) else {
+                        return Err(FdtError::BadName { offset });
+                    };
+                    // The name and its NUL lie inside the block, which a usize spans.
+                    at = align4(at.wrapping_add(name.len()).wrapping_add(1))
+                        .ok_or(FdtError::Truncated)?;
                     if depth >= MAX_DEPTH {
                         return Err(FdtError::TooDeep);
                     }
@@ -321,16 +328,18 @@ impl<'a> Fdt<'a> {
                             skipping = Some(depth);
                         }
                     }
-                    depth = depth.checked_add(1).ok_or(FdtError::TooDeep)?;
+                    // Below MAX_DEPTH.
+                    depth = depth.wrapping_add(1);
                     seen_root = true;
                     if let Some(c) = cells.get_mut(depth) {
                         *c = Cells::default();
                     }
                 }
                 FDT_END_NODE => {
-                    depth = depth
-                        .checked_sub(1)
-                        .ok_or(FdtError::BadToken { offset, token })?;
+                    let Some(up) = depth.checked_sub(1) else {
+                        return Err(FdtError::BadToken { offset, token });
+                    };
+                    depth = up;
                     match skipping {
                         Some(skipped) if skipped < depth => {}
                         _ => {
@@ -341,19 +350,27 @@ impl<'a> Fdt<'a> {
                 }
                 FDT_PROP => {
                     // The depth of the node the property is in: there must be one.
-                    let node = depth
-                        .checked_sub(1)
-                        .ok_or(FdtError::BadToken { offset, token })?;
-                    let len = be32(structs, at)? as usize;
-                    let nameoff = be32(structs, past(at, 4)?)? as usize;
-                    let start = past(at, 8)?;
-                    let end = past(start, len)?;
-                    let value = structs.get(start..end).ok_or(FdtError::Truncated)?;
-                    at = align4(end)?;
+                    let Some(node) = depth.checked_sub(1) else {
+                        return Err(FdtError::BadToken { offset, token });
+                    };
+                    let read = || {
+                        let len = word(at)? as usize;
+                        let nameoff = word(at.checked_add(4)?)? as usize;
+                        let start = at.checked_add(8)?;
+                        let value = structs.get(start..)?.get(..len)?;
+                        Some((nameoff, start, value))
+                    };
+                    let Some((nameoff, start, value)) = read() else {
+                        return Err(FdtError::Truncated);
+                    };
+                    // The value lies inside the block.
+                    at = align4(start.wrapping_add(value.len())).ok_or(FdtError::Truncated)?;
                     if skipping.is_some() {
                         continue;
                     }
-                    let name = self.string(nameoff)?;
+                    let Some(name) = strings.get(nameoff..).and_then(until_nul) else {
+                        return Err(FdtError::BadName { offset: nameoff });
+                    };
                     utf8(name, nameoff)?;
                     if let (Some(b'#'), Some(c)) = (name.first(), cells.get_mut(depth)) {
                         match name {
