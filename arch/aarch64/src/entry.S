@@ -119,7 +119,8 @@ el1_entry:
     b.ne    truncated
 
     /* Apply our R_AARCH64_RELATIVE relocations: *(base + r_offset) = base + r_addend,
-     * each inside the image. */
+     * each in the data (from __data_start), never in text or read-only data: the cache
+     * lines the shim invalidates before the MMU goes on are the data's. */
     adrp    x9, __rela_start
     add     x9, x9, :lo12:__rela_start
     adrp    x10, __rela_end
@@ -128,6 +129,9 @@ el1_entry:
     add     x14, x14, :lo12:__image_end
     sub     x14, x14, x21
     sub     x14, x14, #8            // x14 = the last offset a quad may be written at
+    adrp    x15, __data_start
+    add     x15, x15, :lo12:__data_start
+    sub     x15, x15, x21           // x15 = the first
 1:  cmp     x9, x10
     b.hs    2f
     ldp     x11, x12, [x9]          // r_offset, r_info
@@ -137,6 +141,8 @@ el1_entry:
     b.ne    bad_reloc
     cmp     x11, x14
     b.hi    bad_reloc
+    cmp     x11, x15
+    b.lo    bad_reloc
     add     x13, x13, x21
     str     x13, [x21, x11]
     b       1b

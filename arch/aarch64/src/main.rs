@@ -42,6 +42,8 @@ const BOOTARGS_MAX: usize = 4096;
 extern "C" {
     /// End of the shim's own image (bss and stack included): the container starts here.
     static __image_end: u8;
+    /// Start of the data entry.S's relocations write (linker.ld: nothing before it).
+    static __data_start: u8;
     /// End of .bss, which entry.S zeroed; .noinit and the stack follow.
     static __bss_end: u8;
 }
@@ -161,11 +163,12 @@ extern "C" fn shim_main(
         .map_err(Fail::Memory)
         .and_then(|()| pool.identity(&normal).map_err(Fail::Mmu));
     // All we wrote with the MMU off: relocated data and the zeroed bss (entry.S), the
-    // tables just built, the stack entry.S painted. Not the rest of .noinit (unused
-    // tables, the inflater's state): unwritten, its cache lines cannot be stale.
+    // tables just built, the stack entry.S painted. Not the text and read-only data
+    // (entry.S relocates nothing there) nor the rest of .noinit (unused tables, the
+    // inflater's state): unwritten, their cache lines cannot be stale.
     let written = [
         Range {
-            start: image.base,
+            start: core::ptr::addr_of!(__data_start) as u64,
             end: core::ptr::addr_of!(__bss_end) as u64,
         },
         pool.written(),
