@@ -31,17 +31,16 @@ early_uart:
     .byte   0                       // 16550: register width, 1 or 4 bytes
     .short  0
 
-/* Stores \value to every quad of [\from, \to), both 64-byte aligned: four pairs a
- * loop, which with the MMU off (no DC ZVA on Device memory) is what is fastest. */
-.macro fill64 from, to, value
-1:  cmp     \from, \to
+/* Stores the 16 bytes of q\v to every 16 of [\from, \to), both 64-byte aligned: two
+ * 32-byte pairs a loop. With the MMU off all is Device memory: no DC ZVA, and every
+ * store is its own write, so the widest aligned ones are the fewest. */
+.macro fill64 from, to, v
+    cmp     \from, \to
     b.hs    2f
-    stp     \value, \value, [\from]
-    stp     \value, \value, [\from, #16]
-    stp     \value, \value, [\from, #32]
-    stp     \value, \value, [\from, #48]
-    add     \from, \from, #64
-    b       1b
+1:  stp     q\v, q\v, [\from], #32
+    stp     q\v, q\v, [\from], #32
+    cmp     \from, \to
+    b.lo    1b
 2:
 .endm
 
@@ -152,7 +151,8 @@ el1_entry:
     add     x9, x9, :lo12:__bss_start
     adrp    x10, __bss_end
     add     x10, x10, :lo12:__bss_end
-    fill64  x9, x10, xzr
+    movi    v0.2d, #0
+    fill64  x9, x10, 0
     /* Paint the stack (STACK_PAINT in stack.rs) so its high-water mark can be read. */
     movz    x11, #0x4e54
     movk    x11, #0x4149, lsl #16
@@ -162,7 +162,8 @@ el1_entry:
     add     x9, x9, :lo12:__stack_bottom
     adrp    x10, __stack_top
     add     x10, x10, :lo12:__stack_top
-    fill64  x9, x10, x11
+    dup     v0.2d, x11
+    fill64  x9, x10, 0
     mov     sp, x10
 
     mov     x0, x19
