@@ -451,7 +451,7 @@ fn boot_linux(inputs: boot::Inputs<'_>, entered: Entered<'_>) -> Result<Never, F
     let old = entered.fdt_blob.as_ptr() as u64;
     cpu::clean_dcache_poc(old, entered.fdt_blob.len() as u64);
     if opts.verbose {
-        // The total ends here, at the jump: the console line reaches no cleaned byte.
+        // The total ends at the jump; this line writes nothing Linux reads.
         let total = since_entry_us();
         say!(
             "timing verify={}us sha256={} clean={}us total={total}us entry={}us; entering Linux at EL{}",

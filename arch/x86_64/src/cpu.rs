@@ -103,8 +103,7 @@ fn measure_tsc_frequency() -> u64 {
 const PIT_HZ: u64 = 1_193_182;
 /// PIT counts the measurement spans at least: 250 us, one count in 298 (0.34%), enough
 /// for boot timings. A boot lasting longer (any that inflates a kernel) measures over
-/// all of it; a shorter one waits out the rest (it waited out 1 ms before: 0.35 ms of
-/// the demo's 1.05 ms under `-icount`).
+/// all of it; a shorter one waits out the rest.
 const PIT_MIN: u16 = (PIT_HZ / 4000) as u16;
 /// The TSC when the stopwatch was (re)started; 0 before.
 static STOPWATCH_TSC: AtomicU64 = AtomicU64::new(0);
