@@ -1015,6 +1015,67 @@ mod tests {
     /// its first copy; the reader took the last bootargs and initrd. With repeated copies,
     /// the shim then avoided an initrd Linux does not use and could overwrite the one
     /// it does. (The fdt fuzz target compares with the first copy now.)
+    /// A node the callback skips gives no events but its end, whatever it holds; the
+    /// walk goes on after it as before, and still finds a corrupt token inside it.
+    #[test]
+    fn a_skipped_node_gives_only_its_end() {
+        let tree = || {
+            Tree::with_ram()
+                .begin("skipped")
+                .prop("a", b"1")
+                .begin("child")
+                .prop("b", b"2")
+                .end()
+                .end()
+                .begin("after")
+                .prop("c", b"3")
+                .end()
+        };
+        let blob = tree().end().finish();
+        let fdt = Fdt::new(&blob).unwrap();
+        let mut seen = Vec::new();
+        fdt.walk(|depth, event| {
+            let (what, visit) = match event {
+                Event::Begin { name, .. } => (name.to_vec(), enter_if(name != b"skipped")),
+                Event::Prop { name, .. } => (name.to_vec(), Visit::Enter),
+                Event::End => (b"end".to_vec(), Visit::Enter),
+            };
+            seen.push((depth, String::from_utf8(what).unwrap()));
+            Ok(visit)
+        })
+        .unwrap();
+        let want = [
+            (0, ""),
+            (0, "#address-cells"),
+            (0, "#size-cells"),
+            (1, "memory@40000000"),
+            (1, "device_type"),
+            (1, "reg"),
+            (1, "end"),
+            (1, "skipped"),
+            (1, "end"),
+            (1, "after"),
+            (1, "c"),
+            (1, "end"),
+            (0, "end"),
+        ];
+        let want: Vec<(usize, String)> = want.iter().map(|&(d, n)| (d, n.into())).collect();
+        assert_eq!(seen, want);
+
+        // A bad token inside the skipped node: Fdt::new refuses the tree, and a
+        // skipping walk still reports it.
+        let mut bad = tree().end().finish();
+        let at = bad.windows(5).position(|w| w == b"child").unwrap() - 4;
+        bad[at..at + 4].copy_from_slice(&7u32.to_be_bytes());
+        assert!(Fdt::new(&bad).is_err());
+        let unchecked = Fdt {
+            header: Header::read(&bad).unwrap(),
+            blob: &bad,
+        };
+        let skip_all = unchecked.walk(|depth, _| Ok(enter_if(depth == 0)));
+        assert!(matches!(skip_all, Err(FdtError::BadToken { token: 7, .. })));
+    }
+
     /// Only the children of `/reserved-memory` are reservations (what Linux's
     /// fdt_scan_reserved_mem reads): a subnode of one neither drops its `reg` nor adds
     /// its own, and nodes below other top-level nodes are passed over whatever they
