@@ -615,7 +615,7 @@ pub fn pack_kept(
     )
 }
 
-/// `body` encoded as `compression` says.
+/// `payload` encoded as `compression` says.
 #[cfg(any(test, feature = "alloc"))]
 fn encode(compression: Compression, payload: &[u8]) -> alloc::vec::Vec<u8> {
     match compression {

@@ -279,8 +279,10 @@ fn boot(
     }
     mmu::switch_ttbr0(pool.identity(&layout.normal)?);
 
-    // Entropy: firmware seeds, the CPU's RNG, the counter; hashed as payloads are.
-    let mut entropy = Mixer::with(boot::sha256_engine(&opts, sha256::engine).compress);
+    // The SHA-256 block function for everything this boot hashes (`shim.sha256=`).
+    let engine = boot::sha256_engine(&opts, sha256::engine);
+    // Entropy: firmware seeds, the CPU's RNG, the counter.
+    let mut entropy = Mixer::with(engine.compress);
     if let Some((seed, _)) = machine.kaslr_seed {
         entropy.add(Source::KaslrSeed, &seed.to_be_bytes());
     }
@@ -318,6 +320,7 @@ fn boot(
         seed_offsets,
         bootargs,
         at_el2,
+        sha256: engine,
     };
     match boot::payload_format(container)? {
         Format::LinuxArm64Image => boot_linux(inputs, entered),
@@ -338,6 +341,8 @@ struct Entered<'a> {
     bootargs: Result<&'a [u8], usize>,
     initrd: Option<Range>,
     at_el2: bool,
+    /// The SHA-256 block function the boot hashes with.
+    sha256: Engine,
 }
 
 fn boot_elf(
@@ -348,7 +353,9 @@ fn boot_elf(
     let verbose = inputs.opts.verbose;
     // SAFETY: the one call this boot (the Linux path makes the other).
     let inflater = unsafe { shim_rt::inflate_state() };
-    let mut platform = Arm64::new(&inputs.opts);
+    let mut platform = Arm64 {
+        sha256: entered.sha256,
+    };
     let loaded = boot::load(&mut platform, inputs, inflater)?;
     check_stack(verbose)?;
 
@@ -390,7 +397,9 @@ fn boot_elf(
 /// as booting.rst asks.
 fn boot_linux(inputs: boot::Inputs<'_>, entered: Entered<'_>) -> Result<Never, Fail> {
     let opts: Options = inputs.opts;
-    let mut platform = Arm64::new(&opts);
+    let mut platform = Arm64 {
+        sha256: entered.sha256,
+    };
     let bootargs = entered.bootargs.map_err(Fail::BootargsTooLong)?;
     let room = {
         let old = fdt::Fdt::new(entered.fdt_blob).map_err(|e| Fail::Fdt(0, e))?;
@@ -471,15 +480,6 @@ fn boot_linux(inputs: boot::Inputs<'_>, entered: Entered<'_>) -> Result<Never, F
 /// Memory, console and SHA-256 for the shared boot sequence.
 struct Arm64 {
     sha256: Engine,
-}
-
-impl Arm64 {
-    /// With the SHA-256 block function `opts` asks for (`shim.sha256=`).
-    fn new(opts: &Options) -> Arm64 {
-        Arm64 {
-            sha256: boot::sha256_engine(opts, sha256::engine),
-        }
-    }
 }
 
 impl Platform for Arm64 {

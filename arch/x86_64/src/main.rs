@@ -17,7 +17,7 @@ use core::fmt;
 
 use shim_common::boot::{self, BootError, Duration, Platform};
 use shim_common::bootparams::{self, BootParams, BootParamsError, ZeroPage, ZERO_PAGE_SIZE};
-use shim_common::cmdline::{self, CmdlineError, Options};
+use shim_common::cmdline::{self, CmdlineError};
 use shim_common::container::Format;
 use shim_common::digest::Engine;
 use shim_common::elf;
@@ -234,9 +234,10 @@ fn boot(image: &Image, bp_pa: u64) -> Result<Never, Fail> {
     };
     let opts = cmdline::parse(cmdline)?;
 
-    // Every SETUP_RNG_SEED node is mixed in (and consumed before the handoff), hashed
-    // as payloads are.
-    let mut entropy = Mixer::with(boot::sha256_engine(&opts, sha256::engine).compress);
+    // The SHA-256 block function for everything this boot hashes (`shim.sha256=`).
+    let engine = boot::sha256_engine(&opts, sha256::engine);
+    // Every SETUP_RNG_SEED node is mixed in (and consumed before the handoff).
+    let mut entropy = Mixer::with(engine.compress);
     for (seed, _) in machine.rng_seeds() {
         entropy.add(Source::RngSeed, seed);
     }
@@ -314,6 +315,7 @@ fn boot(image: &Image, bp_pa: u64) -> Result<Never, Fail> {
         },
         identity: mapped,
         code,
+        sha256: engine,
     };
     match boot::payload_format(container)? {
         Format::LinuxX86BzImage => boot_linux(&mut pool, inputs, entered),
@@ -334,6 +336,8 @@ struct Entered<'a> {
     /// The end of the identity map, and the shim's own code in it.
     identity: u64,
     code: Range,
+    /// The SHA-256 block function the boot hashes with.
+    sha256: Engine,
 }
 
 impl Entered<'_> {
@@ -360,7 +364,9 @@ fn boot_elf(
     let verbose = inputs.opts.verbose;
     // SAFETY: the one call this boot (the Linux path makes the other).
     let inflater = unsafe { shim_rt::inflate_state() };
-    let mut platform = X86::new(&inputs.opts);
+    let mut platform = X86 {
+        sha256: entered.sha256,
+    };
     let loaded = boot::load(&mut platform, inputs, inflater)?;
     check_stack(verbose)?;
 
@@ -402,7 +408,9 @@ fn boot_linux(
     entered: Entered<'_>,
 ) -> Result<Never, Fail> {
     let opts = inputs.opts;
-    let mut platform = X86::new(&opts);
+    let mut platform = X86 {
+        sha256: entered.sha256,
+    };
     let mut line = [0u8; CMDLINE_MAX];
     let n = cmdline::without_shim_options(entered.cmdline, &mut line)
         .ok_or(Fail::CmdlineTooLong(entered.cmdline.len()))?;
@@ -476,15 +484,6 @@ fn boot_linux(
 /// Memory, console and SHA-256 for the shared boot sequence.
 struct X86 {
     sha256: Engine,
-}
-
-impl X86 {
-    /// With the SHA-256 block function `opts` asks for (`shim.sha256=`).
-    fn new(opts: &Options) -> X86 {
-        X86 {
-            sha256: boot::sha256_engine(opts, sha256::engine),
-        }
-    }
 }
 
 impl Platform for X86 {
