@@ -20,6 +20,8 @@ use crate::slot::{self, SlotError};
 use crate::x86_linux;
 
 mod linux_x86;
+#[cfg(any(test, feature = "alloc"))]
+pub use linux_x86::linux_x86_digest;
 pub use linux_x86::{load_linux_x86, LoadedLinuxX86};
 
 /// What the sequence needs from the machine it runs on.
@@ -852,7 +854,8 @@ mod tests {
     /// Debian's x86_64 cloud kernel through the whole x86 Linux sequence on the fake
     /// machine (64 MiB: two 52 MiB slots fit), where `SHIM_LINUX_X86` names it: the
     /// slot holds exactly what an independent decode, layout and relocation for the
-    /// reported virtual base give; the digest catches a changed byte; nokaslr.
+    /// reported virtual base give; the digest packed from the file catches a changed
+    /// byte of the image, of its relocation table or of the setup code; nokaslr.
     #[test]
     fn debian_bzimage_sequence() {
         let Some(dir) = std::env::var_os("SHIM_LINUX_X86") else {
@@ -862,13 +865,21 @@ mod tests {
             return;
         };
         let bz = std::fs::read(std::path::Path::new(&dir).join("bzImage")).unwrap();
-        let c = container::pack(Format::LinuxX86BzImage, Compression::None, &bz);
+        let digest = linux_x86_digest(&bz).unwrap();
+        let c = container::pack_stored(Format::LinuxX86BzImage, &bz, digest);
         let slots = [0x40a0_0000, 0x40c0_0000];
+        let parsed = x86_linux::parse_bzimage(&bz).unwrap();
+        let mut inflater = Box::<Inflater>::default();
+        let mut want = vec![0u8; x86_linux::slot_size(&parsed) as usize];
+        let n = x86_linux::decompress(&parsed, &mut want, &mut inflater).unwrap();
+        let vm = x86_linux::parse_vmlinux(&want[..n]).unwrap();
+        x86_linux::place_segments(&mut want, n, &vm).unwrap();
+        let laid_out = want;
+        let end = vm.file_end() as usize;
         for (cmdline, kaslr) in [(&b""[..], true), (b"nokaslr", false)] {
             let mut fake = Fake::new();
-            let mut inflater = Box::<Inflater>::default();
             let input = inputs(&c, cmdline, 1);
-            let loaded = load_linux_x86(&mut fake, input, 8192, &mut inflater).unwrap();
+            let mut loaded = load_linux_x86(&mut fake, input, 8192, &mut inflater).unwrap();
             assert!(
                 slots.contains(&loaded.placed.phys),
                 "{:#x}",
@@ -876,20 +887,48 @@ mod tests {
             );
             assert_eq!(loaded.kaslr, kaslr);
             assert_eq!(loaded.entry_pa, loaded.placed.phys);
-            loaded.verify(digest::portable).unwrap();
             assert!(
                 loaded.params_pa >= RAM_BASE
                     && !loaded
                         .slot
                         .overlaps(&Range::from_base_size(loaded.params_pa, 8192).unwrap())
             );
+            let slot = Range::from_base_size(loaded.placed.phys, end as u64).unwrap();
+            assert!(
+                fake.read(slot) == &laid_out[..end],
+                "laid out, not yet relocated"
+            );
 
-            // Independently: decode, lay out and relocate for the reported base.
-            let parsed = x86_linux::parse_bzimage(&bz).unwrap();
-            let mut want = vec![0u8; x86_linux::slot_size(&parsed) as usize];
-            let n = x86_linux::decompress(&parsed, &mut want, &mut inflater).unwrap();
-            let vm = x86_linux::parse_vmlinux(&want[..n]).unwrap();
-            x86_linux::place_segments(&mut want, n, &vm).unwrap();
+            // A byte changed in the image, in the relocation table or in the setup
+            // code is caught right before the jump, and nothing is relocated.
+            let phys = loaded.placed.phys;
+            let flip = |fake: &mut Fake, at: u64| {
+                // SAFETY: a byte of the fake RAM, inside the slot `load` handed out.
+                unsafe { *fake.ram.add((phys + at - RAM_BASE) as usize) ^= 1 };
+            };
+            for at in [0x1234, n as u64 - 8] {
+                flip(&mut fake, at);
+                assert!(matches!(
+                    loaded.verify_and_relocate(&mut fake),
+                    Err(BootError::Container(ContainerError::DigestMismatch { .. }))
+                ));
+                flip(&mut fake, at);
+            }
+            let mut setup = bz.clone();
+            setup[0x300] ^= 1;
+            let bad = container::pack_stored(Format::LinuxX86BzImage, &setup, digest);
+            let mut other = Fake::new();
+            let input = inputs(&bad, cmdline, 1);
+            let mut refused = load_linux_x86(&mut other, input, 8192, &mut inflater).unwrap();
+            assert!(matches!(
+                refused.verify_and_relocate(&mut other),
+                Err(BootError::Container(ContainerError::DigestMismatch { .. }))
+            ));
+            assert!(fake.read(slot) == &laid_out[..end], "nothing relocated");
+
+            // Then relocated as misc.c would, for the reported base.
+            loaded.verify_and_relocate(&mut fake).unwrap();
+            let mut want = laid_out.clone();
             let virt_addr = loaded.placed.virt - x86_linux::START_KERNEL_MAP;
             if !kaslr {
                 assert_eq!(virt_addr, vm.load_physical_addr());
@@ -897,21 +936,10 @@ mod tests {
             let delta = virt_addr.wrapping_sub(vm.load_physical_addr());
             let layout = x86_linux::reloc_layout(parsed.version).unwrap();
             x86_linux::relocate(&mut want, n, &vm, delta, layout).unwrap();
-            let end = vm.file_end() as usize;
-            let slot = Range::from_base_size(loaded.placed.phys, end as u64).unwrap();
             assert!(
                 fake.read(slot) == &want[..end],
                 "the slot differs from the reference"
             );
-
-            // A byte changed after relocation is caught right before the jump.
-            let byte = Range::from_base_size(loaded.placed.phys + 0x1234, 1).unwrap();
-            // SAFETY: a byte of the fake RAM, inside the slot `load` handed out.
-            unsafe { *fake.ram.add((byte.start - RAM_BASE) as usize) ^= 1 };
-            assert!(matches!(
-                loaded.verify(digest::portable),
-                Err(BootError::Container(ContainerError::DigestMismatch { .. }))
-            ));
         }
     }
 

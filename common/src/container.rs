@@ -14,7 +14,7 @@ use zerocopy::little_endian::{U16, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 pub const MAGIC: [u8; 8] = *b"SHIMPAY1";
-pub const VERSION: u16 = 2;
+pub const VERSION: u16 = 3;
 pub const HEADER_LEN: usize = 72;
 
 /// The on-disk header (all integers little-endian).
@@ -35,7 +35,7 @@ pub struct Header {
     pub packed_size: U64,
     /// Bytes of the payload once unpacked.
     pub unpacked_size: U64,
-    /// SHA-256 of the unpacked payload.
+    /// SHA-256 of the unpacked payload (of a bzImage: see [`Format::LinuxX86BzImage`]).
     pub sha256: [u8; 32],
     /// The payload's first bytes, kept as they are at the start of the packed data;
     /// what follows them is encoded as `compression` says.
@@ -54,7 +54,8 @@ pub enum Format {
     Elf64Dyn = 1,
     /// 2: a Linux arm64 `Image` (see [`crate::image`]).
     LinuxArm64Image = 2,
-    /// 3: a Linux x86 `bzImage` (reserved).
+    /// 3: a Linux x86 `bzImage`, stored as it is. Its digest is not the file's but that
+    /// of what the shim runs from it ([`crate::boot::linux_x86_digest`]).
     LinuxX86BzImage = 3,
 }
 
@@ -537,7 +538,7 @@ pub fn verify_with(
             need: p.unpacked_size,
             have: unpacked.len() as u64,
         })?;
-    check(p, &[data], compress)
+    verify_parts(p, &[data], compress)
 }
 
 /// Checks the SHA-256 of the kept prefix followed by the first
@@ -554,11 +555,11 @@ pub fn verify_body(
             need: p.body_size(),
             have: body.len() as u64,
         })?;
-    check(p, &[p.kept, data], compress)
+    verify_parts(p, &[p.kept, data], compress)
 }
 
 /// Whether the SHA-256 of `parts`, one after the other, is the header's.
-fn check(
+pub fn verify_parts(
     p: &Payload<'_>,
     parts: &[&[u8]],
     compress: crate::digest::Compress,
@@ -612,7 +613,16 @@ pub fn pack_kept(
         [head, &packed].concat().as_slice(),
         payload,
         head.len(),
+        Sha256::digest(payload).into(),
     )
+}
+
+/// A container holding `payload` stored as it is, whose header records `digest` rather
+/// than the payload's own: what the shim checks is made from it (a bzImage's kernel,
+/// decoded and laid out: [`crate::boot::linux_x86_digest`]).
+#[cfg(any(test, feature = "alloc"))]
+pub fn pack_stored(format: Format, payload: &[u8], digest: [u8; 32]) -> alloc::vec::Vec<u8> {
+    with_header(format, Compression::None, payload, payload, 0, digest)
 }
 
 /// `payload` encoded as `compression` says.
@@ -640,7 +650,8 @@ pub fn pack_gzip(format: Format, member: &[u8]) -> Result<alloc::vec::Vec<u8>, C
     let body = gzip_body(member)?;
     let payload = miniz_oxide::inflate::decompress_to_vec(body)
         .map_err(|_| ContainerError::Inflate(InflateFailure::Corrupt))?;
-    let c = with_header(format, Compression::Gzip, member, &payload, 0);
+    let digest = Sha256::digest(&payload).into();
+    let c = with_header(format, Compression::Gzip, member, &payload, 0, digest);
     // The same checks the shim makes: the whole member inflates to exactly this.
     let p = parse(&c)?;
     let mut out = alloc::vec![0; payload.len()];
@@ -655,6 +666,7 @@ fn with_header(
     packed: &[u8],
     payload: &[u8],
     kept: usize,
+    digest: [u8; 32],
 ) -> alloc::vec::Vec<u8> {
     let header = Header {
         magic: MAGIC,
@@ -664,7 +676,7 @@ fn with_header(
         compression: U16::new(compression as u16),
         packed_size: U64::new(packed.len() as u64),
         unpacked_size: U64::new(payload.len() as u64),
-        sha256: Sha256::digest(payload).into(),
+        sha256: digest,
         kept_size: U64::new(kept as u64),
     };
     [header.as_bytes(), packed].concat()

@@ -398,10 +398,10 @@ fn boot_elf(
 /// A SETUP_RNG_SEED node: the 16-byte header and the seed.
 const SEED_NODE_LEN: usize = 16 + 64;
 
-/// A bzImage: its kernel decoded, placed and relocated by `boot::load_linux_x86`,
-/// handed fresh boot_params (the loader's, with the kernel's setup header, our
-/// options gone from the command line and a fresh seed), verified in place, and
-/// entered at startup_64 as Linux's own EFI stub does.
+/// A bzImage: its kernel decoded and laid out by `boot::load_linux_x86`, handed fresh
+/// boot_params (the loader's, with the kernel's setup header, our options gone from
+/// the command line and a fresh seed), verified and relocated in place, and entered
+/// at startup_64 as Linux's own EFI stub does.
 fn boot_linux(
     pool: &mut Pool,
     inputs: boot::Inputs<'_>,
@@ -459,14 +459,13 @@ fn boot_linux(
     let root = pool.root()?;
     pool.identity(root, entered.identity, &[entered.code, loaded.slot])?;
 
-    // Right before the jump: the relocated kernel must be what relocation left.
-    let t0 = cpu::rdtsc();
-    loaded.verify(platform.sha256_compress())?;
+    // Right before the jump: the kernel must be what the container's digest says,
+    // then it is relocated for its virtual base.
+    loaded.verify_and_relocate(&mut platform)?;
     if opts.verbose {
         let (entry, now, hz) = (shim_rt::entry_ticks(), cpu::rdtsc(), cpu::tsc_frequency());
         say!(
-            "timing verify={} total={} entry={}; entering Linux at {:#x}, boot_params at {params_pa:#x}",
-            Duration(now.wrapping_sub(t0), hz),
+            "timing total={} entry={}; entering Linux at {:#x}, boot_params at {params_pa:#x}",
             Duration(now.wrapping_sub(entry), hz),
             Duration(entry, hz),
             loaded.entry_pa
@@ -476,7 +475,7 @@ fn boot_linux(
     // SAFETY: the new tables map all RAM as before, the kernel executable; our code
     // and stack are in them.
     unsafe { cpu::load_cr3(paging::pa_of(root)) };
-    // SAFETY: the kernel is decoded, laid out, relocated and verified in its slot;
+    // SAFETY: the kernel is decoded, laid out, verified and relocated in its slot;
     // startup_64 takes rsi = boot_params, an identity map, interrupts off.
     unsafe { cpu::jump(loaded.entry_pa, 0, params_pa) }
 }

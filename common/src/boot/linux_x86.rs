@@ -1,7 +1,7 @@
 //! The x86_64 Linux boot sequence: the shim does the kernel's own KASLR. It decodes
 //! the bzImage's compressed kernel straight into a physical slot drawn uniformly over
-//! all RAM, lays out vmlinux, applies the kernel's relocation table for an independent
-//! virtual draw, and keeps the relocated image's digest for the check before the jump.
+//! all RAM, lays out vmlinux and draws an independent virtual base; right before the
+//! jump it checks the laid-out kernel against the container's digest, then relocates.
 
 use crate::container::{self, Format, Inflater};
 use crate::digest;
@@ -19,7 +19,7 @@ const PARAMS_BELOW: u64 = 1 << 32;
 /// boot.rst: the 64-bit entry is the protected-mode part's start + 0x200.
 const ENTRY_64: u64 = 0x200;
 
-/// A Linux x86_64 kernel decoded, laid out and relocated in its slot, not yet entered.
+/// A Linux x86_64 kernel decoded and laid out in its slot, not yet relocated or entered.
 pub struct LoadedLinuxX86<'a> {
     /// `phys` is the kernel's physical base (its `_text`), `virt` its `_text` address.
     pub placed: Placement,
@@ -36,10 +36,44 @@ pub struct LoadedLinuxX86<'a> {
     /// slot and below 4 GiB.
     pub params: &'static mut [u8],
     pub params_pa: u64,
-    /// The relocated image (`_text` to `__bss_start`) and its digest after relocation.
-    image: &'static [u8],
+    /// The slot's bytes: the kernel decoded and laid out, or (`None`) the protected-mode
+    /// part copied to its start, for Linux's own decompressor.
+    buf: &'static mut [u8],
+    decoded: Option<Decoded>,
+    verbose: bool,
+    /// The container's digest of what the check covers ([`linux_x86_digest`]).
     digest: [u8; 32],
     rng: Rng,
+}
+
+/// vmlinux decoded and laid out in the slot, relocated for `delta` at the jump.
+#[derive(Clone, Copy)]
+struct Decoded {
+    laid: LaidOut,
+    delta: u64,
+    layout: x86_linux::RelocLayout,
+}
+
+/// vmlinux decoded into `buf[..output_len]` of a slot and laid out there by p_paddr,
+/// its relocation table after the ELF file.
+#[derive(Clone, Copy)]
+struct LaidOut {
+    output_len: usize,
+    vm: x86_linux::Vmlinux,
+}
+
+impl LaidOut {
+    /// The slot's bytes [`linux_x86_digest`] covers: the image to its file end, then
+    /// the relocation table (from the ELF file's end to the output's).
+    fn parts<'b>(&self, buf: &'b [u8]) -> Result<[&'b [u8]; 2], BootError> {
+        let at = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+        let image = buf.get(..at(self.vm.file_end()));
+        let relocs = buf.get(at(self.vm.elf_len())..self.output_len);
+        match (image, relocs) {
+            (Some(image), Some(relocs)) => Ok([image, relocs]),
+            _ => Err(BootError::KernelTooLarge),
+        }
+    }
 }
 
 impl LoadedLinuxX86<'_> {
@@ -55,22 +89,102 @@ impl LoadedLinuxX86<'_> {
         seeds
     }
 
-    /// Hashes the relocated kernel again and compares with the digest taken when
-    /// relocation ended: called right before the jump (kexec purgatory's rule). The
-    /// relocated bytes depend on the virtual draw, so no digest of them exists before
-    /// the boot; the packed bzImage was checked against its own before decoding.
-    pub fn verify(&self, compress: digest::Compress) -> Result<(), BootError> {
-        let now = digest::sha256(compress, self.image);
-        if now != self.digest {
+    /// Called right before the jump: checks the setup code and the slot against the
+    /// container's digest (kexec purgatory's rule), then applies the kernel's
+    /// relocations, the last write before the jump (Linux's own decompressor, where it
+    /// runs, relocates for itself).
+    pub fn verify_and_relocate(&mut self, platform: &mut impl Platform) -> Result<(), BootError> {
+        let t0 = platform.ticks();
+        let parts = match self.decoded {
+            Some(d) => d.laid.parts(self.buf)?,
+            None => [
+                self.buf.get(..self.bz.protected.len()).unwrap_or_default(),
+                &[],
+            ],
+        };
+        let actual = linux_x86_digest_of(platform.sha256_compress(), self.bz.setup, parts);
+        if actual != self.digest {
             return Err(BootError::Container(
                 container::ContainerError::DigestMismatch {
                     expected: self.digest,
-                    actual: now,
+                    actual,
                 },
             ));
         }
+        let t1 = platform.ticks();
+        let relocated = match self.decoded {
+            Some(d) => {
+                let (laid, layout) = (d.laid, d.layout);
+                let r = x86_linux::relocate(self.buf, laid.output_len, &laid.vm, d.delta, layout)?;
+                Some((r, layout))
+            }
+            None => None,
+        };
+        if self.verbose {
+            let (t2, hz) = (platform.ticks(), platform.ticks_per_second());
+            let verify = Duration(t1.wrapping_sub(t0), hz);
+            match relocated {
+                Some((r, layout)) => platform.say(format_args!(
+                    "timing verify={verify} relocate={} ({} relocations, {layout:?})",
+                    Duration(t2.wrapping_sub(t1), hz),
+                    r.rel32.saturating_add(r.rel32neg).saturating_add(r.rel64),
+                )),
+                None => platform.say(format_args!("timing verify={verify}")),
+            }
+        }
         Ok(())
     }
+}
+
+/// The digest a bzImage's container records: SHA-256 of what the shim runs from it,
+/// as it lies right before relocation. That is the setup code (the first
+/// `(setup_sects + 1) * 512` bytes: boot_params takes their header), then, for a kernel
+/// the shim decodes, vmlinux laid out in its slot up to its file end and its relocation
+/// table; for one left to Linux's decompressor, the protected-mode part, so the digest
+/// of the file. xtask packs it ([`crate::container::pack_stored`]); the shim checks it
+/// right before the jump, which no digest of the relocated bytes could allow: they
+/// depend on the virtual draw.
+#[cfg(any(test, feature = "alloc"))]
+pub fn linux_x86_digest(file: &[u8]) -> Result<[u8; 32], BootError> {
+    let bz = x86_linux::parse_bzimage(file)?;
+    if !x86_linux::decodes(bz.compression) {
+        return Ok(linux_x86_digest_of(
+            digest::portable,
+            bz.setup,
+            [bz.protected, &[]],
+        ));
+    }
+    let slot = usize::try_from(x86_linux::slot_size(&bz)).map_err(|_| BootError::KernelTooLarge)?;
+    let mut buf = alloc::vec![0u8; slot];
+    let laid = lay_out(&bz, &mut buf, &mut alloc::boxed::Box::<Inflater>::default())?;
+    Ok(linux_x86_digest_of(
+        digest::portable,
+        bz.setup,
+        laid.parts(&buf)?,
+    ))
+}
+
+fn linux_x86_digest_of(compress: digest::Compress, setup: &[u8], parts: [&[u8]; 2]) -> [u8; 32] {
+    let mut hash = digest::Sha256::new(compress);
+    hash.update(setup);
+    parts.iter().for_each(|part| hash.update(part));
+    hash.finalize()
+}
+
+/// Decodes the kernel into `buf` (its slot) and lays vmlinux out there by p_paddr, as
+/// Linux's decompressor does before it relocates.
+fn lay_out(
+    bz: &BzImage<'_>,
+    buf: &mut [u8],
+    inflater: &mut Inflater,
+) -> Result<LaidOut, BootError> {
+    let output_len = x86_linux::decompress(bz, buf, inflater)?;
+    let vm = x86_linux::parse_vmlinux(buf.get(..output_len).unwrap_or_default())?;
+    if x86_linux::needed_size(bz, &vm) > buf.len() as u64 {
+        return Err(BootError::KernelTooLarge);
+    }
+    x86_linux::place_segments(buf, output_len, &vm)?;
+    Ok(LaidOut { output_len, vm })
 }
 
 /// Places, decodes and relocates the bzImage's kernel; `params_room` bytes are found
@@ -88,10 +202,8 @@ pub fn load_linux_x86<'a>(
     if payload.format != Format::LinuxX86BzImage || payload.unpacked_size == 0 {
         return Err(BootError::Format(payload.format));
     }
-    // Stored as it is: check the bzImage before anything parses it.
-    let t0 = platform.ticks();
-    container::verify_with(&payload, payload.packed, platform.sha256_compress())?;
-    let t1 = platform.ticks();
+    // Stored as it is, and read before its digest is checked: the digest covers what
+    // the shim makes of it (decoded and laid out), checked right before the jump.
     let bz = x86_linux::parse_bzimage(payload.packed)?;
 
     // Before decoding, the room is bounded by the header: init_size covers the kernel
@@ -149,22 +261,21 @@ pub fn load_linux_x86<'a>(
     let params = platform.memory(Range::from_base_size(params_pa, params_req.size)?);
 
     let buf = platform.memory(slot);
-    let (image, entry_offset, placed, kaslr) = if x86_linux::decodes(bz.compression) {
+    let (decoded, entry_offset, placed, kaslr) = if x86_linux::decodes(bz.compression) {
         let report = Report {
             verbose: inputs.opts.verbose,
             sources,
             strong,
-            verify_ticks: t1.wrapping_sub(t0),
         };
-        decode_and_relocate(platform, &report, &bz, placed, buf, inflater, &mut rng)?
+        decode_and_draw(platform, &report, &bz, placed, buf, inflater, &mut rng)?
     } else {
         // A format the shim does not decode: the protected-mode part goes into the
         // slot and is entered at its 64-bit entry (boot.rst: load address + 0x200),
         // so Linux's own decompressor runs there and places the kernel by its rules.
-        let dest = buf
-            .get_mut(..bz.protected.len())
-            .ok_or(BootError::KernelTooLarge)?;
-        dest.copy_from_slice(bz.protected);
+        let len = bz.protected.len();
+        buf.get_mut(..len)
+            .ok_or(BootError::KernelTooLarge)?
+            .copy_from_slice(bz.protected);
         platform.say(format_args!(
             "the kernel is {}-compressed, which the shim does not decode: Linux's own decompressor runs from the slot drawn here and places the kernel by its own rules",
             bz.compression
@@ -178,9 +289,8 @@ pub fn load_linux_x86<'a>(
                 SourceNames(sources)
             ));
         }
-        (&*dest, ENTRY_64, placed, false)
+        (None, ENTRY_64, placed, false)
     };
-    let digest = digest::sha256(platform.sha256_compress(), image);
     let entry_pa = placed
         .phys
         .checked_add(entry_offset)
@@ -193,8 +303,10 @@ pub fn load_linux_x86<'a>(
         kaslr,
         params,
         params_pa,
-        image,
-        digest,
+        buf,
+        decoded,
+        verbose: inputs.opts.verbose,
+        digest: payload.digest,
         rng,
     })
 }
@@ -204,34 +316,28 @@ struct Report {
     verbose: bool,
     sources: u32,
     strong: bool,
-    /// Ticks spent checking the packed bzImage's digest.
-    verify_ticks: u64,
 }
 
-/// Decodes the kernel into `buf` (its slot), lays vmlinux out by p_paddr there, draws
-/// the virtual offset and relocates for it. Returns the relocated image (`_text` to
-/// the end of its file data), startup_64's offset in it, the placement with its
-/// virtual base, and whether both draws were random.
-fn decode_and_relocate(
+/// Decodes the kernel into `buf` (its slot), lays vmlinux out by p_paddr there and
+/// draws the virtual offset, for the relocation at the jump. Returns what the slot
+/// holds, startup_64's offset in it, the placement with its virtual base, and whether
+/// both draws were random.
+fn decode_and_draw(
     platform: &mut impl Platform,
     report: &Report,
     bz: &BzImage<'_>,
     placed: Placement,
-    buf: &'static mut [u8],
+    buf: &mut [u8],
     inflater: &mut Inflater,
     rng: &mut Rng,
-) -> Result<(&'static [u8], u64, Placement, bool), BootError> {
+) -> Result<(Option<Decoded>, u64, Placement, bool), BootError> {
     let (sources, strong) = (report.sources, report.strong);
     let needed = buf.len() as u64;
     let align = bz.kernel_alignment.max(x86_linux::MIN_KERNEL_ALIGN);
     let t1 = platform.ticks();
-    let output_len = x86_linux::decompress(bz, buf, inflater)?;
+    let laid = lay_out(bz, buf, inflater)?;
     let t2 = platform.ticks();
-    let vm = x86_linux::parse_vmlinux(buf.get(..output_len).unwrap_or_default())?;
-    if x86_linux::needed_size(bz, &vm) > needed {
-        return Err(BootError::KernelTooLarge);
-    }
-    x86_linux::place_segments(buf, output_len, &vm)?;
+    let (output_len, vm) = (laid.output_len, laid.vm);
     // The virtual draw, independent of the physical one: uniform over kaslr.c's slots.
     let virt_slots = x86_linux::virt_slots(needed, &vm, align);
     let index = match (placed.mode, virt_slots) {
@@ -246,12 +352,6 @@ fn decode_and_relocate(
         Some(layout) => layout,
         None => x86_linux::detect_layout(buf, output_len, &vm)?,
     };
-    let relocs = x86_linux::relocate(buf, output_len, &vm, delta, layout)?;
-    let t3 = platform.ticks();
-    let image: &'static [u8] = buf;
-    let image = image
-        .get(..usize::try_from(vm.file_end()).unwrap_or(usize::MAX))
-        .ok_or(BootError::KernelTooLarge)?;
 
     let kaslr = placed.mode == Mode::Random;
     let virt_bits = match kaslr {
@@ -264,7 +364,6 @@ fn decode_and_relocate(
     };
     if report.verbose {
         let hz = platform.ticks_per_second();
-        let phase = |from: u64, to: u64| Duration(to.wrapping_sub(from), hz);
         platform.say(format_args!(
             "placed pa={:#x} va={:#x} size={needed:#x} phys_slots={} virt_slots={virt_slots} {} sources={}",
             placed.phys,
@@ -274,18 +373,16 @@ fn decode_and_relocate(
             SourceNames(sources)
         ));
         platform.say(format_args!(
-            "timing verify={} decode={} ({:?}, {output_len} bytes) relocate={} ({} relocations, {layout:?}) sha256={}",
-            Duration(report.verify_ticks, hz),
-            phase(t1, t2),
+            "timing decode={} ({:?}, {output_len} bytes, laid out) sha256={}",
+            Duration(t2.wrapping_sub(t1), hz),
             bz.compression,
-            phase(t2, t3),
-            relocs
-                .rel32
-                .saturating_add(relocs.rel32neg)
-                .saturating_add(relocs.rel64),
             platform.sha256().name,
         ));
     }
-    let entry_offset = vm.entry_offset();
-    Ok((image, entry_offset, placed, kaslr))
+    let decoded = Decoded {
+        laid,
+        delta,
+        layout,
+    };
+    Ok((Some(decoded), vm.entry_offset(), placed, kaslr))
 }
