@@ -538,7 +538,7 @@ pub fn verify_with(
             need: p.unpacked_size,
             have: unpacked.len() as u64,
         })?;
-    verify_parts(p, &[data], compress)
+    check_digest(p.digest, &[data], compress)
 }
 
 /// Checks the SHA-256 of the kept prefix followed by the first
@@ -555,23 +555,25 @@ pub fn verify_body(
             need: p.body_size(),
             have: body.len() as u64,
         })?;
-    verify_parts(p, &[p.kept, data], compress)
+    check_digest(p.digest, &[p.kept, data], compress)
 }
 
-/// Whether the SHA-256 of `parts`, one after the other, is the header's.
-pub fn verify_parts(
-    p: &Payload<'_>,
+/// The SHA-256 of `parts`, one after the other.
+pub fn digest_of(parts: &[&[u8]], compress: crate::digest::Compress) -> [u8; 32] {
+    let mut hash = crate::digest::Sha256::new(compress);
+    parts.iter().for_each(|part| hash.update(part));
+    hash.finalize()
+}
+
+/// Whether the SHA-256 of `parts`, one after the other, is `expected`.
+pub fn check_digest(
+    expected: [u8; 32],
     parts: &[&[u8]],
     compress: crate::digest::Compress,
 ) -> Result<(), ContainerError> {
-    let mut hash = crate::digest::Sha256::new(compress);
-    parts.iter().for_each(|part| hash.update(part));
-    let actual = hash.finalize();
-    if actual != p.digest {
-        return Err(ContainerError::DigestMismatch {
-            expected: p.digest,
-            actual,
-        });
+    let actual = digest_of(parts, compress);
+    if actual != expected {
+        return Err(ContainerError::DigestMismatch { expected, actual });
     }
     Ok(())
 }

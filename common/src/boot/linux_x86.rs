@@ -4,7 +4,6 @@
 //! jump it checks the laid-out kernel against the container's digest, then relocates.
 
 use crate::container::{self, Format, Inflater};
-use crate::digest;
 use crate::entropy::Rng;
 use crate::memmap::Range;
 use crate::plan::{self, Mode, Placement};
@@ -102,15 +101,8 @@ impl LoadedLinuxX86<'_> {
                 &[],
             ],
         };
-        let actual = linux_x86_digest_of(platform.sha256_compress(), self.bz.setup, parts);
-        if actual != self.digest {
-            return Err(BootError::Container(
-                container::ContainerError::DigestMismatch {
-                    expected: self.digest,
-                    actual,
-                },
-            ));
-        }
+        let compress = platform.sha256_compress();
+        container::check_digest(self.digest, &hashed(self.bz.setup, parts), compress)?;
         let t1 = platform.ticks();
         let relocated = match self.decoded {
             Some(d) => {
@@ -147,28 +139,19 @@ impl LoadedLinuxX86<'_> {
 #[cfg(any(test, feature = "alloc"))]
 pub fn linux_x86_digest(file: &[u8]) -> Result<[u8; 32], BootError> {
     let bz = x86_linux::parse_bzimage(file)?;
+    let digest = |slot| container::digest_of(&hashed(bz.setup, slot), crate::digest::portable);
     if !x86_linux::decodes(bz.compression) {
-        return Ok(linux_x86_digest_of(
-            digest::portable,
-            bz.setup,
-            [bz.protected, &[]],
-        ));
+        return Ok(digest([bz.protected, &[]]));
     }
     let slot = usize::try_from(x86_linux::slot_size(&bz)).map_err(|_| BootError::KernelTooLarge)?;
     let mut buf = alloc::vec![0u8; slot];
     let laid = lay_out(&bz, &mut buf, &mut alloc::boxed::Box::<Inflater>::default())?;
-    Ok(linux_x86_digest_of(
-        digest::portable,
-        bz.setup,
-        laid.parts(&buf)?,
-    ))
+    Ok(digest(laid.parts(&buf)?))
 }
 
-fn linux_x86_digest_of(compress: digest::Compress, setup: &[u8], parts: [&[u8]; 2]) -> [u8; 32] {
-    let mut hash = digest::Sha256::new(compress);
-    hash.update(setup);
-    parts.iter().for_each(|part| hash.update(part));
-    hash.finalize()
+/// What [`linux_x86_digest`] hashes, in order: the setup code, then the slot's parts.
+fn hashed<'b>(setup: &'b [u8], slot: [&'b [u8]; 2]) -> [&'b [u8]; 3] {
+    [setup, slot[0], slot[1]]
 }
 
 /// Decodes the kernel into `buf` (its slot) and lays vmlinux out there by p_paddr, as
