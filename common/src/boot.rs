@@ -641,13 +641,17 @@ fn unpack_verified(
     Ok((unpacked, t))
 }
 
-/// The SHA-256 block function a boot hashes with: what `detect` finds (the CPU's
-/// instructions, or the portable code where it has none), unless `shim.sha256=portable`
-/// asks for the portable code; then `detect` is not called.
-pub fn sha256_engine(opts: &Options, detect: impl FnOnce() -> digest::Engine) -> digest::Engine {
+/// The SHA-256 block function a boot hashes with: the CPU's instructions where
+/// `instructions` finds them, else the arch's code without them (`software`);
+/// `shim.sha256=portable` asks for `software`, and `instructions` is not called.
+pub fn sha256_engine(
+    opts: &Options,
+    instructions: impl FnOnce() -> Option<digest::Engine>,
+    software: digest::Engine,
+) -> digest::Engine {
     match opts.sha256_portable {
-        true => digest::PORTABLE,
-        false => detect(),
+        true => software,
+        false => instructions().unwrap_or(software),
     }
 }
 
@@ -1062,8 +1066,15 @@ mod tests {
             compress: digest::portable,
         };
         let opts = |line: &[u8]| crate::cmdline::parse(line).unwrap();
-        assert_eq!(sha256_engine(&opts(b""), || hardware).name, "hardware");
-        let forced = sha256_engine(&opts(b"shim.sha256=portable"), || unreachable!());
+        let engine = |line, found| sha256_engine(&opts(line), || found, digest::PORTABLE).name;
+        assert_eq!(engine(b"", Some(hardware)), "hardware");
+        assert_eq!(engine(b"", None), digest::PORTABLE.name);
+        assert_eq!(engine(b"shim.sha256=auto", Some(hardware)), "hardware");
+        let forced = sha256_engine(
+            &opts(b"shim.sha256=portable"),
+            || unreachable!(),
+            digest::PORTABLE,
+        );
         assert_eq!(forced.name, digest::PORTABLE.name);
     }
 

@@ -46,9 +46,9 @@ pub struct Options {
     /// randomize at all; `shim.weak=random` (the default) randomizes anyway and says
     /// the placement is weak.
     pub weak_fixed: bool,
-    /// `shim.sha256=portable`: hash with the portable code even where the CPU has
-    /// SHA-256 instructions, as a CPU without them does (the Raspberry Pi 4's), to
-    /// test or time that path; `shim.sha256=auto` (the default) uses the instructions.
+    /// `shim.sha256=portable`: hash without the CPU's SHA-256 instructions even where
+    /// it has them, as a CPU without them does (the Raspberry Pi 4's), to test or time
+    /// that path; `shim.sha256=auto` (the default) uses the instructions.
     pub sha256_portable: bool,
     /// `memmap=` entries in command line order (comma-separated ones included); the
     /// first `memmap_count` are `Some`. Stricter than x86 Linux, which counts only the

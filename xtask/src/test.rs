@@ -130,6 +130,9 @@ enum Check {
     /// Every boot reaches `payload: ok`, and the shim says it verified the payload with
     /// this SHA-256 block function (`sha256=` in its timing line).
     Hashed(&'static str),
+    /// As `Linux`, and the shim says it verified the kernel with this SHA-256 block
+    /// function.
+    LinuxHashed(&'static str),
     /// Every boot reaches `payload: ok` with only the counter for entropy, and the shim
     /// says so: a weak random placement, or (`fixed`, `shim.weak=fixed`) the lowest
     /// slot every boot.
@@ -456,6 +459,12 @@ const AARCH64_CASES: &[Case] = &[
         payload: Payload::LinuxImageGz,
         ..linux_case("linux-direct-gz", Check::Linux)
     },
+    // Debian's 27 MB Image checked without the SHA-256 instructions, as on a Pi 4.
+    Case {
+        payload: Payload::LinuxImageGz,
+        append: "console=ttyAMA0 shim.verbose panic=-1 shim.sha256=portable",
+        ..linux_case("linux-sha256-neon", Check::LinuxHashed("neon"))
+    },
     Case {
         el2: true,
         ..linux_case("linux-direct-el2", Check::LinuxEl2)
@@ -493,11 +502,11 @@ const AARCH64_CASES: &[Case] = &[
         cpu: Some("cortex-a72"),
         ..case("sha256-armv8-a72", Check::Hashed("armv8-sha256"))
     },
-    // The portable code, which CPUs without the instructions run (the Pi 4's; every
-    // QEMU arm64 model has them): `shim.sha256=portable`.
+    // The code without them (sha256_neon.S), which CPUs without the instructions run
+    // (the Pi 4's; every QEMU arm64 model has them): `shim.sha256=portable`.
     Case {
         append: "shim.verbose shim.sha256=portable",
-        ..case("sha256-portable-forced", Check::Hashed("portable"))
+        ..case("sha256-neon-forced", Check::Hashed("neon"))
     },
     // No kaslr-seed or rng-seed from QEMU and no RNDR: only the counter.
     Case {
@@ -1111,6 +1120,7 @@ fn run_case(
         | Check::LinuxDistinct(_)
         | Check::LinuxSame
         | Check::LinuxKaslr
+        | Check::LinuxHashed(_)
         | Check::LinuxX86Random(_)
         | Check::LinuxX86Fixed => Expect::Linux,
         Check::Ok
@@ -1146,7 +1156,7 @@ fn check(want: Check, s: &Summary) -> Result<()> {
             }
             Ok(())
         }
-        Check::Hashed(want) => {
+        Check::Hashed(want) | Check::LinuxHashed(want) => {
             if s.sha256.len() as u32 != s.passed || s.sha256.iter().any(|name| name != want) {
                 bail!(
                     "expected the shim to hash with {want} every boot, it said: {}",

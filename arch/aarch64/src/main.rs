@@ -280,7 +280,7 @@ fn boot(
     mmu::switch_ttbr0(pool.identity(&layout.normal)?);
 
     // The SHA-256 block function for everything this boot hashes (`shim.sha256=`).
-    let engine = boot::sha256_engine(&opts, sha256::engine);
+    let engine = boot::sha256_engine(&opts, sha256::instructions, sha256::SOFTWARE);
     // Entropy: firmware seeds, the CPU's RNG, the counter.
     let mut entropy = Mixer::with(engine.compress);
     if let Some((seed, _)) = machine.kaslr_seed {
