@@ -91,13 +91,28 @@ fn inflate(c: &mut Criterion, image: &[u8], packed: &[u8]) {
 fn sha_ni() -> Option<Compress> {
     fn blocks(state: &mut [u32; 8], blocks: &[[u8; 64]]) {
         // SAFETY: handed out below only where CPUID says so; the OS enables SSE.
-        unsafe { shim_sha_ni::blocks(state, blocks) }
+        unsafe { shim_x86_sha256::ni_blocks(state, blocks) }
     }
-    shim_sha_ni::cpu_has().then_some(blocks as Compress)
+    shim_x86_sha256::has_sha_ni().then_some(blocks as Compress)
+}
+
+/// The x86 shim's block function without the SHA extensions.
+#[cfg(target_arch = "x86_64")]
+fn sse2() -> Option<Compress> {
+    fn blocks(state: &mut [u32; 8], blocks: &[[u8; 64]]) {
+        // SAFETY: x86-64 has SSE2, and the OS enables SSE.
+        unsafe { shim_x86_sha256::sse2_blocks(state, blocks) }
+    }
+    Some(blocks as Compress)
 }
 
 #[cfg(not(target_arch = "x86_64"))]
 fn sha_ni() -> Option<Compress> {
+    None
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn sse2() -> Option<Compress> {
     None
 }
 
@@ -130,22 +145,24 @@ fn sha256(c: &mut Criterion, image: &[u8]) {
         .sample_size(10)
         .measurement_time(Duration::from_secs(10))
         .throughput(Throughput::Bytes(image.len() as u64));
-    let [portable, ni, sha2_ni] = SHA256.members else {
+    let [portable, sse2_name, ni, sha2_ni] = SHA256.members else {
         unreachable!()
     };
     clean_simd_state();
     group.bench_function(*portable, |b| {
         b.iter(|| digest::sha256(digest::portable, black_box(image)))
     });
-    match sha_ni() {
-        Some(compress) => {
-            assert_eq!(digest::sha256(compress, image), want);
-            clean_simd_state();
-            group.bench_function(*ni, |b| {
-                b.iter(|| digest::sha256(compress, black_box(image)))
-            });
+    for (name, compress) in [(sse2_name, sse2()), (ni, sha_ni())] {
+        match compress {
+            Some(compress) => {
+                assert_eq!(digest::sha256(compress, image), want);
+                clean_simd_state();
+                group.bench_function(*name, |b| {
+                    b.iter(|| digest::sha256(compress, black_box(image)))
+                });
+            }
+            None => eprintln!("not on this CPU: no {name} figure"),
         }
-        None => eprintln!("this CPU has no SHA extensions: no {ni} figure"),
     }
     clean_simd_state();
     group.bench_function(*sha2_ni, |b| b.iter(|| sha2(black_box(image))));

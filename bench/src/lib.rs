@@ -36,7 +36,7 @@ pub const INFLATE: Group = Group {
 pub const SHA256: Group = Group {
     name: "sha256",
     what: "SHA-256 of Debian's arm64 Image",
-    members: &["shim-portable", "shim-sha-ni", "sha2-sha-ni"],
+    members: &["shim-portable", "shim-sse2", "shim-sha-ni", "sha2-sha-ni"],
 };
 pub const RELOCATE: Group = Group {
     name: "relocate",

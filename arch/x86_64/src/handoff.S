@@ -4,7 +4,8 @@
  * both are cleared before the jump.
  *
  * shim_enter_payload(entry, info, boot_params, stack_bottom, stack_top), System V:
- * rdi, rsi, rdx, rcx, r8. Never returns; wipes the stack it runs on.
+ * rdi, rsi, rdx, rcx, r8. Never returns; wipes the stack it runs on, and the XMM
+ * registers where SSE is on (the SHA-256 code leaves the words it hashed there).
  */
     .section .text.handoff, "ax"
     .code64
@@ -21,7 +22,13 @@ shim_enter_payload:
     xor     %eax, %eax
     cld
     rep stosq
-    mov     %r10, %rdi              /* the payload ABI: rdi = boot info, rsi = boot_params */
+    mov     %cr4, %rax
+    bt      $9, %rax                /* CR4.OSFXSR: SSE enabled */
+    jnc     1f
+    .irp    r, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15
+    pxor    %xmm\r, %xmm\r
+    .endr
+1:  mov     %r10, %rdi              /* the payload ABI: rdi = boot info, rsi = boot_params */
     mov     %r11, %rsi
     xor     %eax, %eax
     xor     %ebx, %ebx

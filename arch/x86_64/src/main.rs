@@ -19,7 +19,7 @@ use shim_common::boot::{self, BootError, Duration, Platform};
 use shim_common::bootparams::{self, BootParams, BootParamsError, ZeroPage, ZERO_PAGE_SIZE};
 use shim_common::cmdline::{self, CmdlineError};
 use shim_common::container::Format;
-use shim_common::digest::{self, Engine};
+use shim_common::digest::Engine;
 use shim_common::elf;
 use shim_common::entropy::{self, Health, Mixer, Source};
 use shim_common::layout::{self, MemLimit};
@@ -235,7 +235,7 @@ fn boot(image: &Image, bp_pa: u64) -> Result<Never, Fail> {
     let opts = cmdline::parse(cmdline)?;
 
     // The SHA-256 block function for everything this boot hashes (`shim.sha256=`).
-    let engine = boot::sha256_engine(&opts, sha256::instructions, digest::PORTABLE);
+    let engine = boot::sha256_engine(&opts, sha256::instructions, sha256::software());
     // Every SETUP_RNG_SEED node is mixed in (and consumed before the handoff).
     let mut entropy = Mixer::with(engine.compress);
     for (seed, _) in machine.rng_seeds() {

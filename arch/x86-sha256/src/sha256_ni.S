@@ -73,7 +73,7 @@ shim_sha256_ni_blocks:
     pblendw $0xf0, %xmm7, %xmm2             /* CDGH */
 
     movdqa  .Lshim_sha256_bswap(%rip), %xmm8
-    lea     .Lshim_sha256_k(%rip), %rax
+    lea     shim_sha256_x86_k(%rip), %rax
 
 1:  movdqa  %xmm1, %xmm9
     movdqa  %xmm2, %xmm10
@@ -113,10 +113,13 @@ shim_sha256_ni_blocks:
 
 .purgem shim_sha256ni_quad
 
-    /* 16-byte aligned: PADDD and MOVDQA take them as memory operands. */
+    /* 16-byte aligned: PADDD and MOVDQA take them as memory operands. The constants
+     * serve sha256_sse2.S too. */
     .pushsection .rodata.shim_sha256_ni, "a", @progbits
     .balign 64
-.Lshim_sha256_k:                            /* FIPS 180-4 4.2.2 */
+    .globl  shim_sha256_x86_k
+    .hidden shim_sha256_x86_k
+shim_sha256_x86_k:                          /* FIPS 180-4 4.2.2 */
     .long   0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5
     .long   0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5
     .long   0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3

@@ -1,0 +1,219 @@
+/* SHA-256 blocks for x86-64 CPUs without the SHA extensions: the message schedule four
+ * words at a time in SSE2, which every x86-64 CPU has, then the 64 rounds in general
+ * registers (FIPS 180-4 6.2.2).
+ *
+ *   void shim_sha256_sse2_blocks(uint32_t state[8], const uint8_t blocks[][64], size_t n)
+ *
+ * System V: %rdi = the state, a..h as FIPS 180-4 numbers them; %rsi = the blocks, at
+ * any byte address; %rdx = how many. Clobbers %rax, %rcx, %rdx, %rsi, %r8-%r11,
+ * %xmm0-%xmm7 and the flags; keeps %rbx, %rbp and %r12-%r15 on the stack, beside the
+ * 256-byte W + K buffer and the end of the blocks. Needs SSE enabled (CR4.OSFXSR;
+ * CR0.EM and CR0.TS clear).
+ *
+ *   %r8d-%r15d   a..h (the round macro renames them, eight rounds a turn)
+ *   %eax         scratch
+ *   %ecx %edx    b ^ c for this round, a ^ b for the next (Maj, below)
+ *   %rbp %rbx    the W + K of the rounds at hand, and where they end
+ *   %xmm0-%xmm3  the message schedule, four words each, in rotation
+ *   %xmm4-%xmm7  scratch
+ */
+
+/* s0 (\shr = 3, \r1 = 7, \r2 = 18) or s1 (10, 17, 19) of each dword of \x into \d, as
+ * the xor of five shifts (a rotate's two halves have no bit in common); \x is
+ * clobbered, \t is scratch. */
+.macro shim_sha256_sse2_sigma d, x, t, shr, r1, r2
+    movdqa      \x, \d
+    psrld       $\shr, \d
+    movdqa      \x, \t
+    psrld       $\r1, \t
+    pxor        \t, \d
+    psrld       $(\r2 - \r1), \t
+    pxor        \t, \d
+    pslld       $(32 - \r2), \x
+    pxor        \x, \d
+    pslld       $(\r2 - \r1), \x
+    pxor        \x, \d
+.endm
+
+/* \d = the dwords \lo[1..3], \hi[0]: W[t-15..t-12] from two quads, say. */
+.macro shim_sha256_sse2_next4 d, lo, hi
+    movdqa      \lo, \d
+    movss       \hi, \d
+    pshufd      $0x39, \d, \d
+.endm
+
+/* Turns \cur = W[t-16..t-13] into W[t..t+3] (FIPS 180-4 6.2.2 step 1), with \n1, \n2,
+ * \n3 the three quads after it, then stores W + K for them at \q*16(%rsp). */
+.macro shim_sha256_sse2_schedule q, cur, n1, n2, n3
+    shim_sha256_sse2_next4 %xmm4, \cur, \n1
+    shim_sha256_sse2_sigma %xmm5, %xmm4, %xmm6, 3, 7, 18
+    paddd       %xmm5, \cur
+    shim_sha256_sse2_next4 %xmm4, \n2, \n3             /* W[t-7..t-4] */
+    paddd       %xmm4, \cur
+    pshufd      $0x0e, \n3, %xmm4                       /* W[t-2], W[t-1] low */
+    shim_sha256_sse2_sigma %xmm5, %xmm4, %xmm6, 10, 17, 19
+    movq        %xmm5, %xmm5                            /* the high half zeroed */
+    paddd       %xmm5, \cur                             /* W[t], W[t+1] done */
+    movdqa      \cur, %xmm4
+    shim_sha256_sse2_sigma %xmm5, %xmm4, %xmm6, 10, 17, 19
+    pslldq      $8, %xmm5                               /* s1(W[t]), s1(W[t+1]) high */
+    paddd       %xmm5, \cur
+    shim_sha256_sse2_kw \q, \cur
+.endm
+
+/* W + K for the quad \q, from \w, to \q*16(%rsp). */
+.macro shim_sha256_sse2_kw q, w
+    movdqa      \w, %xmm7
+    paddd       shim_sha256_x86_k+\q*16(%rip), %xmm7
+    movdqu      %xmm7, \q*16(%rsp)
+.endm
+
+/* Loads the quad \q of the block, each dword byte-swapped (the message is big-endian;
+ * SSE2 has no PSHUFB): the words of each dword swapped, then the bytes of each word. */
+.macro shim_sha256_sse2_load q, w
+    movdqu      \q*16(%rsi), \w
+    pshuflw     $0xb1, \w, \w
+    pshufhw     $0xb1, \w, \w
+    movdqa      \w, %xmm7
+    psrlw       $8, \w
+    psllw       $8, %xmm7
+    por         %xmm7, \w
+    shim_sha256_sse2_kw \q, \w
+.endm
+
+/* One round, with W[t] + K[t] at \kw. S1(e) = ror6(e ^ ror5(e ^ ror14(e))), S0(a) =
+ * ror2(a ^ ror11(a ^ ror9(a))); Ch(e, f, g) = ((f ^ g) & e) ^ g; Maj(a, b, c) =
+ * b ^ ((a ^ b) & (b ^ c)), where b ^ c (\bc) is the last round's a ^ b, and this
+ * round's (\ab) is kept for the next. */
+.macro shim_sha256_sse2_round a, b, c, d, e, f, g, h, kw, bc, ab
+    addl        \kw, \h
+    movl        \e, %eax
+    rorl        $14, %eax
+    xorl        \e, %eax
+    rorl        $5, %eax
+    xorl        \e, %eax
+    rorl        $6, %eax
+    addl        %eax, \h                                /* + S1(e) */
+    movl        \f, %eax
+    xorl        \g, %eax
+    andl        \e, %eax
+    xorl        \g, %eax
+    addl        %eax, \h                                /* + Ch(e, f, g): T1 */
+    addl        \h, \d
+    movl        \a, %eax
+    rorl        $9, %eax
+    xorl        \a, %eax
+    rorl        $11, %eax
+    xorl        \a, %eax
+    rorl        $2, %eax
+    addl        %eax, \h                                /* + S0(a) */
+    movl        \a, \ab
+    xorl        \b, \ab
+    andl        \ab, \bc
+    xorl        \b, \bc
+    addl        \bc, \h                                 /* + Maj(a, b, c): the new a */
+.endm
+
+/* Eight rounds from W + K at \off(%rbp), the names back where they started after. */
+.macro shim_sha256_sse2_rounds8 off
+    shim_sha256_sse2_round %r8d, %r9d, %r10d, %r11d, %r12d, %r13d, %r14d, %r15d, \off+0(%rbp), %ecx, %edx
+    shim_sha256_sse2_round %r15d, %r8d, %r9d, %r10d, %r11d, %r12d, %r13d, %r14d, \off+4(%rbp), %edx, %ecx
+    shim_sha256_sse2_round %r14d, %r15d, %r8d, %r9d, %r10d, %r11d, %r12d, %r13d, \off+8(%rbp), %ecx, %edx
+    shim_sha256_sse2_round %r13d, %r14d, %r15d, %r8d, %r9d, %r10d, %r11d, %r12d, \off+12(%rbp), %edx, %ecx
+    shim_sha256_sse2_round %r12d, %r13d, %r14d, %r15d, %r8d, %r9d, %r10d, %r11d, \off+16(%rbp), %ecx, %edx
+    shim_sha256_sse2_round %r11d, %r12d, %r13d, %r14d, %r15d, %r8d, %r9d, %r10d, \off+20(%rbp), %edx, %ecx
+    shim_sha256_sse2_round %r10d, %r11d, %r12d, %r13d, %r14d, %r15d, %r8d, %r9d, \off+24(%rbp), %ecx, %edx
+    shim_sha256_sse2_round %r9d, %r10d, %r11d, %r12d, %r13d, %r14d, %r15d, %r8d, \off+28(%rbp), %edx, %ecx
+.endm
+
+    .pushsection .text.shim_sha256_sse2, "ax", @progbits
+    .globl  shim_sha256_sse2_blocks
+    .type   shim_sha256_sse2_blocks, @function
+    .balign 16
+shim_sha256_sse2_blocks:
+    test    %rdx, %rdx
+    jz      3f
+    push    %rbx
+    push    %rbp
+    push    %r12
+    push    %r13
+    push    %r14
+    push    %r15
+    sub     $264, %rsp
+    shl     $6, %rdx
+    add     %rsi, %rdx
+    mov     %rdx, 256(%rsp)                 /* the end of the blocks */
+    lea     256(%rsp), %rbx                 /* the end of W + K */
+    movl    0(%rdi), %r8d
+    movl    4(%rdi), %r9d
+    movl    8(%rdi), %r10d
+    movl    12(%rdi), %r11d
+    movl    16(%rdi), %r12d
+    movl    20(%rdi), %r13d
+    movl    24(%rdi), %r14d
+    movl    28(%rdi), %r15d
+
+1:  shim_sha256_sse2_load 0, %xmm0
+    shim_sha256_sse2_load 1, %xmm1
+    shim_sha256_sse2_load 2, %xmm2
+    shim_sha256_sse2_load 3, %xmm3
+    shim_sha256_sse2_schedule  4, %xmm0, %xmm1, %xmm2, %xmm3
+    shim_sha256_sse2_schedule  5, %xmm1, %xmm2, %xmm3, %xmm0
+    shim_sha256_sse2_schedule  6, %xmm2, %xmm3, %xmm0, %xmm1
+    shim_sha256_sse2_schedule  7, %xmm3, %xmm0, %xmm1, %xmm2
+    shim_sha256_sse2_schedule  8, %xmm0, %xmm1, %xmm2, %xmm3
+    shim_sha256_sse2_schedule  9, %xmm1, %xmm2, %xmm3, %xmm0
+    shim_sha256_sse2_schedule 10, %xmm2, %xmm3, %xmm0, %xmm1
+    shim_sha256_sse2_schedule 11, %xmm3, %xmm0, %xmm1, %xmm2
+    shim_sha256_sse2_schedule 12, %xmm0, %xmm1, %xmm2, %xmm3
+    shim_sha256_sse2_schedule 13, %xmm1, %xmm2, %xmm3, %xmm0
+    shim_sha256_sse2_schedule 14, %xmm2, %xmm3, %xmm0, %xmm1
+    shim_sha256_sse2_schedule 15, %xmm3, %xmm0, %xmm1, %xmm2
+    add     $64, %rsi
+
+    mov     %rsp, %rbp
+    movl    %r9d, %ecx
+    xorl    %r10d, %ecx                     /* b ^ c */
+2:  shim_sha256_sse2_rounds8 0              /* sixteen rounds a turn */
+    shim_sha256_sse2_rounds8 32
+    add     $64, %rbp
+    cmp     %rbx, %rbp
+    jne     2b
+
+    addl    0(%rdi), %r8d                   /* FIPS 180-4 6.2.2 step 4 */
+    addl    4(%rdi), %r9d
+    addl    8(%rdi), %r10d
+    addl    12(%rdi), %r11d
+    addl    16(%rdi), %r12d
+    addl    20(%rdi), %r13d
+    addl    24(%rdi), %r14d
+    addl    28(%rdi), %r15d
+    movl    %r8d, 0(%rdi)
+    movl    %r9d, 4(%rdi)
+    movl    %r10d, 8(%rdi)
+    movl    %r11d, 12(%rdi)
+    movl    %r12d, 16(%rdi)
+    movl    %r13d, 20(%rdi)
+    movl    %r14d, 24(%rdi)
+    movl    %r15d, 28(%rdi)
+    cmp     256(%rsp), %rsi
+    jne     1b
+
+    add     $264, %rsp
+    pop     %r15
+    pop     %r14
+    pop     %r13
+    pop     %r12
+    pop     %rbp
+    pop     %rbx
+3:  ret
+    .size   shim_sha256_sse2_blocks, . - shim_sha256_sse2_blocks
+    .popsection
+
+.purgem shim_sha256_sse2_rounds8
+.purgem shim_sha256_sse2_round
+.purgem shim_sha256_sse2_load
+.purgem shim_sha256_sse2_kw
+.purgem shim_sha256_sse2_schedule
+.purgem shim_sha256_sse2_next4
+.purgem shim_sha256_sse2_sigma
