@@ -1,7 +1,8 @@
-//! SHA-256 (FIPS 180-4) over whichever block function the platform offers: the CPU's
-//! SHA-256 instructions where it has them (the arch code detects and provides them),
-//! sha2's portable code otherwise. Padding and the block loop are here, once; only
-//! the 64-byte block function differs, and every one gives the same digests.
+//! SHA-256 (FIPS 180-4) over whichever block function the platform offers: the arch
+//! code's in the shims (the CPU's SHA-256 instructions where it has them, SIMD and the
+//! general registers otherwise), sha2's portable code on the host. Padding and the
+//! block loop are here, once; only the 64-byte block function differs, and every one
+//! gives the same digests.
 
 /// A SHA-256 block function: folds whole 64-byte blocks into the state.
 pub type Compress = fn(&mut [u32; 8], &[[u8; 64]]);
@@ -9,12 +10,13 @@ pub type Compress = fn(&mut [u32; 8], &[[u8; 64]]);
 /// A block function with the name `shim.verbose` gives it (`sha256=<name>`).
 #[derive(Clone, Copy)]
 pub struct Engine {
-    /// `sha-ni`, `armv8-sha256` or `portable`.
+    /// `sha-ni`, `sse2`, `armv8-sha256`, `neon`, or `portable` (sha2's, for host use).
     pub name: &'static str,
     pub compress: Compress,
 }
 
-/// sha2's portable code, for CPUs without SHA-256 instructions.
+/// sha2's portable code: the host's (xtask, tests, benches) and the reference the
+/// arch code's block functions are tested against.
 pub const PORTABLE: Engine = Engine {
     name: "portable",
     compress: portable,

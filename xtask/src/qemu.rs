@@ -553,7 +553,7 @@ pub struct Boot {
     /// `bits=` from `payload: ok`: the boot-info's kaslr_bits.
     pub payload_bits: Option<u32>,
     /// The SHA-256 block function the shim said it verified with (`sha256=` in its
-    /// verbose timing line): `sha-ni`, `armv8-sha256` or `portable`.
+    /// verbose timing line): `sha-ni` or `sse2` (x86), `armv8-sha256` or `neon` (arm64).
     pub sha256: Option<String>,
     /// The last non-empty console line, for messages.
     pub last_line: Option<String>,
