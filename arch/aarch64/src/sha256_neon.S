@@ -75,6 +75,22 @@
     add         \h, \h, \bc                             // T1 + T2: the new a
 .endm
 
+/* Eight rounds, their W + K from x3 on: the names are back where they started after. */
+.macro shim_sha256_rounds8
+    ldp     w16, w17, [x3], #8
+    shim_sha256_round w4, w5, w6, w7, w8, w9, w10, w11, w16, w14, w15
+    shim_sha256_round w11, w4, w5, w6, w7, w8, w9, w10, w17, w15, w14
+    ldp     w16, w17, [x3], #8
+    shim_sha256_round w10, w11, w4, w5, w6, w7, w8, w9, w16, w14, w15
+    shim_sha256_round w9, w10, w11, w4, w5, w6, w7, w8, w17, w15, w14
+    ldp     w16, w17, [x3], #8
+    shim_sha256_round w8, w9, w10, w11, w4, w5, w6, w7, w16, w14, w15
+    shim_sha256_round w7, w8, w9, w10, w11, w4, w5, w6, w17, w15, w14
+    ldp     w16, w17, [x3], #8
+    shim_sha256_round w6, w7, w8, w9, w10, w11, w4, w5, w16, w14, w15
+    shim_sha256_round w5, w6, w7, w8, w9, w10, w11, w4, w17, w15, w14
+.endm
+
     .pushsection .text.shim_sha256_neon, "ax", %progbits
     .globl  shim_sha256_neon_blocks
     .type   shim_sha256_neon_blocks, %function
@@ -120,31 +136,8 @@ shim_sha256_neon_blocks:
 
     mov     x3, sp
     eor     w14, w5, w6                     // b ^ c
-2:  /* Sixteen rounds a turn: the names come back to where they started. */
-    ldp     w16, w17, [x3], #8
-    shim_sha256_round w4, w5, w6, w7, w8, w9, w10, w11, w16, w14, w15
-    shim_sha256_round w11, w4, w5, w6, w7, w8, w9, w10, w17, w15, w14
-    ldp     w16, w17, [x3], #8
-    shim_sha256_round w10, w11, w4, w5, w6, w7, w8, w9, w16, w14, w15
-    shim_sha256_round w9, w10, w11, w4, w5, w6, w7, w8, w17, w15, w14
-    ldp     w16, w17, [x3], #8
-    shim_sha256_round w8, w9, w10, w11, w4, w5, w6, w7, w16, w14, w15
-    shim_sha256_round w7, w8, w9, w10, w11, w4, w5, w6, w17, w15, w14
-    ldp     w16, w17, [x3], #8
-    shim_sha256_round w6, w7, w8, w9, w10, w11, w4, w5, w16, w14, w15
-    shim_sha256_round w5, w6, w7, w8, w9, w10, w11, w4, w17, w15, w14
-    ldp     w16, w17, [x3], #8
-    shim_sha256_round w4, w5, w6, w7, w8, w9, w10, w11, w16, w14, w15
-    shim_sha256_round w11, w4, w5, w6, w7, w8, w9, w10, w17, w15, w14
-    ldp     w16, w17, [x3], #8
-    shim_sha256_round w10, w11, w4, w5, w6, w7, w8, w9, w16, w14, w15
-    shim_sha256_round w9, w10, w11, w4, w5, w6, w7, w8, w17, w15, w14
-    ldp     w16, w17, [x3], #8
-    shim_sha256_round w8, w9, w10, w11, w4, w5, w6, w7, w16, w14, w15
-    shim_sha256_round w7, w8, w9, w10, w11, w4, w5, w6, w17, w15, w14
-    ldp     w16, w17, [x3], #8
-    shim_sha256_round w6, w7, w8, w9, w10, w11, w4, w5, w16, w14, w15
-    shim_sha256_round w5, w6, w7, w8, w9, w10, w11, w4, w17, w15, w14
+2:  shim_sha256_rounds8                     /* sixteen rounds a turn */
+    shim_sha256_rounds8
     cmp     x3, x19
     b.ne    2b
 

@@ -11,9 +11,9 @@
  * CR0.EM and CR0.TS clear).
  *
  *   %r8d-%r15d   a..h (the round macro renames them, eight rounds a turn)
- *   %eax         scratch
+ *   %eax %ebx    scratch
  *   %ecx %edx    b ^ c for this round, a ^ b for the next (Maj, below)
- *   %rbp %rbx    the W + K of the rounds at hand, and where they end
+ *   %rbp         the W + K of the rounds at hand
  *   %xmm0-%xmm3  the message schedule, four words each, in rotation
  *   %xmm4-%xmm7  scratch
  */
@@ -81,31 +81,33 @@
     shim_sha256_sse2_kw \q, \w
 .endm
 
-/* One round, with W[t] + K[t] at \kw. S1(e) = ror6(e ^ ror5(e ^ ror14(e))), S0(a) =
- * ror2(a ^ ror11(a ^ ror9(a))); Ch(e, f, g) = ((f ^ g) & e) ^ g; Maj(a, b, c) =
- * b ^ ((a ^ b) & (b ^ c)), where b ^ c (\bc) is the last round's a ^ b, and this
- * round's (\ab) is kept for the next. */
+/* One round, with W[t] + K[t] at \kw. S1 and S0 are three rotates of copies, so that
+ * each takes three steps, not six as nested rotates would; Ch(e, f, g) =
+ * ((f ^ g) & e) ^ g; Maj(a, b, c) = b ^ ((a ^ b) & (b ^ c)), where b ^ c (\bc) is the
+ * last round's a ^ b, and this round's (\ab) is kept for the next. */
 .macro shim_sha256_sse2_round a, b, c, d, e, f, g, h, kw, bc, ab
     addl        \kw, \h
-    movl        \e, %eax
-    rorl        $14, %eax
-    xorl        \e, %eax
-    rorl        $5, %eax
-    xorl        \e, %eax
-    rorl        $6, %eax
-    addl        %eax, \h                                /* + S1(e) */
     movl        \f, %eax
     xorl        \g, %eax
     andl        \e, %eax
     xorl        \g, %eax
-    addl        %eax, \h                                /* + Ch(e, f, g): T1 */
+    addl        %eax, \h                                /* + Ch(e, f, g) */
+    movl        \e, %eax
+    rorl        $6, %eax
+    movl        \e, %ebx
+    rorl        $11, %ebx
+    xorl        %ebx, %eax
+    rorl        $14, %ebx
+    xorl        %ebx, %eax
+    addl        %eax, \h                                /* + S1(e): T1 */
     addl        \h, \d
     movl        \a, %eax
-    rorl        $9, %eax
-    xorl        \a, %eax
-    rorl        $11, %eax
-    xorl        \a, %eax
     rorl        $2, %eax
+    movl        \a, %ebx
+    rorl        $13, %ebx
+    xorl        %ebx, %eax
+    rorl        $9, %ebx
+    xorl        %ebx, %eax
     addl        %eax, \h                                /* + S0(a) */
     movl        \a, \ab
     xorl        \b, \ab
@@ -143,7 +145,6 @@ shim_sha256_sse2_blocks:
     shl     $6, %rdx
     add     %rsi, %rdx
     mov     %rdx, 256(%rsp)                 /* the end of the blocks */
-    lea     256(%rsp), %rbx                 /* the end of W + K */
     movl    0(%rdi), %r8d
     movl    4(%rdi), %r9d
     movl    8(%rdi), %r10d
@@ -177,7 +178,8 @@ shim_sha256_sse2_blocks:
 2:  shim_sha256_sse2_rounds8 0              /* sixteen rounds a turn */
     shim_sha256_sse2_rounds8 32
     add     $64, %rbp
-    cmp     %rbx, %rbp
+    lea     256(%rsp), %rax                 /* the end of W + K */
+    cmp     %rax, %rbp
     jne     2b
 
     addl    0(%rdi), %r8d                   /* FIPS 180-4 6.2.2 step 4 */
