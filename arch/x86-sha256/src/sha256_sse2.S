@@ -146,14 +146,9 @@ shim_sha256_sse2_blocks:
     add     %rsi, %rdx
     mov     %rdx, 256(%rsp)                 /* the end of the blocks */
     mov     %rdi, 264(%rsp)
-    movl    0(%rdi), %r8d
-    movl    4(%rdi), %r9d
-    movl    8(%rdi), %r10d
-    movl    12(%rdi), %r11d
-    movl    16(%rdi), %r12d
-    movl    20(%rdi), %r13d
-    movl    24(%rdi), %r14d
-    movl    28(%rdi), %r15d
+    .irp    r, 8, 9, 10, 11, 12, 13, 14, 15   /* a..h into %r8d..%r15d */
+    movl    4 * (\r - 8)(%rdi), %r\r\()d
+    .endr
 
 1:  shim_sha256_sse2_load 0, %xmm0
     shim_sha256_sse2_load 1, %xmm1
@@ -187,22 +182,12 @@ shim_sha256_sse2_blocks:
     shim_sha256_sse2_rounds4 48, %r12d, %r13d, %r14d, %r15d, %r8d, %r9d, %r10d, %r11d
 
     mov     264(%rsp), %rdi                 /* the state */
-    addl    0(%rdi), %r8d                   /* FIPS 180-4 6.2.2 step 4 */
-    addl    4(%rdi), %r9d
-    addl    8(%rdi), %r10d
-    addl    12(%rdi), %r11d
-    addl    16(%rdi), %r12d
-    addl    20(%rdi), %r13d
-    addl    24(%rdi), %r14d
-    addl    28(%rdi), %r15d
-    movl    %r8d, 0(%rdi)
-    movl    %r9d, 4(%rdi)
-    movl    %r10d, 8(%rdi)
-    movl    %r11d, 12(%rdi)
-    movl    %r12d, 16(%rdi)
-    movl    %r13d, 20(%rdi)
-    movl    %r14d, 24(%rdi)
-    movl    %r15d, 28(%rdi)
+    .irp    r, 8, 9, 10, 11, 12, 13, 14, 15   /* FIPS 180-4 6.2.2 step 4 */
+    addl    4 * (\r - 8)(%rdi), %r\r\()d
+    .endr
+    .irp    r, 8, 9, 10, 11, 12, 13, 14, 15
+    movl    %r\r\()d, 4 * (\r - 8)(%rdi)
+    .endr
     cmp     256(%rsp), %rsi
     jne     1b
 
