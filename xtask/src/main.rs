@@ -21,6 +21,7 @@ mod kexec;
 mod linux;
 mod linux_models;
 mod linux_x86;
+mod mca;
 mod pack;
 mod qemu;
 mod residue;
@@ -74,6 +75,9 @@ enum Cmd {
     Bench(bench::BenchArgs),
     /// Build the image and tell how big shim.bin is, by crate and module.
     Size(size::SizeArgs),
+    /// Run llvm-mca's models of real cores (Cortex-A72, Skylake, ...) on one block of
+    /// each SHA-256 block function in the built shim: cycles a block and a byte.
+    Mca(mca::McaArgs),
 }
 
 fn main() -> ExitCode {
@@ -103,6 +107,7 @@ fn dispatch(command: Cmd) -> Result<()> {
         Cmd::Fuzz(args) => fuzz::run(&args),
         Cmd::Bench(args) => bench::run(&args),
         Cmd::Size(args) => size::run(&args),
+        Cmd::Mca(args) => mca::run(&args),
     }
 }
 
