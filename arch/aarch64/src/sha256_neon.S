@@ -129,7 +129,7 @@ shim_sha256_neon_blocks:
     shim_sha256_rounds4 w8, w9, w10, w11, w4, w5, w6, w7
     cmp     x3, x19
     b.ne    2b
-    shim_sha256_rounds4 w4, w5, w6, w7, w8, w9, w10, w11    /* rounds 48-63, scheduled */
+    shim_sha256_rounds4 w4, w5, w6, w7, w8, w9, w10, w11    /* rounds 48-63: W + K all stored */
     shim_sha256_rounds4 w8, w9, w10, w11, w4, w5, w6, w7
     shim_sha256_rounds4 w4, w5, w6, w7, w8, w9, w10, w11
     shim_sha256_rounds4 w8, w9, w10, w11, w4, w5, w6, w7
