@@ -26,6 +26,9 @@ struct Function {
     /// How many times each inner loop runs for one block, as the assembly has it (the
     /// message schedule in three turns of four quads; the SHA-NI and ARMv8 code has none).
     inner_trips: u32,
+    /// An instruction one block runs a known number of times, which checks the count:
+    /// (text it contains, how many).
+    per_block: (&'static str, usize),
     cpus: &'static [&'static str],
 }
 
@@ -34,6 +37,7 @@ const FUNCTIONS: &[Function] = &[
         arch: Arch::Aarch64,
         symbol: "shim_sha256_neon_blocks",
         inner_trips: 3,
+        per_block: ("ldp\tw16, w17", 32), // W + K for two rounds
         // The Raspberry Pi 4's core, and the Pi 3's (in order).
         cpus: &["cortex-a72", "cortex-a53"],
     },
@@ -41,18 +45,21 @@ const FUNCTIONS: &[Function] = &[
         arch: Arch::Aarch64,
         symbol: "shim_sha256_armv8_blocks",
         inner_trips: 1,
+        per_block: ("sha256h\t", 16), // four rounds
         cpus: &["cortex-a72", "neoverse-n1"],
     },
     Function {
         arch: Arch::X86_64,
         symbol: "shim_sha256_sse2_blocks",
         inner_trips: 3,
+        per_block: ("(%rbp), %r", 64), // a round's W + K
         cpus: &["skylake", "znver3"],
     },
     Function {
         arch: Arch::X86_64,
         symbol: "shim_sha256_ni_blocks",
         inner_trips: 1,
+        per_block: ("sha256rnds2", 32), // two rounds
         cpus: &["icelake-server", "znver3"],
     },
 ];
@@ -75,6 +82,16 @@ pub fn run(args: &McaArgs) -> Result<()> {
             )?;
             let block = one_block(&parse(&listing, comment(arch)), f.inner_trips)
                 .with_context(|| format!("{}: no block loop found", f.symbol))?;
+            let (text, expected) = f.per_block;
+            let found = block.iter().filter(|i| i.contains(text)).count();
+            if found != expected {
+                bail!(
+                    "{}: one block ran `{text}` {found} times, not {expected}: does its inner \
+                     loop still run {} times?",
+                    f.symbol,
+                    f.inner_trips
+                );
+            }
             let source = target_dir_file(&format!("{}.s", f.symbol));
             std::fs::write(&source, block.join("\n") + "\n")?;
             for cpu in f.cpus {
