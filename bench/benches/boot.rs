@@ -43,6 +43,11 @@ fn inflate(c: &mut Criterion, image: &[u8], packed: &[u8]) {
     // The same Image in the shim's LZ4 container (`--compress lz4`).
     let lz4 = container::pack(Format::LinuxArm64Image, Compression::Lz4, image);
     let lz4 = container::parse(&lz4).expect("the LZ4 container");
+    // The same Image as `zstd -19` makes it, for zstd-zero (its history buffer the
+    // output, so the frame is decoded in place, as the shim would) and libzstd.
+    let zst = zstd::bulk::compress(image, 19).expect("zstd compresses the Image");
+    let mut zstd_zero = ZstdZero::new();
+    let mut libzstd = zstd::bulk::Decompressor::new().expect("a libzstd context");
     // Every decoder gives the Image back before any is timed.
     for n in [
         container::unpack(&payload, &mut out, &mut inflater).ok(),
@@ -50,6 +55,8 @@ fn inflate(c: &mut Criterion, image: &[u8], packed: &[u8]) {
         Some(miniz_oxide(&mut out)),
         deflater.deflate_decompress(raw, &mut out).ok(),
         container::unpack(&lz4, &mut out, &mut inflater).ok(),
+        Some(zstd_zero.decode(&zst, &mut out)),
+        libzstd.decompress_to_buffer(&zst, &mut out).ok(),
     ] {
         assert_eq!(n, Some(image.len()));
         assert!(out == image);
@@ -60,7 +67,9 @@ fn inflate(c: &mut Criterion, image: &[u8], packed: &[u8]) {
         .sample_size(10)
         .measurement_time(Duration::from_secs(10))
         .throughput(Throughput::Bytes(image.len() as u64));
-    let [shim, zlib_name, miniz_name, libdeflate, shim_lz4, memcpy] = INFLATE.members else {
+    let [shim, zlib_name, miniz_name, libdeflate, shim_lz4, zero_name, libzstd_name, memcpy] =
+        INFLATE.members
+    else {
         unreachable!()
     };
     clean_simd_state();
@@ -80,10 +89,70 @@ fn inflate(c: &mut Criterion, image: &[u8], packed: &[u8]) {
         b.iter(|| container::unpack(black_box(&lz4), &mut out, &mut inflater))
     });
     clean_simd_state();
+    group.bench_function(*zero_name, |b| {
+        b.iter(|| zstd_zero.decode(black_box(&zst), &mut out))
+    });
+    clean_simd_state();
+    group.bench_function(*libzstd_name, |b| {
+        b.iter(|| libzstd.decompress_to_buffer(black_box(&zst), &mut out))
+    });
+    clean_simd_state();
     group.bench_function(*memcpy, |b| {
         b.iter(|| out.copy_from_slice(black_box(image)))
     });
     group.finish();
+}
+
+/// zstd-zero's caller-owned tables and scratch, kept across runs as the shim would.
+struct ZstdZero {
+    block: Vec<u8>,
+    literals: Vec<u8>,
+    fse_scratch: Vec<i16>,
+    fse: Vec<zstd_zero::FseEntry>,
+    huffman: Vec<zstd_zero::HuffmanEntry>,
+}
+
+impl ZstdZero {
+    fn new() -> Self {
+        ZstdZero {
+            block: vec![0; zstd_zero::MAX_BLOCK_SIZE],
+            literals: vec![0; zstd_zero::MAX_BLOCK_SIZE],
+            fse_scratch: vec![0; zstd_zero::FSE_SCRATCH_LEN],
+            fse: vec![zstd_zero::FseEntry::default(); zstd_zero::FSE_ENTRIES],
+            huffman: vec![zstd_zero::HuffmanEntry::default(); zstd_zero::HUFFMAN_ENTRIES],
+        }
+    }
+
+    /// Decodes the one frame in `input` with `out` as its history, so the bytes land in
+    /// `out` from its start; returns how many.
+    fn decode(&mut self, input: &[u8], out: &mut [u8]) -> usize {
+        use zstd_zero::{DecodeStep, Decoder, DecoderBuffers};
+        let out_start = out.as_ptr() as usize;
+        let mut decoder = Decoder::new(DecoderBuffers {
+            history: out,
+            block: &mut self.block,
+            literals: &mut self.literals,
+            fse_scratch: &mut self.fse_scratch,
+            fse: &mut self.fse,
+            huffman: &mut self.huffman,
+        })
+        .expect("buffers of the documented sizes");
+        let (mut used, mut written) = (0, 0);
+        loop {
+            let step = decoder.decode(&input[used..]).expect("the frame zstd made");
+            used += step.consumed();
+            match step {
+                DecodeStep::Output { bytes, .. } => {
+                    // In place: each piece follows the last in the history buffer.
+                    assert_eq!(bytes.as_ptr() as usize, out_start + written);
+                    written += bytes.len();
+                }
+                DecodeStep::FrameFinished { .. } => return written,
+                DecodeStep::NeedInput { .. } => assert!(used < input.len(), "a cut frame"),
+                DecodeStep::FrameStarted { .. } => {}
+            }
+        }
+    }
 }
 
 /// The SHA-NI block function, where this host has it.

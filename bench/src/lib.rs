@@ -23,13 +23,16 @@ pub struct Group {
 
 pub const INFLATE: Group = Group {
     name: "inflate",
-    what: "Debian's arm64 Image from its zlib container as xtask packs it (and from its LZ4 one)",
+    what: "Debian's arm64 Image from its zlib container as xtask packs it (and from its LZ4 \
+           one; and from `zstd -19`, which the shim does not decode)",
     members: &[
         "shim-sirocco",
         "zlib-rs",
         "miniz_oxide",
         "libdeflate",
         "shim-lz4",
+        "zstd-zero",
+        "libzstd",
         "memcpy-output",
     ],
 };
