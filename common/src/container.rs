@@ -558,20 +558,13 @@ pub fn verify_body(
     check_digest(p.digest, &[p.kept, data], compress)
 }
 
-/// The SHA-256 of `parts`, one after the other.
-pub fn digest_of(parts: &[&[u8]], compress: crate::digest::Compress) -> [u8; 32] {
-    let mut hash = crate::digest::Sha256::new(compress);
-    parts.iter().for_each(|part| hash.update(part));
-    hash.finalize()
-}
-
 /// Whether the SHA-256 of `parts`, one after the other, is `expected`.
 pub fn check_digest(
     expected: [u8; 32],
     parts: &[&[u8]],
     compress: crate::digest::Compress,
 ) -> Result<(), ContainerError> {
-    let actual = digest_of(parts, compress);
+    let actual = crate::digest::sha256_parts(compress, parts);
     if actual != expected {
         return Err(ContainerError::DigestMismatch { expected, actual });
     }

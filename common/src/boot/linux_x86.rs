@@ -139,7 +139,8 @@ impl LoadedLinuxX86<'_> {
 #[cfg(any(test, feature = "alloc"))]
 pub fn linux_x86_digest(file: &[u8]) -> Result<[u8; 32], BootError> {
     let bz = x86_linux::parse_bzimage(file)?;
-    let digest = |slot| container::digest_of(&hashed(bz.setup, slot), crate::digest::portable);
+    let digest =
+        |slot| crate::digest::sha256_parts(crate::digest::portable, &hashed(bz.setup, slot));
     if !x86_linux::decodes(bz.compression) {
         return Ok(digest([bz.protected, &[]]));
     }
