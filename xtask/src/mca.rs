@@ -67,12 +67,13 @@ const FUNCTIONS: &[Function] = &[
 pub fn run(args: &McaArgs) -> Result<()> {
     let mca = deps::on_path("llvm-mca")
         .context("llvm-mca not found on $PATH (Debian: apt-get install llvm)")?;
-    let objdump = image::objcopy()?.with_file_name("llvm-objdump");
     for arch in [Arch::Aarch64, Arch::X86_64] {
         if args.arch.is_some_and(|a| a != arch) {
             continue;
         }
+        // The build adds the toolchain's components (llvm-tools among them) if missing.
         let built = image::build(&BuildArgs::demo(arch))?;
+        let objdump = image::objcopy()?.with_file_name("llvm-objdump");
         for f in FUNCTIONS.iter().filter(|f| f.arch == arch) {
             let listing = capture(
                 Command::new(&objdump)

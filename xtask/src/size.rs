@@ -31,9 +31,10 @@ pub fn run(args: &SizeArgs) -> Result<()> {
         Some(arch) => vec![arch],
         None => vec![Arch::Aarch64, Arch::X86_64],
     };
-    let nm = image::objcopy()?.with_file_name("llvm-nm");
     for arch in arches {
+        // The build adds the toolchain's components (llvm-tools among them) if missing.
         let built = image::build(&BuildArgs::demo(arch))?;
+        let nm = image::objcopy()?.with_file_name("llvm-nm");
         let symbols = capture(
             Command::new(&nm)
                 .args(["--size-sort", "-S"])
