@@ -487,7 +487,7 @@ pub fn container_with(
             Ok(container::pack_stored(
                 Format::LinuxX86BzImage,
                 &packed,
-                digest,
+                &digest,
             ))
         }
     }

@@ -251,14 +251,18 @@ fn container_report(bytes: &[u8], at: usize, base: usize, machine: Machine, r: &
     }
     if p.format == Format::LinuxX86BzImage {
         // Its digest is of the kernel laid out, as the shim checks it before the jump.
+        let recorded: Vec<_> = p.zero_runs.iter().map(|r| r.get()).collect();
         match shim_common::boot::linux_x86_digest(&out) {
-            Ok(d) if d == p.digest => r.line(
+            Ok(d) if d.digest == p.digest && d.runs == recorded => r.line(
                 "digest: ok (the SHA-256 of the setup code and the kernel laid out matches the header)",
             ),
+            Ok(d) if d.digest == p.digest => {
+                r.problem("the zero runs differ from those of the kernel laid out")
+            }
             Ok(d) => r.problem(
                 container::ContainerError::DigestMismatch {
                     expected: p.digest,
-                    actual: d,
+                    actual: d.digest,
                 }
                 .to_string(),
             ),
@@ -319,6 +323,11 @@ pub fn container_lines(at: usize, p: &container::Payload<'_>) -> Vec<String> {
             size(p.unpacked_size)
         ),
         format!("sha256 (header): {digest}"),
+        format!(
+            "zero runs: {}, {} read, not hashed",
+            p.zero_runs.len(),
+            size(p.zero_runs.iter().map(|r| r.get().len).sum())
+        ),
     ]
 }
 

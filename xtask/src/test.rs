@@ -224,11 +224,10 @@ impl Cut {
             Cut::ContainerHeader => Ok(container()? + 32),
             Cut::Payload => {
                 let at = container()?;
-                let packed = shim_common::container::parse(&image[at..])
-                    .map_err(|e| anyhow!("{e}"))?
-                    .packed
-                    .len();
-                Ok(at + shim_common::container::HEADER_LEN + packed / 2)
+                let p = shim_common::container::parse(&image[at..]).map_err(|e| anyhow!("{e}"))?;
+                // The middle of the packed data, past the header and the zero-run table.
+                let packed_at = p.packed.as_ptr() as usize - image[at..].as_ptr() as usize;
+                Ok(at + packed_at + p.packed.len() / 2)
             }
         }
     }

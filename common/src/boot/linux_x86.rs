@@ -40,8 +40,9 @@ pub struct LoadedLinuxX86<'a> {
     buf: &'static mut [u8],
     decoded: Option<Decoded>,
     verbose: bool,
-    /// The container's digest of what the check covers ([`linux_x86_digest`]).
-    digest: [u8; 32],
+    /// The container: its digest of what the check covers ([`linux_x86_digest`]) and
+    /// that message's zero runs.
+    payload: container::Payload<'a>,
     rng: Rng,
 }
 
@@ -102,7 +103,7 @@ impl LoadedLinuxX86<'_> {
             ],
         };
         let compress = platform.sha256_compress();
-        container::check_digest(self.digest, &hashed(self.bz.setup, parts), compress)?;
+        container::check_digest(&self.payload, &hashed(self.bz.setup, parts), compress)?;
         let t1 = platform.ticks();
         let relocated = match self.decoded {
             Some(d) => {
@@ -137,10 +138,9 @@ impl LoadedLinuxX86<'_> {
 /// right before the jump, which no digest of the relocated bytes could allow: they
 /// depend on the virtual draw.
 #[cfg(any(test, feature = "alloc"))]
-pub fn linux_x86_digest(file: &[u8]) -> Result<[u8; 32], BootError> {
+pub fn linux_x86_digest(file: &[u8]) -> Result<crate::digest::Hashed, BootError> {
     let bz = x86_linux::parse_bzimage(file)?;
-    let digest =
-        |slot| crate::digest::sha256_parts(crate::digest::portable, &hashed(bz.setup, slot));
+    let digest = |slot| container::hashed(&hashed(bz.setup, slot));
     if !x86_linux::decodes(bz.compression) {
         return Ok(digest([bz.protected, &[]]));
     }
@@ -290,7 +290,7 @@ pub fn load_linux_x86<'a>(
         buf,
         decoded,
         verbose: inputs.opts.verbose,
-        digest: payload.digest,
+        payload,
         rng,
     })
 }

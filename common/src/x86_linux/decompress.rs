@@ -96,6 +96,7 @@ fn gunzip(
         compression: container::Compression::Gzip,
         unpacked_size: bz.decompressed_len,
         digest: [0; 32],
+        zero_runs: &[],
         kept: &[],
         packed: bz.payload,
     };
