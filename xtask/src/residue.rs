@@ -70,7 +70,9 @@ pub fn dtb(tree: Tree) -> Result<PathBuf> {
 pub fn scanner_image() -> Result<PathBuf> {
     let args = BuildArgs::demo(crate::arch::Arch::Aarch64);
     let elf = image::cargo_build(&AARCH64, "residue-image", &args)?;
-    let out = target_dir().join("xtask").join("residue").join("Image");
+    let dir = target_dir().join("xtask").join("residue");
+    fs::create_dir_all(&dir)?;
+    let out = dir.join("Image");
     exec(
         Command::new(image::objcopy()?)
             .args(["-O", "binary"])
