@@ -296,7 +296,7 @@ pub fn load(
     let image = platform.memory(slot);
     container::unpack_body(&payload, image, inflater)?;
     let t2 = platform.ticks();
-    container::verify_body(&payload, image, platform.sha256_compress())?;
+    let zeros = container::verify_body(&payload, image, platform.sha256_compress())?;
     let t3 = platform.ticks();
     elf.clear_gaps_with(image, &mut |bytes| platform.zero(bytes))?;
     elf.read_tables(image)?;
@@ -308,8 +308,8 @@ pub fn load(
         let hz = platform.ticks_per_second();
         let phase = |from: u64, to: u64| Duration(to.wrapping_sub(from), hz);
         platform.say(format_args!(
-            "timing place={} unpack={} verify={} sha256={} load={} relocate={} ({} bytes, {} \
-             relocations)",
+            "timing place={} unpack={} verify={} zeros={zeros} sha256={} load={} relocate={} \
+             ({} bytes, {} relocations)",
             phase(t0, t1),
             phase(t1, t2),
             phase(t2, t3),
@@ -435,8 +435,8 @@ impl LoadedLinux<'_> {
 
     /// Checks the SHA-256 of the Image as it lies in its slot: called right before
     /// the jump (kexec purgatory's rule), so nothing the shim did since unpacking can
-    /// have changed what runs.
-    pub fn verify(&self, compress: digest::Compress) -> Result<(), BootError> {
+    /// have changed what runs. Returns the bytes of zero runs read rather than hashed.
+    pub fn verify(&self, compress: digest::Compress) -> Result<u64, BootError> {
         Ok(container::verify_with(&self.payload, self.image, compress)?)
     }
 }

@@ -584,15 +584,16 @@ fn gzip_body(member: &[u8]) -> Result<&[u8], ContainerError> {
 
 /// Checks the SHA-256 of the first `unpacked_size` bytes of `unpacked`.
 pub fn verify(p: &Payload<'_>, unpacked: &[u8]) -> Result<(), ContainerError> {
-    verify_with(p, unpacked, crate::digest::portable)
+    verify_with(p, unpacked, crate::digest::portable).map(|_| ())
 }
 
-/// [`verify`] with the platform's SHA-256 block function.
+/// [`verify`] with the platform's SHA-256 block function; returns the bytes of zero
+/// runs read rather than hashed.
 pub fn verify_with(
     p: &Payload<'_>,
     unpacked: &[u8],
     compress: crate::digest::Compress,
-) -> Result<(), ContainerError> {
+) -> Result<u64, ContainerError> {
     let data = usize::try_from(p.unpacked_size)
         .ok()
         .and_then(|n| unpacked.get(..n))
@@ -604,12 +605,13 @@ pub fn verify_with(
 }
 
 /// Checks the SHA-256 of the kept prefix followed by the first
-/// [`Payload::body_size`] bytes of `body`, what [`unpack_body`] wrote.
+/// [`Payload::body_size`] bytes of `body`, what [`unpack_body`] wrote; returns the
+/// bytes of zero runs read rather than hashed.
 pub fn verify_body(
     p: &Payload<'_>,
     body: &[u8],
     compress: crate::digest::Compress,
-) -> Result<(), ContainerError> {
+) -> Result<u64, ContainerError> {
     let data = usize::try_from(p.body_size())
         .ok()
         .and_then(|n| body.get(..n))
@@ -620,21 +622,20 @@ pub fn verify_body(
     check_digest(p, &[p.kept, data], compress)
 }
 
-/// Whether the SHA-256 of `parts`, one after the other, is `expected`.
+/// Whether the SHA-256 of `parts`, one after the other, is `p`'s digest, its zero
+/// runs read rather than hashed; returns how many bytes those were.
 pub fn check_digest(
     p: &Payload<'_>,
     parts: &[&[u8]],
     compress: crate::digest::Compress,
-) -> Result<(), ContainerError> {
+) -> Result<u64, ContainerError> {
     let runs = p.zero_runs.iter().map(RawZeroRun::get);
-    let (expected, actual) = (
-        p.digest,
-        crate::digest::sha256_skipping(compress, parts, runs),
-    );
+    let (actual, zeros) = crate::digest::sha256_skipping(compress, parts, runs);
+    let expected = p.digest;
     if actual != expected {
         return Err(ContainerError::DigestMismatch { expected, actual });
     }
-    Ok(())
+    Ok(zeros)
 }
 
 /// Builds a container (header + packed bytes) around `payload`; `Gzip` compresses
@@ -990,7 +991,7 @@ mod tests {
                 let mut body = vec![0u8; 3000 - kept];
                 assert_eq!(unpack_body(&p, &mut body, &mut inflater), Ok(3000 - kept));
                 assert_eq!(body, payload[kept..]);
-                assert_eq!(verify_body(&p, &body, crate::digest::portable), Ok(()));
+                assert_eq!(verify_body(&p, &body, crate::digest::portable), Ok(0));
                 if let Some(b) = body.last_mut() {
                     *b ^= 1;
                     let e = verify_body(&p, &body, crate::digest::portable);

@@ -135,8 +135,8 @@ pub fn all_zero(data: &[u8]) -> bool {
 impl Sha256 {
     /// Takes in `data`, stepping over it if `run` describes it here: at a block
     /// boundary, the chaining value `run.before`, `data` all zeros and `run.len` long.
-    /// Otherwise hashes it.
-    fn update_run(&mut self, data: &[u8], run: &ZeroRun) {
+    /// Otherwise hashes it. Says whether it stepped over it.
+    fn update_run(&mut self, data: &[u8], run: &ZeroRun) -> bool {
         let fits = self.len == run.start
             && run.start.is_multiple_of(64)
             && data.len() as u64 == run.len
@@ -145,8 +145,10 @@ impl Sha256 {
         if fits && all_zero(data) {
             self.state = run.after;
             self.len = self.len.wrapping_add(run.len);
+            true
         } else {
             self.update(data);
+            false
         }
     }
 }
@@ -165,13 +167,14 @@ pub fn sha256_parts(compress: Compress, parts: &[&[u8]]) -> [u8; 32] {
 
 /// The SHA-256 of `parts`, one after the other, stepping over the zero runs `runs`
 /// names (in message order; a run that is out of order, crosses a part's end or does
-/// not hold is hashed as it is).
+/// not hold is hashed as it is), and how many bytes were read as zeros, not hashed.
 pub fn sha256_skipping(
     compress: Compress,
     parts: &[&[u8]],
     runs: impl IntoIterator<Item = ZeroRun>,
-) -> [u8; 32] {
+) -> ([u8; 32], u64) {
     let mut h = Sha256::new(compress);
+    let mut skipped = 0u64;
     let mut runs = runs.into_iter().peekable();
     for part in parts {
         let mut rest = *part;
@@ -185,12 +188,14 @@ pub fn sha256_skipping(
             // A run past the part's end takes the rest of it, and is then hashed.
             let len = usize::try_from(run.len).map_or(tail.len(), |n| n.min(tail.len()));
             let (zeros, after) = tail.split_at_checked(len).unwrap_or((tail, &[]));
-            h.update_run(zeros, &run);
+            if h.update_run(zeros, &run) {
+                skipped = skipped.wrapping_add(run.len);
+            }
             rest = after;
         }
         h.update(rest);
     }
-    h.finalize()
+    (h.finalize(), skipped)
 }
 
 /// A message's SHA-256 and its zero runs: what a container records.
@@ -289,7 +294,7 @@ mod tests {
             portable(state, blocks);
         }
         let skipped = sha256_skipping(counting, &[&m[..12400], &m[12400..]], runs.clone());
-        assert_eq!(skipped, want);
+        assert_eq!(skipped, (want, 8192));
         let hashed = BLOCKS.swap(0, core::sync::atomic::Ordering::Relaxed);
         assert_eq!(hashed, (m.len() - 8192) / 64 + 1, "the run was hashed");
         // Split where the packer split it: the same.
@@ -305,7 +310,7 @@ mod tests {
         );
         assert_eq!(
             sha256_skipping(portable, &[&m[..6000], &m[6000..]], runs2),
-            want
+            (want, 1856 + 6272)
         );
     }
 
@@ -325,20 +330,24 @@ mod tests {
                 ..run
             },
         ] {
-            assert_eq!(sha256_skipping(portable, &[&m], [bad]), want, "{bad:?}");
+            assert_eq!(
+                sha256_skipping(portable, &[&m], [bad]),
+                (want, 0),
+                "{bad:?}"
+            );
         }
         // Across two parts, out of order, or twice: hashed too.
         assert_eq!(
             sha256_skipping(portable, &[&m[..8000], &m[8000..]], runs.clone()),
-            want
+            (want, 0)
         );
-        assert_eq!(sha256_skipping(portable, &[&m], [run, run]), want);
+        assert_eq!(sha256_skipping(portable, &[&m], [run, run]), (want, 8192));
         // A changed byte in the run, before it, or after it changes the digest.
         for at in [0, 4095, 4096, 8000, 12287, 12288, m.len() - 1] {
             let mut c = m.clone();
             c[at] ^= 0x40;
             assert_ne!(
-                sha256_skipping(portable, &[&c], runs.clone()),
+                sha256_skipping(portable, &[&c], runs.clone()).0,
                 want,
                 "byte {at}"
             );
@@ -348,7 +357,7 @@ mod tests {
             after: [1; 8],
             ..run
         };
-        assert_ne!(sha256_skipping(portable, &[&m], [wrong]), want);
+        assert_ne!(sha256_skipping(portable, &[&m], [wrong]).0, want);
     }
 
     #[test]
@@ -377,7 +386,8 @@ mod tests {
             let parts: [&[u8]; 2] = [&m[..cut], &m[cut..]];
             let Hashed { digest, runs } = sha256_with_runs(&parts, min);
             prop_assert_eq!(digest, want);
-            prop_assert_eq!(sha256_skipping(portable, &parts, runs), want);
+            let zeros: u64 = runs.iter().map(|r| r.len).sum();
+            prop_assert_eq!(sha256_skipping(portable, &parts, runs), (want, zeros));
         }
 
         /// Any data, fed in any pieces, hashes as sha2 hashes it whole.

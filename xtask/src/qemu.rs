@@ -555,6 +555,9 @@ pub struct Boot {
     /// The SHA-256 block function the shim said it verified with (`sha256=` in its
     /// verbose timing line): `sha-ni` or `sse2` (x86), `armv8-sha256` or `neon` (arm64).
     pub sha256: Option<String>,
+    /// Bytes of zero runs the digest check read rather than hashed (`zeros=` in the
+    /// timing line).
+    pub zeros: Option<u64>,
     /// The last non-empty console line, for messages.
     pub last_line: Option<String>,
     pub end: End,
@@ -622,6 +625,7 @@ impl Boot {
             shim_total: None,
             payload_bits: None,
             sha256: None,
+            zeros: None,
             last_line: None,
             end,
             ok_exit: 0,
@@ -850,6 +854,9 @@ impl Boot {
                     if let Some(total) = field(&text, "total=") {
                         self.shim_total.get_or_insert(total);
                     }
+                    if let Some(zeros) = field(&text, "zeros=").and_then(|z| z.parse().ok()) {
+                        self.zeros.get_or_insert(zeros);
+                    }
                 }
                 self.shim_lines.push(text);
             }
@@ -990,6 +997,8 @@ pub struct Summary {
     /// Each passing boot's SHA-256 block function, as the shim named it ("none" if
     /// it did not).
     pub sha256: Vec<String>,
+    /// Each passing boot's bytes of zero runs read, not hashed (0 if not said).
+    pub zeros: Vec<u64>,
     /// Each boot's wall time in seconds, QEMU start to end (emulation time).
     pub seconds: Vec<f64>,
     /// Each passing boot's shim lines, one string per boot.
@@ -1035,6 +1044,7 @@ impl Summary {
         if pass {
             let name = boot.sha256.as_deref().unwrap_or("none");
             self.sha256.push(name.to_string());
+            self.zeros.push(boot.zeros.unwrap_or(0));
         }
     }
 
@@ -1405,15 +1415,17 @@ mod tests {
         let boot = boot_of(&lines, exited());
         assert_eq!(boot.sha256.as_deref(), Some("sha-ni"));
         let linux = boot_of(
-            &["shim: timing verify=273000us sha256=armv8-sha256 total=1114000us entry=500us"],
+            &["shim: timing verify=273000us zeros=1583424 sha256=armv8-sha256 total=1114000us entry=500us"],
             End::Stopped,
         );
         assert_eq!(linux.sha256.as_deref(), Some("armv8-sha256"));
+        assert_eq!((boot.zeros, linux.zeros), (None, Some(1583424)));
         let mut s = Summary::default();
         s.add(&boot, true);
         s.add(&boot_of(&lines[1..], exited()), true);
         s.add(&linux, false);
         assert_eq!(s.sha256, ["sha-ni", "none"]);
+        assert_eq!(s.zeros, [0, 0]);
     }
 
     #[test]

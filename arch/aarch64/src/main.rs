@@ -453,7 +453,7 @@ fn boot_linux(inputs: boot::Inputs<'_>, entered: Entered<'_>) -> Result<Never, F
     // Right before the jump: the Image must be exactly what was packed.
     let t0 = since_entry_us();
     let sha256 = platform.sha256();
-    loaded.verify(sha256.compress)?;
+    let zeros = loaded.verify(sha256.compress)?;
     let t1 = since_entry_us();
     cpu::clean_dcache_poc(loaded.image_pa, loaded.reserve);
     cpu::clean_dcache_poc(loaded.fdt_pa, new_size as u64);
@@ -463,7 +463,7 @@ fn boot_linux(inputs: boot::Inputs<'_>, entered: Entered<'_>) -> Result<Never, F
         // The total ends at the jump; this line writes nothing Linux reads.
         let total = since_entry_us();
         say!(
-            "timing verify={}us sha256={} clean={}us total={total}us entry={}us; entering Linux at EL{}",
+            "timing verify={}us zeros={zeros} sha256={} clean={}us total={total}us entry={}us; entering Linux at EL{}",
             t1 - t0,
             sha256.name,
             total - t1,

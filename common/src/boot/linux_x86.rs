@@ -103,7 +103,8 @@ impl LoadedLinuxX86<'_> {
             ],
         };
         let compress = platform.sha256_compress();
-        container::check_digest(&self.payload, &hashed(self.bz.setup, parts), compress)?;
+        let zeros =
+            container::check_digest(&self.payload, &hashed(self.bz.setup, parts), compress)?;
         let t1 = platform.ticks();
         let relocated = match self.decoded {
             Some(d) => {
@@ -118,11 +119,11 @@ impl LoadedLinuxX86<'_> {
             let verify = Duration(t1.wrapping_sub(t0), hz);
             match relocated {
                 Some((r, layout)) => platform.say(format_args!(
-                    "timing verify={verify} relocate={} ({} relocations, {layout:?})",
+                    "timing verify={verify} zeros={zeros} relocate={} ({} relocations, {layout:?})",
                     Duration(t2.wrapping_sub(t1), hz),
                     r.rel32.saturating_add(r.rel32neg).saturating_add(r.rel64),
                 )),
-                None => platform.say(format_args!("timing verify={verify}")),
+                None => platform.say(format_args!("timing verify={verify} zeros={zeros}")),
             }
         }
         Ok(())
