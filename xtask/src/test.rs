@@ -1429,6 +1429,14 @@ mod tests {
         let mut short = hashed(&["portable"]);
         short.passed = 2;
         assert!(check(Check::Hashed("portable"), &short).is_err());
+        // A Debian kernel's check reads its zero runs: zeros= of at least 1 MiB.
+        let linux = |zeros: &[u64]| Summary {
+            zeros: zeros.to_vec(),
+            ..hashed(&vec!["neon"; zeros.len()])
+        };
+        assert!(check(Check::LinuxHashed("neon"), &linux(&[1583424, 1583424])).is_ok());
+        assert!(check(Check::LinuxHashed("neon"), &linux(&[1583424, 0])).is_err());
+        assert!(check(Check::Hashed("neon"), &linux(&[0])).is_ok());
     }
 
     #[test]
