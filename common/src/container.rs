@@ -9,6 +9,7 @@ use core::fmt;
 
 pub use crate::inflate::{InflateFailure, Inflater};
 use crate::lz4::{self, Lz4Failure};
+use zerocopy::big_endian::U32 as U32Be;
 use zerocopy::little_endian::{U16, U64};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
@@ -55,41 +56,27 @@ pub struct Header {
 pub struct RawZeroRun {
     pub start: U64,
     pub len: U64,
-    pub before: [u8; 32],
-    pub after: [u8; 32],
+    pub before: [U32Be; 8],
+    pub after: [U32Be; 8],
 }
 
 impl RawZeroRun {
     pub fn get(&self) -> crate::digest::ZeroRun {
-        let words = |b: &[u8; 32]| {
-            let mut w = [0u32; 8];
-            for (w, c) in w.iter_mut().zip(b.as_chunks::<4>().0) {
-                *w = u32::from_be_bytes(*c);
-            }
-            w
-        };
         crate::digest::ZeroRun {
             start: self.start.get(),
             len: self.len.get(),
-            before: words(&self.before),
-            after: words(&self.after),
+            before: self.before.map(U32Be::get),
+            after: self.after.map(U32Be::get),
         }
     }
 
     #[cfg(any(test, feature = "alloc"))]
     fn new(run: &crate::digest::ZeroRun) -> RawZeroRun {
-        let bytes = |w: &[u32; 8]| {
-            let mut b = [0u8; 32];
-            for (c, w) in b.as_chunks_mut::<4>().0.iter_mut().zip(w) {
-                *c = w.to_be_bytes();
-            }
-            b
-        };
         RawZeroRun {
             start: U64::new(run.start),
             len: U64::new(run.len),
-            before: bytes(&run.before),
-            after: bytes(&run.after),
+            before: run.before.map(U32Be::new),
+            after: run.after.map(U32Be::new),
         }
     }
 }

@@ -89,6 +89,25 @@ impl Sha256 {
         }
     }
 
+    /// Takes in `data`, stepping over it if `run` describes it here: at a block
+    /// boundary, the chaining value `run.before`, `data` all zeros and `run.len` long.
+    /// Otherwise hashes it. Says whether it stepped over it.
+    fn update_run(&mut self, data: &[u8], run: &ZeroRun) -> bool {
+        let fits = self.len == run.start
+            && run.start.is_multiple_of(64)
+            && data.len() as u64 == run.len
+            && run.len.is_multiple_of(64)
+            && self.state == run.before;
+        if fits && all_zero(data) {
+            self.state = run.after;
+            self.len = self.len.wrapping_add(run.len);
+            true
+        } else {
+            self.update(data);
+            false
+        }
+    }
+
     pub fn finalize(mut self) -> [u8; 32] {
         let bits = self.len.wrapping_mul(8);
         // 0x80, zeros to 56 mod 64, then the length in bits, big-endian.
@@ -130,27 +149,6 @@ pub fn all_zero(data: &[u8]) -> bool {
         (w[0] | w[1] | w[2] | w[3]) | (w[4] | w[5] | w[6] | w[7]) == 0
     };
     blocks.iter().all(zero) && rest.iter().all(|&b| b == 0)
-}
-
-impl Sha256 {
-    /// Takes in `data`, stepping over it if `run` describes it here: at a block
-    /// boundary, the chaining value `run.before`, `data` all zeros and `run.len` long.
-    /// Otherwise hashes it. Says whether it stepped over it.
-    fn update_run(&mut self, data: &[u8], run: &ZeroRun) -> bool {
-        let fits = self.len == run.start
-            && run.start.is_multiple_of(64)
-            && data.len() as u64 == run.len
-            && run.len.is_multiple_of(64)
-            && self.state == run.before;
-        if fits && all_zero(data) {
-            self.state = run.after;
-            self.len = self.len.wrapping_add(run.len);
-            true
-        } else {
-            self.update(data);
-            false
-        }
-    }
 }
 
 /// The SHA-256 of `data` with `compress`.

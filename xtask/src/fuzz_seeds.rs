@@ -340,6 +340,14 @@ fn containers(s: &Sources) -> Vec<(String, Vec<u8>)> {
             ));
         }
     }
+    // A zero run: its table entry between the header and the packed data.
+    let mut sparse = vec![0x5a; 4096];
+    sparse.extend([0; 8192]);
+    sparse.extend([0xa5; 100]);
+    out.push((
+        "zero-run-zlib".into(),
+        container::pack(Format::LinuxArm64Image, Compression::Zlib, &sparse),
+    ));
     if let Some((image, _)) = &s.linux_image {
         let f = Format::LinuxArm64Image;
         out.push((

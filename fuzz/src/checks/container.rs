@@ -31,12 +31,12 @@ pub fn run(data: &[u8]) {
     assert_eq!(p.zero_runs.len() * container::ZERO_RUN_LEN, table);
     let entries = data[container::HEADER_LEN..header].chunks_exact(container::ZERO_RUN_LEN);
     for (run, raw) in p.zero_runs.iter().zip(entries) {
-        let (start, len) = (run.start.get().to_le_bytes(), run.len.get().to_le_bytes());
-        assert_eq!((&start[..], &len[..]), (&raw[..8], &raw[8..16]));
-        assert_eq!(
-            (&run.before[..], &run.after[..]),
-            (&raw[16..48], &raw[48..80])
-        );
+        let run = run.get();
+        let u64_at = |at: usize| u64::from_le_bytes(raw[at..at + 8].try_into().unwrap());
+        let u32_at = |at: usize| u32::from_be_bytes(raw[at..at + 4].try_into().unwrap());
+        assert_eq!((run.start, run.len), (u64_at(0), u64_at(8)));
+        assert_eq!(run.before, core::array::from_fn(|i| u32_at(16 + 4 * i)));
+        assert_eq!(run.after, core::array::from_fn(|i| u32_at(48 + 4 * i)));
     }
     assert_eq!(p.kept, &data[header..header + p.kept.len()]);
     let packed_at = header + p.kept.len();
