@@ -36,7 +36,8 @@ pub struct FuzzArgs {
     #[arg(long, default_value_t = 60)]
     pub seconds: u64,
     /// Only this target (fdt, place, elf, container, bootparams, cmdline,
-    /// arm64_image); may be given more than once [default: all].
+    /// arm64_image, x86_bzimage, x86_vmlinux); may be given more than once [default:
+    /// all].
     #[arg(long = "target", value_name = "NAME")]
     pub targets: Vec<String>,
 }
