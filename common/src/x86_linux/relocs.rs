@@ -294,12 +294,13 @@ pub fn relocate(
     if delta == 0 {
         return Ok(counts);
     }
-    // Every read and field was checked by the scan: the passes below only keep their
+    // Every read and field was checked by the scan: the loops below only keep their
     // reads and writes in `buf` (errors here cannot happen but are still reported).
+    // 32-bit fields take the low half of `delta`, as the kernel's `int` arithmetic does.
     let base = START_KERNEL_MAP.wrapping_add(vm.load_physical_addr());
+    let d32 = delta as u32;
     let mut pos = output_len;
     for &list in layout.lists() {
-        let d32 = delta as u32;
         pos = match list {
             RelocKind::Rel32 => apply(buf, pos, base, list, |f: [u8; 4]| {
                 u32::from_le_bytes(f).wrapping_add(d32).to_le_bytes()
