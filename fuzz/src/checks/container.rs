@@ -7,7 +7,7 @@
 //! the digest of what it unpacked to (and its zero runs out of the way), the container
 //! verifies and unpacks the same; a verified payload has the header's digest, whatever
 //! its zero runs say; a zlib stream the shim unpacks, miniz_oxide inflates to the
-//! same bytes.
+//! same bytes; and any bytes as one LZ4 block decode as lz4_flex decodes them.
 
 use shim_common::container::{self, Compression, ContainerError, Inflater};
 use shim_common::digest;
@@ -19,6 +19,7 @@ const MAX_UNPACKED: u64 = 1 << 20;
 const PREFIX: usize = 64;
 
 pub fn run(data: &[u8]) {
+    lz4_block(data);
     let Ok(p) = container::parse(data) else {
         return;
     };
@@ -138,5 +139,24 @@ pub fn run(data: &[u8]) {
             container::verify(&q, &again).is_err(),
             "a changed byte verified"
         );
+    }
+}
+
+/// Any bytes as one LZ4 block, into room of a size they pick: the shim's decoder gives
+/// what lz4_flex's gives, bytes or the same kind of error.
+fn lz4_block(data: &[u8]) {
+    use shim_common::lz4::{decode_block, BlockError};
+    let room = data.first().map_or(0, |&b| usize::from(b) * 64);
+    let (mut ours, mut theirs) = (vec![0u8; room], vec![0u8; room]);
+    let a = decode_block(data, &mut ours);
+    let b = lz4_flex::block::decompress_into(data, &mut theirs);
+    let too_small = |e: &lz4_flex::block::DecompressError| {
+        matches!(e, lz4_flex::block::DecompressError::OutputTooSmall { .. })
+    };
+    match (a, b) {
+        (Ok(n), Ok(m)) => assert!(n == m && ours[..n] == theirs[..m], "LZ4 decoders differ"),
+        (Err(BlockError::OutputTooSmall), Err(e)) => assert!(too_small(&e), "{e:?}"),
+        (Err(BlockError::Corrupt), Err(e)) => assert!(!too_small(&e), "{e:?}"),
+        (a, b) => panic!("LZ4: shim {a:?}, lz4_flex {b:?}"),
     }
 }
