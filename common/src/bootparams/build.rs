@@ -742,11 +742,9 @@ mod tests {
     /// `bzImage`: the same checks on the real setup area.
     #[test]
     fn real_bzimage_header() {
-        let Some(dir) = std::env::var_os("SHIM_LINUX_X86") else {
-            eprintln!("note: SHIM_LINUX_X86 is not set: the real bzImage case is skipped");
+        let Some(image) = crate::x86_linux::debian_file("bzImage") else {
             return;
         };
-        let image = std::fs::read(std::path::Path::new(&dir).join("bzImage")).unwrap();
         let hdr = SetupHeader::read_from_prefix(&image[SETUP_HEADER_OFFSET..])
             .unwrap()
             .0;

@@ -26,6 +26,19 @@ mod vmlinux;
 #[cfg(test)]
 mod debian;
 
+/// A file of Debian's x86_64 cloud kernel from the directory `SHIM_LINUX_X86` names
+/// (`cargo xtask test` sets it), or `None`, saying so, when it is unset: the tests
+/// that read it skip.
+#[cfg(test)]
+pub(crate) fn debian_file(name: &str) -> Option<std::vec::Vec<u8>> {
+    let Some(dir) = std::env::var_os("SHIM_LINUX_X86") else {
+        std::eprintln!("SHIM_LINUX_X86 unset: Debian's x86_64 kernel not read");
+        return None;
+    };
+    let path = std::path::Path::new(&dir).join(name);
+    Some(std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
+}
+
 pub use crate::lz4::{Lz4Failure, LZ4_CHUNK};
 pub use bzimage::{is_bzimage, parse_bzimage, BzImage, BzImageError, Compression, KernelVersion};
 pub use decompress::{decodes, decompress, DecompressError};
