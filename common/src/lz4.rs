@@ -151,7 +151,7 @@ pub enum BlockError {
 /// offset and a match, the last one literals only) decoded into the start of `out`;
 /// returns the bytes written. It accepts exactly what lz4_flex's decoder accepts (the
 /// tests check it against that), and like it writes scratch past what it has decoded
-/// so far (up to 18 bytes, inside `out`), where later sequences write.
+/// so far (at most 15 bytes, inside `out`), where later sequences write.
 pub fn decode_block(mut input: &[u8], out: &mut [u8]) -> Result<usize, BlockError> {
     use BlockError::{Corrupt, OutputTooSmall};
     if input.is_empty() {
