@@ -153,14 +153,7 @@ pub fn all_zero(data: &[u8]) -> bool {
 
 /// The SHA-256 of `data` with `compress`.
 pub fn sha256(compress: Compress, data: &[u8]) -> [u8; 32] {
-    sha256_parts(compress, &[data])
-}
-
-/// The SHA-256 of `parts`, one after the other, with `compress`.
-pub fn sha256_parts(compress: Compress, parts: &[&[u8]]) -> [u8; 32] {
-    let mut h = Sha256::new(compress);
-    parts.iter().for_each(|part| h.update(part));
-    h.finalize()
+    sha256_skipping(compress, &[data], []).0
 }
 
 /// The SHA-256 of `parts`, one after the other, stepping over the zero runs `runs`

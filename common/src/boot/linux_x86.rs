@@ -104,7 +104,7 @@ impl LoadedLinuxX86<'_> {
         };
         let compress = platform.sha256_compress();
         let zeros =
-            container::check_digest(&self.payload, &hashed(self.bz.setup, parts), compress)?;
+            container::check_digest(&self.payload, &message(self.bz.setup, parts), compress)?;
         let t1 = platform.ticks();
         let relocated = match self.decoded {
             Some(d) => {
@@ -141,7 +141,7 @@ impl LoadedLinuxX86<'_> {
 #[cfg(any(test, feature = "alloc"))]
 pub fn linux_x86_digest(file: &[u8]) -> Result<crate::digest::Hashed, BootError> {
     let bz = x86_linux::parse_bzimage(file)?;
-    let digest = |slot| container::hashed(&hashed(bz.setup, slot));
+    let digest = |slot| container::hashed(&message(bz.setup, slot));
     if !x86_linux::decodes(bz.compression) {
         return Ok(digest([bz.protected, &[]]));
     }
@@ -152,7 +152,7 @@ pub fn linux_x86_digest(file: &[u8]) -> Result<crate::digest::Hashed, BootError>
 }
 
 /// What [`linux_x86_digest`] hashes, in order: the setup code, then the slot's parts.
-fn hashed<'b>(setup: &'b [u8], slot: [&'b [u8]; 2]) -> [&'b [u8]; 3] {
+fn message<'b>(setup: &'b [u8], slot: [&'b [u8]; 2]) -> [&'b [u8]; 3] {
     [setup, slot[0], slot[1]]
 }
 

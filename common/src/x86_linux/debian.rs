@@ -26,17 +26,8 @@ impl Inputs {
 }
 
 fn inputs() -> Option<Inputs> {
-    let Some(dir) = std::env::var_os("SHIM_LINUX_X86") else {
-        eprintln!(
-            "SHIM_LINUX_X86 unset: Debian's x86_64 kernel not checked (cargo xtask test sets it)"
-        );
-        return None;
-    };
-    let dir = std::path::Path::new(&dir);
-    let read = |f: &str| {
-        std::fs::read(dir.join(f)).unwrap_or_else(|e| panic!("{}: {e}", dir.join(f).display()))
-    };
-    let map = String::from_utf8(read("System.map"))
+    let bzimage = debian_file("bzImage")?;
+    let map = String::from_utf8(debian_file("System.map")?)
         .unwrap()
         .lines()
         .filter_map(|l| {
@@ -46,10 +37,7 @@ fn inputs() -> Option<Inputs> {
             Some((w.next()?.to_string(), addr))
         })
         .collect();
-    Some(Inputs {
-        bzimage: read("bzImage"),
-        map,
-    })
+    Some(Inputs { bzimage, map })
 }
 
 /// handle_relocations() of arch/x86/boot/compressed/misc.c (v6.1; `three_lists` false
